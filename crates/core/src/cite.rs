@@ -1,0 +1,39 @@
+//! The cite envelope carried by every data and search answer, so the agent can quote where a number came from.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub const SERVED_BY: &str = "twilight-drive-backend";
+pub const SERVED_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cite {
+    pub kind: &'static str,
+    /// The upstream actually consulted; `sandbox:<name>` when a simulator backed the value.
+    pub source: String,
+    pub served_by: &'static str,
+    pub served_version: &'static str,
+    pub table: &'static str,
+    pub fetched_at: DateTime<Utc>,
+    pub cache_age_seconds: i64,
+    pub tool_call_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+impl Cite {
+    /// A tool cite for a value read from `table`, fetched from `source` at `fetched_at`, answered `now`.
+    pub fn tool(source: &str, table: &'static str, fetched_at: DateTime<Utc>, now: DateTime<Utc>, tool_call_id: String) -> Self {
+        Cite {
+            kind: "tool",
+            source: source.to_string(),
+            served_by: SERVED_BY,
+            served_version: SERVED_VERSION,
+            table,
+            fetched_at,
+            cache_age_seconds: (now - fetched_at).num_seconds().max(0),
+            tool_call_id,
+            url: None,
+        }
+    }
+}
