@@ -1,0 +1,25 @@
+#![forbid(unsafe_code)]
+//! Protocol-faithful simulators of the outside services Twilight Drive talks to, for tests and
+//! for the offline embedded default. Each speaks its protocol on loopback exactly as documented in
+//! `shared/protocols/`, with deterministic data and switchable fault modes.
+
+pub mod calendar;
+mod seed;
+pub mod tushare;
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+pub use tushare::{TushareMode, TushareSim};
+
+/// Binds 127.0.0.1:`port` (0 = ephemeral), serves `router` in a task, and returns the bound
+/// address and that task.
+pub async fn serve(router: axum::Router, port: u16) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%addr, %error, "sandbox server stopped");
+        }
+    });
+    Ok((addr, task))
+}
