@@ -1,0 +1,25 @@
+use chrono::NaiveDate;
+
+/// Everything the read path can answer instead of a value. `Clone` because single-flight shares one
+/// outcome among every request waiting on the same fill.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MarketError {
+    #[error("{message}")]
+    InvalidInput { field: &'static str, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{} is not a trading day{}", twilight_core::compact(*.date), .previous.map(|p| format!("; the trade date that applies is {}", twilight_core::compact(p))).unwrap_or_default())]
+    NotTradingDay { date: NaiveDate, previous: Option<NaiveDate> },
+    #[error("{source_name} rejected our credentials: {message}")]
+    UpstreamAuth { source_name: &'static str, message: String },
+    #[error("{source_name} refused: {message}")]
+    UpstreamPermission { source_name: &'static str, message: String },
+    #[error("{source_name} is throttling us; try again in a minute")]
+    Throttled { source_name: &'static str },
+    #[error("{source_name} did not answer in time")]
+    Timeout { source_name: &'static str },
+    #[error("{source_name} failed: {message}")]
+    Upstream { source_name: &'static str, message: String },
+    #[error("warehouse: {0}")]
+    Warehouse(String),
+}

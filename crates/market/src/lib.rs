@@ -1,0 +1,16 @@
+#![forbid(unsafe_code)]
+//! Market data: the DuckDB warehouse, upstream clients, and the read path that fills the warehouse on a miss.
+
+mod calendar;
+mod error;
+mod metric;
+mod service;
+pub mod tushare;
+pub mod warehouse;
+
+pub use calendar::Calendar;
+pub use error::MarketError;
+pub use metric::Metric;
+pub use service::{Claim, FundamentalsAnswer, Market, MarketConfig, PriceAnswer, SourceHealth, Stock};
+pub use tushare::{TushareClient, TushareConfig};
+pub use warehouse::Warehouse;

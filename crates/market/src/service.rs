@@ -1,0 +1,388 @@
+//! The read path: warehouse hit → answer; miss → exactly one upstream call fills it (single-flight), then answer.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use moka::future::Cache;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use twilight_core::{china_today, compact, TsCode};
+
+use crate::calendar::Calendar;
+use crate::tushare::{Fetched, TushareClient, TushareConfig};
+use crate::warehouse::{Cell, Record, TableSpec, Warehouse, FINA_INDICATOR, STOCK_BASIC, TRADE_CAL};
+use crate::{MarketError, Metric};
+
+/// A day row we looked for and the upstream did not have (suspension, or today before publication)
+/// is asked for again after this long.
+const NEGATIVE_TTL: Duration = Duration::from_secs(600);
+/// How long reference data (calendar, stock list, financial reports) is trusted before re-reading.
+const REFERENCE_TTL: Duration = Duration::from_secs(3600);
+/// Stored reference data older than this is refreshed from upstream.
+const REFERENCE_MAX_AGE: chrono::Duration = chrono::Duration::hours(24);
+const FIRST_TRADE_DATE: &str = "19901219";
+
+#[derive(Debug, Clone)]
+pub struct MarketConfig {
+    pub warehouse_path: PathBuf,
+    pub tushare: TushareConfig,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stock {
+    pub code: TsCode,
+    pub name: String,
+    pub list_date: Option<NaiveDate>,
+}
+
+/// A value with where it came from; the API turns provenance into a cite.
+#[derive(Debug, Clone)]
+pub struct PriceAnswer {
+    pub stock: Stock,
+    pub metric: Metric,
+    pub value: Option<f64>,
+    pub as_of: NaiveDate,
+    pub source: String,
+    pub table: &'static str,
+    pub fetched_at: DateTime<Utc>,
+    /// Upstream points this request spent (0 when the warehouse answered).
+    pub cost_pts: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub metric: &'static str,
+    pub value: Option<f64>,
+    pub unit: &'static str,
+    pub period: NaiveDate,
+    pub source: String,
+    pub table: &'static str,
+    pub fetched_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FundamentalsAnswer {
+    pub stock: Stock,
+    /// The report period answered (a quarter end).
+    pub period: NaiveDate,
+    pub announced: Option<NaiveDate>,
+    pub claims: Vec<Claim>,
+    pub cost_pts: i32,
+}
+
+/// Last outcome per upstream, for the deep health check.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourceHealth {
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_error: Option<DateTime<Utc>>,
+    pub last_error_message: Option<String>,
+}
+
+type DayKey = (&'static str, TsCode, NaiveDate);
+
+/// Cached day rows expire only when absent, so a missing row is looked up again later.
+struct DayRowExpiry;
+
+impl moka::Expiry<DayKey, Arc<Option<Record>>> for DayRowExpiry {
+    fn expire_after_create(&self, _: &DayKey, value: &Arc<Option<Record>>, _: std::time::Instant) -> Option<Duration> {
+        value.is_none().then_some(NEGATIVE_TTL)
+    }
+}
+
+pub struct Market {
+    warehouse: Arc<Warehouse>,
+    tushare: TushareClient,
+    day_rows: Cache<DayKey, Arc<Option<Record>>>,
+    reports: Cache<TsCode, Arc<Vec<Record>>>,
+    calendar: Cache<(), Arc<Calendar>>,
+    stocks: Cache<(), Arc<HashMap<TsCode, Stock>>>,
+    health: Mutex<HashMap<&'static str, SourceHealth>>,
+}
+
+const FINA_CLAIMS: [(&str, &str); 12] = [
+    ("eps", "CNY/share"),
+    ("dt_eps", "CNY/share"),
+    ("bps", "CNY/share"),
+    ("roe", "%"),
+    ("roe_dt", "%"),
+    ("roa", "%"),
+    ("grossprofit_margin", "%"),
+    ("netprofit_margin", "%"),
+    ("debt_to_assets", "%"),
+    ("current_ratio", "ratio"),
+    ("quick_ratio", "ratio"),
+    ("netprofit_yoy", "%"),
+];
+const VALUATION_CLAIMS: [Metric; 5] = [Metric::PeTtm, Metric::Pe, Metric::Pb, Metric::Ps, Metric::TotalMv];
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, MarketError> + Send + 'static) -> Result<T, MarketError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| MarketError::Warehouse(format!("blocking task failed: {e}")))?
+}
+
+fn shared<T>(result: Result<T, Arc<MarketError>>) -> Result<T, MarketError> {
+    result.map_err(|e| (*e).clone())
+}
+
+fn params(pairs: &[(&str, String)]) -> Map<String, Value> {
+    pairs.iter().map(|(k, v)| (k.to_string(), Value::String(v.clone()))).collect()
+}
+
+impl Market {
+    pub fn open(config: MarketConfig) -> Result<Market, MarketError> {
+        Ok(Market {
+            warehouse: Arc::new(Warehouse::open(&config.warehouse_path)?),
+            tushare: TushareClient::new(config.tushare)?,
+            day_rows: Cache::builder().max_capacity(2_000_000).expire_after(DayRowExpiry).build(),
+            reports: Cache::builder().max_capacity(20_000).time_to_live(REFERENCE_TTL).build(),
+            calendar: Cache::builder().time_to_live(REFERENCE_TTL).build(),
+            stocks: Cache::builder().time_to_live(REFERENCE_TTL).build(),
+            health: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn warehouse(&self) -> &Arc<Warehouse> {
+        &self.warehouse
+    }
+
+    /// Rows per warehouse table; fails when the warehouse cannot be read.
+    pub async fn row_counts(&self) -> Result<Vec<(&'static str, i64)>, MarketError> {
+        let warehouse = self.warehouse.clone();
+        blocking(move || warehouse.row_counts()).await
+    }
+
+    pub fn health(&self) -> HashMap<&'static str, SourceHealth> {
+        self.health.lock().expect("health").clone()
+    }
+
+    /// `/price`: one metric of one stock on one trade date (default: the latest with data).
+    pub async fn price(&self, code: TsCode, trade_date: Option<NaiveDate>, metric: Metric) -> Result<PriceAnswer, MarketError> {
+        let stock = self.stock(code).await?;
+        let calendar = self.calendar().await?;
+        let cost = AtomicI32::new(0);
+        let spec = metric.table();
+        let (as_of, record) = match trade_date {
+            Some(date) => {
+                let date = self.check_trade_date(&calendar, &stock, date)?;
+                (date, self.day_row(spec, code, date, &cost).await?)
+            }
+            None => self.latest_day_row(&calendar, &stock, spec, &cost).await?,
+        };
+        let record = (*record).clone().ok_or_else(|| {
+            MarketError::NotFound(format!("no {} data for {code} on {} (suspended that day?)", spec.name, compact(as_of)))
+        })?;
+        Ok(PriceAnswer {
+            value: record.number(metric.name()),
+            metric,
+            as_of,
+            source: record.source,
+            table: spec.name,
+            fetched_at: record.fetched_at,
+            cost_pts: cost.into_inner(),
+            stock,
+        })
+    }
+
+    /// `/fundamentals`: the financial indicators of one report period (default: the latest announced),
+    /// plus the latest valuation.
+    pub async fn fundamentals(&self, code: TsCode, period: Option<NaiveDate>) -> Result<FundamentalsAnswer, MarketError> {
+        if let Some(p) = period.filter(|p| !twilight_core::is_quarter_end(*p)) {
+            return Err(MarketError::InvalidInput {
+                field: "period",
+                message: format!("period {} is not a quarter end; use YYYY0331, YYYY0630, YYYY0930 or YYYY1231", compact(p)),
+            });
+        }
+        let stock = self.stock(code).await?;
+        let calendar = self.calendar().await?;
+        let cost = AtomicI32::new(0);
+        let reports = self.reports(code, &cost).await?;
+        let report = match period {
+            Some(p) => reports.iter().find(|r| r.date("end_date") == Some(p)).ok_or_else(|| {
+                MarketError::NotFound(format!("{code} has no announced report for period {}", compact(p)))
+            })?,
+            None => reports.first().ok_or_else(|| MarketError::NotFound(format!("{code} has no announced reports")))?,
+        };
+        let period = report.date("end_date").expect("key column is never null");
+        let mut claims: Vec<Claim> = FINA_CLAIMS
+            .iter()
+            .map(|(metric, unit)| Claim {
+                metric,
+                value: report.number(metric),
+                unit,
+                period,
+                source: report.source.clone(),
+                table: FINA_INDICATOR.name,
+                fetched_at: report.fetched_at,
+            })
+            .collect();
+        let (valued_on, valuation) = self.latest_day_row(&calendar, &stock, VALUATION_CLAIMS[0].table(), &cost).await?;
+        if let Some(row) = valuation.as_ref() {
+            claims.extend(VALUATION_CLAIMS.iter().map(|m| Claim {
+                metric: m.name(),
+                value: row.number(m.name()),
+                unit: m.unit(),
+                period: valued_on,
+                source: row.source.clone(),
+                table: m.table().name,
+                fetched_at: row.fetched_at,
+            }));
+        }
+        Ok(FundamentalsAnswer { announced: report.date("ann_date"), stock, period, claims, cost_pts: cost.into_inner() })
+    }
+
+    fn check_trade_date(&self, calendar: &Calendar, stock: &Stock, date: NaiveDate) -> Result<NaiveDate, MarketError> {
+        let today = china_today(Utc::now());
+        if date > today {
+            return Err(MarketError::InvalidInput {
+                field: "trade_date",
+                message: format!("trade_date {} is in the future (today in Beijing is {})", compact(date), compact(today)),
+            });
+        }
+        if !calendar.is_open(date) {
+            return Err(MarketError::NotTradingDay { date, previous: calendar.before(date) });
+        }
+        if let Some(listed) = stock.list_date.filter(|listed| date < *listed) {
+            return Err(MarketError::NotFound(format!("{} was listed on {}; no data for {}", stock.code, compact(listed), compact(date))));
+        }
+        Ok(date)
+    }
+
+    /// The newest row on or before today: today's data appears only after the close, so an empty
+    /// answer for today falls back to the previous trade date.
+    async fn latest_day_row(&self, calendar: &Calendar, stock: &Stock, spec: &'static TableSpec, cost: &AtomicI32) -> Result<(NaiveDate, Arc<Option<Record>>), MarketError> {
+        let today = china_today(Utc::now());
+        let latest = calendar.on_or_before(today).ok_or_else(|| MarketError::NotFound("the trade calendar has no open day yet".into()))?;
+        let row = self.day_row(spec, stock.code, latest, cost).await?;
+        match calendar.before(latest) {
+            Some(previous) if row.is_none() && latest == today => Ok((previous, self.day_row(spec, stock.code, previous, cost).await?)),
+            _ => Ok((latest, row)),
+        }
+    }
+
+    /// One row of a per-day table: memory, then warehouse, then exactly one upstream call for all
+    /// concurrent askers of the same key.
+    async fn day_row(&self, spec: &'static TableSpec, code: TsCode, date: NaiveDate, cost: &AtomicI32) -> Result<Arc<Option<Record>>, MarketError> {
+        shared(
+            self.day_rows
+                .try_get_with((spec.name, code, date), async {
+                    let key = vec![Cell::Text(code.to_string()), Cell::Date(date)];
+                    let warehouse = self.warehouse.clone();
+                    if let Some(hit) = blocking(move || warehouse.select(spec, &key, None)).await?.pop() {
+                        return Ok(Arc::new(Some(hit)));
+                    }
+                    let fetched = self.fetch(spec.name, params(&[("ts_code", code.to_string()), ("trade_date", compact(date))]), &spec.fields(), cost).await?;
+                    let stored = self.store(spec, fetched).await?;
+                    Ok(Arc::new(stored.into_iter().find(|r| r.date("trade_date") == Some(date))))
+                })
+                .await,
+        )
+    }
+
+    /// Every announced report of `code`, newest period first.
+    async fn reports(&self, code: TsCode, cost: &AtomicI32) -> Result<Arc<Vec<Record>>, MarketError> {
+        let key = vec![Cell::Text(code.to_string())];
+        shared(
+            self.reports
+                .try_get_with(code, async {
+                    let stored = self.stored_if_fresh(&FINA_INDICATOR, key.clone(), "end_date").await?;
+                    if let Some(records) = stored {
+                        return Ok(Arc::new(records));
+                    }
+                    let fetched = self.fetch(FINA_INDICATOR.name, params(&[("ts_code", code.to_string())]), &FINA_INDICATOR.fields(), cost).await?;
+                    self.store(&FINA_INDICATOR, fetched).await?;
+                    let warehouse = self.warehouse.clone();
+                    Ok(Arc::new(blocking(move || warehouse.select(&FINA_INDICATOR, &key, Some("end_date"))).await?))
+                })
+                .await,
+        )
+    }
+
+    /// The listed stocks, which decide whether a code is known.
+    pub async fn stock(&self, code: TsCode) -> Result<Stock, MarketError> {
+        let stocks = shared(
+            self.stocks
+                .try_get_with((), async {
+                    let records = match self.stored_if_fresh(&STOCK_BASIC, Vec::new(), "ts_code").await? {
+                        Some(records) => records,
+                        None => {
+                            let fetched = self.fetch(STOCK_BASIC.name, params(&[("list_status", "L".into())]), &STOCK_BASIC.fields(), &AtomicI32::new(0)).await?;
+                            self.store(&STOCK_BASIC, fetched).await?
+                        }
+                    };
+                    let stocks = records
+                        .iter()
+                        .filter_map(|r| {
+                            let code: TsCode = r.text("ts_code")?.parse().ok()?;
+                            Some((code, Stock { code, name: r.text("name").unwrap_or_default().to_string(), list_date: r.date("list_date") }))
+                        })
+                        .collect();
+                    Ok(Arc::new(stocks))
+                })
+                .await,
+        )?;
+        stocks.get(&code).cloned().ok_or_else(|| MarketError::NotFound(format!("unknown code {code}: no listed A-share has it")))
+    }
+
+    /// The SSE calendar, read from the warehouse, or fetched whole when it does not reach today.
+    pub async fn calendar(&self) -> Result<Arc<Calendar>, MarketError> {
+        shared(
+            self.calendar
+                .try_get_with((), async {
+                    let today = china_today(Utc::now());
+                    let calendar = self.stored_calendar().await?;
+                    if calendar.covers(today) {
+                        return Ok(Arc::new(calendar));
+                    }
+                    let end = format!("{}1231", today.year());
+                    let request = params(&[("exchange", "SSE".into()), ("start_date", FIRST_TRADE_DATE.into()), ("end_date", end)]);
+                    let fetched = self.fetch(TRADE_CAL.name, request, &TRADE_CAL.fields(), &AtomicI32::new(0)).await?;
+                    self.store(&TRADE_CAL, fetched).await?;
+                    Ok(Arc::new(self.stored_calendar().await?))
+                })
+                .await,
+        )
+    }
+
+    async fn stored_calendar(&self) -> Result<Calendar, MarketError> {
+        let warehouse = self.warehouse.clone();
+        let records = blocking(move || warehouse.select(&TRADE_CAL, &[Cell::Text("SSE".into())], None)).await?;
+        let last = records.iter().filter_map(|r| r.date("cal_date")).max();
+        let open = records.iter().filter(|r| r.number("is_open") == Some(1.0)).filter_map(|r| r.date("cal_date")).collect();
+        Ok(Calendar::new(open, last))
+    }
+
+    /// Stored rows under `key_prefix` if there are any and the newest was fetched within a day.
+    async fn stored_if_fresh(&self, spec: &'static TableSpec, key_prefix: Vec<Cell>, order: &'static str) -> Result<Option<Vec<Record>>, MarketError> {
+        let warehouse = self.warehouse.clone();
+        let records = blocking(move || warehouse.select(spec, &key_prefix, Some(order))).await?;
+        let newest = records.iter().map(|r| r.fetched_at).max();
+        Ok(newest.filter(|at| Utc::now() - *at < REFERENCE_MAX_AGE).map(|_| records))
+    }
+
+    async fn store(&self, spec: &'static TableSpec, fetched: Fetched) -> Result<Vec<Record>, MarketError> {
+        let warehouse = self.warehouse.clone();
+        blocking(move || warehouse.upsert(spec, &fetched.table, fetched.source, Utc::now())).await
+    }
+
+    /// One metered upstream query, with its outcome recorded for the health check.
+    async fn fetch(&self, api_name: &str, params: Map<String, Value>, fields: &[&str], cost: &AtomicI32) -> Result<Fetched, MarketError> {
+        let result = self.tushare.query(api_name, params, fields).await;
+        let mut health = self.health.lock().expect("health");
+        let entry = health.entry("tushare").or_default();
+        match &result {
+            Ok(fetched) => {
+                cost.fetch_add(fetched.cost_pts, Ordering::Relaxed);
+                entry.last_success = Some(Utc::now());
+            }
+            Err(e) => {
+                tracing::warn!(api_name, error = %e, "tushare call failed");
+                entry.last_error = Some(Utc::now());
+                entry.last_error_message = Some(e.to_string());
+            }
+        }
+        result
+    }
+}
