@@ -1,0 +1,27 @@
+//! The admin API, opened only by admin-class tokens.
+
+mod users;
+
+pub use users::{create_user_with_key, DEFAULT_RATE_LIMIT_PER_MIN};
+
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::auth::Class;
+use crate::{ApiContext, ApiError};
+
+pub fn router(ctx: ApiContext) -> Router<ApiContext> {
+    Router::new()
+        .route("/admin/users", post(users::create))
+        .route("/admin/users/{user_id}/keys/revoke", post(users::revoke_keys))
+        .route("/admin/users/{user_id}/usage", get(users::usage))
+        .route_layer(middleware::from_fn_with_state(ctx, require_admin))
+}
+
+async fn require_admin(State(ctx): State<ApiContext>, request: Request, next: Next) -> Result<Response, ApiError> {
+    ctx.auth.authenticate(request.headers(), Class::Admin).await?;
+    Ok(next.run(request).await)
+}

@@ -1,0 +1,147 @@
+//! Bearer authentication for both token classes (user API keys and admin tokens), cached in memory.
+//!
+//! A lookup is cached by the token's sha256; a revocation made here empties the cache at once, and one
+//! made by another process (the CLI) is noticed by polling the accounts DB's `auth_epoch`.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap};
+use twilight_accounts::Accounts;
+use twilight_core::token;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// An authenticated user key, as the data plane needs it on every request.
+#[derive(Debug, Clone)]
+pub struct UserKey {
+    pub user_id: Uuid,
+    pub key_hash: Arc<str>,
+    pub digest: [u8; 32],
+    pub rate_limit_per_min: u32,
+}
+
+#[derive(Debug, Clone)]
+enum Principal {
+    User(Arc<UserKey>),
+    RevokedUser,
+    Admin { token_hash: Arc<str> },
+    RevokedAdmin,
+}
+
+/// Which token class an endpoint wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    User,
+    Admin,
+}
+
+pub struct Authenticator {
+    accounts: Arc<dyn Accounts>,
+    cache: moka::sync::Cache<[u8; 32], Principal>,
+    /// Bumped on every invalidation; a lookup that raced one does not cache its (maybe stale) answer.
+    generation: AtomicU64,
+    seen_epoch: AtomicI64,
+}
+
+pub enum Authenticated {
+    User(Arc<UserKey>),
+    Admin,
+}
+
+impl Authenticator {
+    pub fn new(accounts: Arc<dyn Accounts>) -> Self {
+        Authenticator {
+            accounts,
+            cache: moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(600)).build(),
+            generation: AtomicU64::new(0),
+            seen_epoch: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Checks the `Authorization` header for a live token of `class`.
+    pub async fn authenticate(&self, headers: &HeaderMap, class: Class) -> Result<Authenticated, ApiError> {
+        let raw = bearer(headers).ok_or(ApiError::MissingToken)?;
+        let digest = token::digest(raw);
+        let principal = match self.cache.get(&digest) {
+            Some(principal) => principal,
+            None => self.lookup(digest).await?,
+        };
+        match (principal, class) {
+            (Principal::User(key), Class::User) if token::matches(&key.key_hash, &digest) => Ok(Authenticated::User(key)),
+            (Principal::Admin { token_hash }, Class::Admin) if token::matches(&token_hash, &digest) => Ok(Authenticated::Admin),
+            (Principal::RevokedUser, Class::User) | (Principal::RevokedAdmin, Class::Admin) => Err(ApiError::Revoked),
+            (Principal::User(_) | Principal::RevokedUser, Class::Admin) => Err(ApiError::Forbidden("user API keys cannot use admin endpoints")),
+            (Principal::Admin { .. } | Principal::RevokedAdmin, Class::User) => Err(ApiError::Forbidden("admin tokens cannot read data as a user")),
+            _ => Err(ApiError::UnknownToken),
+        }
+    }
+
+    async fn lookup(&self, digest: [u8; 32]) -> Result<Principal, ApiError> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let hash = hex::encode(digest);
+        let principal = if let Some(key) = self.accounts.api_key(&hash).await? {
+            if key.revoked_at.is_some() {
+                Principal::RevokedUser
+            } else {
+                Principal::User(Arc::new(UserKey {
+                    user_id: key.user_id,
+                    key_hash: key.key_hash.into(),
+                    digest,
+                    rate_limit_per_min: u32::try_from(key.rate_limit_per_min).unwrap_or(1).max(1),
+                }))
+            }
+        } else if let Some(admin) = self.accounts.admin_token(&hash).await? {
+            if admin.revoked_at.is_some() {
+                Principal::RevokedAdmin
+            } else {
+                Principal::Admin { token_hash: admin.token_hash.into() }
+            }
+        } else {
+            // Unknown tokens are not cached: a key created a moment later must work at once.
+            return Err(ApiError::UnknownToken);
+        };
+        if self.generation.load(Ordering::Acquire) == generation {
+            self.cache.insert(digest, principal.clone());
+        }
+        Ok(principal)
+    }
+
+    /// Forgets every cached lookup; called after any revocation.
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.cache.invalidate_all();
+    }
+
+    /// Polls the accounts DB's revocation epoch and invalidates when another process revoked something.
+    pub async fn watch_revocations(self: Arc<Self>, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.accounts.auth_epoch().await {
+                Ok(epoch) => {
+                    let previous = self.seen_epoch.swap(epoch, Ordering::AcqRel);
+                    // The first poll also clears: a revocation may have landed between a lookup and it.
+                    if previous != epoch {
+                        tracing::debug!(epoch, "revocation epoch changed; key cache cleared");
+                        self.invalidate();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the revocation epoch"),
+            }
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}

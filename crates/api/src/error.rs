@@ -1,0 +1,157 @@
+//! One error type for every endpoint, turned into one JSON shape in one place:
+//! `{"error":{"code":"invalid_input","message":"…","field":"code"}}`.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use twilight_accounts::AccountsError;
+use twilight_market::MarketError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing bearer token: send 'Authorization: Bearer <key>'")]
+    MissingToken,
+    #[error("unknown bearer token")]
+    UnknownToken,
+    #[error("this key has been revoked")]
+    Revoked,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{message}")]
+    InvalidInput { field: Option<&'static str>, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("rate limit exceeded; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("{0}")]
+    NotImplemented(&'static str),
+    #[error("internal error")]
+    Panic,
+    #[error(transparent)]
+    Market(#[from] MarketError),
+    #[error(transparent)]
+    Accounts(#[from] AccountsError),
+}
+
+impl ApiError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        ApiError::InvalidInput { field: Some(field), message: message.into() }
+    }
+
+    fn status_code(&self) -> StatusCode {
+        use MarketError as M;
+        match self {
+            ApiError::MissingToken | ApiError::UnknownToken => StatusCode::UNAUTHORIZED,
+            ApiError::Revoked | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::InvalidInput { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Panic => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Market(e) => match e {
+                M::InvalidInput { .. } | M::NotTradingDay { .. } => StatusCode::BAD_REQUEST,
+                M::NotFound(_) => StatusCode::NOT_FOUND,
+                M::Throttled { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                M::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                M::UpstreamAuth { .. } | M::UpstreamPermission { .. } | M::Upstream { .. } => StatusCode::BAD_GATEWAY,
+                M::Warehouse(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Accounts(e) => match e {
+                AccountsError::NotFound(_) => StatusCode::NOT_FOUND,
+                AccountsError::Conflict(_) => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+
+    /// A stable, machine-readable code for clients (the agent's skill branches on it).
+    fn code(&self) -> &'static str {
+        use MarketError as M;
+        match self {
+            ApiError::MissingToken => "missing_token",
+            ApiError::UnknownToken => "invalid_token",
+            ApiError::Revoked => "revoked_key",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::InvalidInput { .. } => "invalid_input",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::NotImplemented(_) => "not_implemented",
+            ApiError::Panic => "internal",
+            ApiError::Market(e) => match e {
+                M::InvalidInput { .. } => "invalid_input",
+                M::NotTradingDay { .. } => "not_trading_day",
+                M::NotFound(_) => "not_found",
+                M::Throttled { .. } => "upstream_throttled",
+                M::Timeout { .. } => "upstream_timeout",
+                M::UpstreamAuth { .. } | M::UpstreamPermission { .. } | M::Upstream { .. } => "upstream_error",
+                M::Warehouse(_) => "internal",
+            },
+            ApiError::Accounts(AccountsError::NotFound(_)) => "not_found",
+            ApiError::Accounts(AccountsError::Conflict(_)) => "conflict",
+            ApiError::Accounts(_) => "internal",
+        }
+    }
+
+    fn field(&self) -> Option<&'static str> {
+        match self {
+            ApiError::InvalidInput { field, .. } => *field,
+            ApiError::Market(MarketError::InvalidInput { field, .. }) => Some(field),
+            ApiError::Market(MarketError::NotTradingDay { .. }) => Some("trade_date"),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        // Internal details are logged, never shown; upstream and client errors are safe to explain.
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self, "internal error");
+            "internal error; it has been logged".to_string()
+        } else {
+            if status.is_server_error() {
+                tracing::warn!(error = %self, "upstream error");
+            }
+            self.to_string()
+        };
+        let mut body = json!({ "code": self.code(), "message": message });
+        if let Some(field) = self.field() {
+            body["field"] = field.into();
+        }
+        if let ApiError::Market(MarketError::NotTradingDay { previous: Some(previous), .. }) = &self {
+            body["applies"] = twilight_core::compact(*previous).into();
+        }
+        let mut response = (status, Json(json!({ "error": body }))).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::MissingToken | ApiError::UnknownToken => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::Market(MarketError::Throttled { .. }) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::InvalidInput { field: None, message: rejection.body_text() }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        ApiError::InvalidInput { field: None, message: rejection.body_text() }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

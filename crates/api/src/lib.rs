@@ -1,0 +1,59 @@
+#![forbid(unsafe_code)]
+//! The HTTP surface: data plane, admin API, health. Every route is listed in `router`.
+
+pub mod admin;
+pub mod auth;
+pub mod data;
+pub mod error;
+pub mod extract;
+pub mod limit;
+pub mod usage;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use twilight_accounts::Accounts;
+use twilight_market::Market;
+
+pub use error::{ApiError, ApiResult};
+
+/// The one state every handler shares.
+#[derive(Clone)]
+pub struct ApiContext {
+    pub accounts: Arc<dyn Accounts>,
+    pub market: Arc<Market>,
+    pub auth: Arc<auth::Authenticator>,
+    pub limits: Arc<limit::RateLimits>,
+    pub usage: usage::UsageSink,
+}
+
+impl ApiContext {
+    /// Wires the shared pieces; starts the usage writer task (call inside a tokio runtime).
+    pub fn new(accounts: Arc<dyn Accounts>, market: Arc<Market>) -> Self {
+        ApiContext {
+            auth: Arc::new(auth::Authenticator::new(accounts.clone())),
+            limits: Arc::new(limit::RateLimits::default()),
+            usage: usage::UsageSink::start(accounts.clone()),
+            accounts,
+            market,
+        }
+    }
+}
+
+pub fn router(ctx: ApiContext) -> Router {
+    Router::new()
+        .merge(data::router(ctx.clone()))
+        .merge(admin::router(ctx.clone()))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async {
+            (StatusCode::METHOD_NOT_ALLOWED, axum::Json(serde_json::json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this endpoint"}})))
+                .into_response()
+        })
+        .layer(CatchPanicLayer::custom(|_| ApiError::Panic.into_response()))
+        .layer(TraceLayer::new_for_http())
+        .with_state(ctx)
+}

@@ -1,0 +1,138 @@
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use twilight::app::{self, Sandbox};
+use twilight::cfg::Config;
+use twilight_accounts::{NewUser, Plan};
+use uuid::Uuid;
+
+/// Twilight Drive: a stock-research analyst on WeChat — backend, provisioner and operations in one binary.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// TOML config file; without one, the embedded default runs (SQLite, DuckDB and sandbox upstreams under ./data).
+    #[arg(long, global = true, env = "TWILIGHT_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Json)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the data plane and admin API.
+    Serve,
+    /// Apply the accounts DB migrations.
+    Migrate,
+    /// Accounts administration from the shell.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Run the upstream simulators on loopback ports until interrupted.
+    Sandbox,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an admin token and print it once.
+    CreateAdminToken {
+        #[arg(long, default_value = "cli")]
+        label: String,
+    },
+    /// Create a user with one API key and print the key once (the manual alpha path).
+    CreateUser {
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long, default_value = "alpha")]
+        plan: Plan,
+        #[arg(long, default_value_t = twilight_api::admin::DEFAULT_RATE_LIMIT_PER_MIN)]
+        rate_limit: i32,
+    },
+    /// Revoke every live key of a user (running servers notice within a fraction of a second).
+    RevokeKey {
+        #[arg(long)]
+        user: Uuid,
+    },
+    /// Requests and upstream points by endpoint by day.
+    Usage {
+        #[arg(long)]
+        user: Uuid,
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => serve(&config).await,
+        Command::Migrate => {
+            app::connect_accounts(&config).await?;
+            println!("accounts DB migrated");
+            Ok(())
+        }
+        Command::Admin(command) => admin(&config, command).await,
+        Command::Sandbox => {
+            let sandbox = Sandbox::start().await?;
+            println!("sandbox Tushare: {} (token: {})", sandbox.tushare_url, app::SANDBOX_TUSHARE_TOKEN);
+            tokio::signal::ctrl_c().await?;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: &Config) -> anyhow::Result<()> {
+    let running = app::start(config).await?;
+    println!("Twilight Drive is up at {}", running.url());
+    println!("  admin token: {} (send it as 'Authorization: Bearer <token>' to /admin/*)", running.admin_token_file.display());
+    if let Some(sandbox) = &running.sandbox {
+        println!("  sandbox mode: upstreams are simulators (Tushare at {}); answers are labelled sandbox:*", sandbox.tushare_url);
+    }
+    running.until_signal().await
+}
+
+async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
+    let accounts = app::connect_accounts(config).await?;
+    match command {
+        AdminCommand::CreateAdminToken { label } => {
+            let token = twilight_core::RawToken::generate();
+            accounts.insert_admin_token(&token.hash(), &label).await?;
+            println!("{}", token.expose());
+        }
+        AdminCommand::CreateUser { email, plan, rate_limit } => {
+            let (user, key) = twilight_api::admin::create_user_with_key(&*accounts, NewUser { email, display_name: None, plan, paid_until: None }, rate_limit).await?;
+            println!("user_id: {}\napi_key: {}\n(the key is shown once; only its sha256 is stored)", user.user_id, key.expose());
+        }
+        AdminCommand::RevokeKey { user } => {
+            let revoked = accounts.revoke_user_keys(user).await.with_context(|| format!("revoking keys of {user}"))?;
+            println!("revoked {revoked} key(s) of {user}");
+        }
+        AdminCommand::Usage { user, days } => {
+            let since = chrono::Utc::now() - chrono::Duration::days(days);
+            let rows = accounts.usage_by_day(user, since).await?;
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TWILIGHT_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}

@@ -1,0 +1,134 @@
+//! A running app on a fresh accounts DB (SQLite or Postgres), a fresh warehouse and the sandbox.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use twilight::app::{self, Running};
+use twilight::cfg::Config;
+use twilight_accounts::testing::{fresh_postgres, TestDb};
+
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub running: Running,
+    pub http: reqwest::Client,
+    pub admin_token: String,
+    pub config: Config,
+    _dir: tempfile::TempDir,
+    pg: Option<TestDb>,
+}
+
+impl TestApp {
+    /// None when the backend is Postgres and it is unreachable outside CI (the helper panics in CI).
+    pub async fn start(backend: Backend) -> Option<TestApp> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::load(None).unwrap();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.data_dir = dir.path().join("data");
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let Some(db) = fresh_postgres().await else {
+                    eprintln!("SKIP: Postgres unreachable");
+                    return None;
+                };
+                config.accounts_url = Some(db.url().to_string());
+                Some(db)
+            }
+        };
+        let running = app::start(&config).await.unwrap();
+        let admin_token = std::fs::read_to_string(&running.admin_token_file).unwrap().trim().to_string();
+        Some(TestApp { running, http: reqwest::Client::new(), admin_token, config, _dir: dir, pg })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.running.url())
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.data_dir.clone()
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut request = self.http.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut request = self.http.post(self.url(path)).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A new user via the admin API; returns (user_id, raw key).
+    pub async fn user(&self, rate_limit_per_min: i32) -> (String, String) {
+        let (status, body) = self.post("/admin/users", Some(&self.admin_token), serde_json::json!({"plan": "alpha", "rate_limit_per_min": rate_limit_per_min})).await;
+        assert_eq!(status, 201, "{body}");
+        (body["user"]["user_id"].as_str().unwrap().to_string(), body["api_key"].as_str().unwrap().to_string())
+    }
+
+    pub fn tushare_calls(&self, api: &str) -> u64 {
+        self.running.sandbox.as_ref().unwrap().tushare.calls_for(api)
+    }
+
+    pub async fn stop(self) {
+        self.stop_server().await.cleanup().await;
+    }
+
+    /// Shuts the server down gracefully but keeps its databases for inspection.
+    pub async fn stop_server(self) -> Stopped {
+        let accounts = self.running.accounts.clone();
+        self.running.shutdown().await.unwrap();
+        Stopped { accounts, pg: self.pg, _dir: self._dir }
+    }
+}
+
+pub struct Stopped {
+    pub accounts: std::sync::Arc<dyn twilight_accounts::Accounts>,
+    pg: Option<TestDb>,
+    _dir: tempfile::TempDir,
+}
+
+impl Stopped {
+    pub async fn cleanup(self) {
+        if let Some(db) = self.pg {
+            db.cleanup().await;
+        }
+    }
+}
+
+/// Generates one test per backend from an `async fn(TestApp)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let app = $crate::common::TestApp::start($crate::common::Backend::Sqlite).await.unwrap();
+                super::$name(app).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(app) = $crate::common::TestApp::start($crate::common::Backend::Postgres).await {
+                    super::$name(app).await;
+                }
+            })*
+        }
+    };
+}
