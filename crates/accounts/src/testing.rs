@@ -78,10 +78,15 @@ impl TestDb {
 
     /// Drops the database, terminating connections still open to it.
     pub async fn cleanup(mut self) {
+        self.drop_now().await;
+        self.dropped = true;
+    }
+
+    /// Drops the database under whoever is still connected (outage tests); `cleanup` stays safe.
+    pub async fn drop_now(&self) {
         drop_database(&self.admin_url, &self.name)
             .await
             .unwrap_or_else(|err| panic!("dropping test database {}: {err}", self.name));
-        self.dropped = true;
     }
 }
 

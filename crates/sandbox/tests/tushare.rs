@@ -237,6 +237,10 @@ async fn call_counters_count_every_request_per_api() {
     assert_eq!(sb.sim.calls_for("daily_basic"), 0);
     let clone = sb.sim.clone();
     assert_eq!(clone.calls(), 4, "clones share state");
+
+    let counts: Value = sb.http.get(format!("{}/_sandbox/calls", sb.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(counts, json!({"total": 4, "by_api": {"daily": 3, "trade_cal": 1}}));
+    assert_eq!(sb.sim.calls(), 4, "reading the counters is not a call");
 }
 
 /// Pages `api` with `offset` until `has_more` is false; returns the rows and the page count.

@@ -18,7 +18,21 @@ on_both_backends!(
     latest_price_and_fundamentals,
     every_answered_request_is_metered,
     health_and_admin_validation,
+    cached_answers_survive_an_outage_and_never_wait_for_other_fills,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_503_when_the_accounts_db_is_gone() {
+    let Some(app) = TestApp::start(common::Backend::Postgres).await else { return };
+    assert_eq!(app.get("/healthz", None).await.0, 200);
+    app.drop_postgres().await;
+    let (status, _, health) = app.get("/healthz", None).await;
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["ok"], false);
+    assert_eq!(health["checks"]["accounts"]["ok"], false);
+    assert_eq!(health["checks"]["warehouse"]["ok"], true);
+    app.stop().await;
+}
 
 async fn auth_classes_and_revocation(app: TestApp) {
     let (user_id, key) = app.user(60).await;
@@ -256,5 +270,35 @@ async fn health_and_admin_validation(app: TestApp) {
     assert_eq!((status, body["error"]["field"].as_str()), (400, Some("user_id")));
     let (status, _, _) = app.get("/no/such/thing", None).await;
     assert_eq!(status, 404);
+    app.stop().await;
+}
+
+async fn cached_answers_survive_an_outage_and_never_wait_for_other_fills(app: TestApp) {
+    let (_, key) = app.user(1000).await;
+    let cached = "/price?code=600519.SH&trade_date=20260430";
+    let (_, _, before) = app.get(cached, Some(&key)).await;
+    let sim = app.running.sandbox.as_ref().unwrap().tushare.clone();
+
+    // While one fill hangs on a slow upstream, an answer for another key comes straight back.
+    sim.set_mode(twilight_sandbox::TushareMode::Slow(Duration::from_secs(3)));
+    let slow = {
+        let (http, url, key) = (app.http.clone(), app.url("/price?code=000858.SZ&trade_date=20260430"), key.clone());
+        tokio::spawn(async move { http.get(url).bearer_auth(key).send().await.unwrap().status().as_u16() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _, again) = app.get(cached, Some(&key)).await;
+    assert_eq!(status, 200);
+    assert!(!slow.is_finished(), "the cached answer came back while the other fill was still waiting");
+    assert_eq!(again["value"], before["value"]);
+    assert_eq!(slow.await.unwrap(), 200);
+
+    // Upstream down: cached keys still answer, uncached ones get a clear 502.
+    sim.set_mode(twilight_sandbox::TushareMode::Down);
+    assert_eq!(app.get(cached, Some(&key)).await.0, 200);
+    let (status, _, body) = app.get("/price?code=000001.SZ&trade_date=20260430", Some(&key)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (502, Some("upstream_error")), "{body}");
+    let (status, _, health) = app.get("/healthz", None).await;
+    assert_eq!(status, 200, "an upstream outage is reported, not fatal: {health}");
+    assert!(health["checks"]["upstreams"]["tushare"]["last_error"].is_string(), "{health}");
     app.stop().await;
 }

@@ -151,11 +151,13 @@ impl TushareSim {
             .route("/", post(unnamed))
             .route("/{api_name}", post(named))
             .route("/dataapi/{api_name}", post(named))
+            .route("/_sandbox/calls", axum::routing::get(call_counts))
             .layer(axum::middleware::map_response(mark_sandbox))
             .with_state(self.clone())
     }
 
     /// Requests received by an API route, whatever their outcome (errors and `Down` included).
+    /// Also served as `GET /_sandbox/calls`, so a person trying the product can see caching work.
     pub fn calls(&self) -> u64 {
         self.state().total_calls
     }
@@ -272,4 +274,10 @@ async fn named(State(sim): State<TushareSim>, Path(api_name): Path<String>, body
 async fn mark_sandbox(mut response: Response) -> Response {
     response.headers_mut().insert(HeaderName::from_static(SANDBOX_HEADER), HeaderValue::from_static("tushare"));
     response
+}
+
+/// `GET /_sandbox/calls`: the call counters as JSON (real Tushare has no such path; it only takes POSTs).
+async fn call_counts(State(sim): State<TushareSim>) -> Json<serde_json::Value> {
+    let state = sim.state();
+    Json(serde_json::json!({ "total": state.total_calls, "by_api": state.calls }))
 }

@@ -85,6 +85,11 @@ impl TestApp {
         self.running.sandbox.as_ref().unwrap().tushare.calls_for(api)
     }
 
+    /// Drops the Postgres database under the running server (its connections are terminated).
+    pub async fn drop_postgres(&self) {
+        self.pg.as_ref().expect("a Postgres app").drop_now().await;
+    }
+
     pub async fn stop(self) {
         self.stop_server().await.cleanup().await;
     }
