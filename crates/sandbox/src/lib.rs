@@ -6,10 +6,12 @@
 pub mod calendar;
 mod seed;
 pub mod tushare;
+pub mod wechatpay;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
 pub use tushare::{TushareMode, TushareSim};
+pub use wechatpay::{NotifyAttempt, NotifyFault, PayError, RecordingWebhook, SandboxKeys, WechatPaySim, WechatPaySimConfig};
 
 /// Binds 127.0.0.1:`port` (0 = ephemeral), serves `router` in a task, and returns the bound
 /// address and that task.
