@@ -31,24 +31,12 @@ enum Principal {
     RevokedAdmin,
 }
 
-/// Which token class an endpoint wants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    User,
-    Admin,
-}
-
 pub struct Authenticator {
     accounts: Arc<dyn Accounts>,
     cache: moka::sync::Cache<[u8; 32], Principal>,
     /// Bumped on every invalidation; a lookup that raced one does not cache its (maybe stale) answer.
     generation: AtomicU64,
     seen_epoch: AtomicI64,
-}
-
-pub enum Authenticated {
-    User(Arc<UserKey>),
-    Admin,
 }
 
 impl Authenticator {
@@ -61,22 +49,36 @@ impl Authenticator {
         }
     }
 
-    /// Checks the `Authorization` header for a live token of `class`.
-    pub async fn authenticate(&self, headers: &HeaderMap, class: Class) -> Result<Authenticated, ApiError> {
+    /// A live user key from the `Authorization` header; admin tokens are refused here.
+    pub async fn user(&self, headers: &HeaderMap) -> Result<Arc<UserKey>, ApiError> {
+        let (principal, digest) = self.principal(headers).await?;
+        match principal {
+            Principal::User(key) if token::matches(&key.key_hash, &digest) => Ok(key),
+            Principal::RevokedUser => Err(ApiError::Revoked),
+            Principal::Admin { .. } | Principal::RevokedAdmin => Err(ApiError::Forbidden("admin tokens cannot read data as a user")),
+            Principal::User(_) => Err(ApiError::UnknownToken),
+        }
+    }
+
+    /// A live admin token from the `Authorization` header; user keys are refused here.
+    pub async fn admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let (principal, digest) = self.principal(headers).await?;
+        match principal {
+            Principal::Admin { token_hash } if token::matches(&token_hash, &digest) => Ok(()),
+            Principal::RevokedAdmin => Err(ApiError::Revoked),
+            Principal::User(_) | Principal::RevokedUser => Err(ApiError::Forbidden("user API keys cannot use admin endpoints")),
+            Principal::Admin { .. } => Err(ApiError::UnknownToken),
+        }
+    }
+
+    async fn principal(&self, headers: &HeaderMap) -> Result<(Principal, [u8; 32]), ApiError> {
         let raw = bearer(headers).ok_or(ApiError::MissingToken)?;
         let digest = token::digest(raw);
         let principal = match self.cache.get(&digest) {
             Some(principal) => principal,
             None => self.lookup(digest).await?,
         };
-        match (principal, class) {
-            (Principal::User(key), Class::User) if token::matches(&key.key_hash, &digest) => Ok(Authenticated::User(key)),
-            (Principal::Admin { token_hash }, Class::Admin) if token::matches(&token_hash, &digest) => Ok(Authenticated::Admin),
-            (Principal::RevokedUser, Class::User) | (Principal::RevokedAdmin, Class::Admin) => Err(ApiError::Revoked),
-            (Principal::User(_) | Principal::RevokedUser, Class::Admin) => Err(ApiError::Forbidden("user API keys cannot use admin endpoints")),
-            (Principal::Admin { .. } | Principal::RevokedAdmin, Class::User) => Err(ApiError::Forbidden("admin tokens cannot read data as a user")),
-            _ => Err(ApiError::UnknownToken),
-        }
+        Ok((principal, digest))
     }
 
     async fn lookup(&self, digest: [u8; 32]) -> Result<Principal, ApiError> {

@@ -10,7 +10,6 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::auth::Class;
 use crate::{ApiContext, ApiError};
 
 pub fn router(ctx: ApiContext) -> Router<ApiContext> {
@@ -22,6 +21,6 @@ pub fn router(ctx: ApiContext) -> Router<ApiContext> {
 }
 
 async fn require_admin(State(ctx): State<ApiContext>, request: Request, next: Next) -> Result<Response, ApiError> {
-    ctx.auth.authenticate(request.headers(), Class::Admin).await?;
+    ctx.auth.admin(request.headers()).await?;
     Ok(next.run(request).await)
 }

@@ -14,7 +14,6 @@ use serde::Serialize;
 use twilight_accounts::UsageRecord;
 use twilight_core::TsCode;
 
-use crate::auth::{Authenticated, Class};
 use crate::{ApiContext, ApiError, ApiResult};
 
 pub fn router(ctx: ApiContext) -> Router<ApiContext> {
@@ -28,9 +27,7 @@ pub fn router(ctx: ApiContext) -> Router<ApiContext> {
 
 /// Auth → rate limit → handler → one usage row, for every data request that got past the limiter.
 async fn gate(State(ctx): State<ApiContext>, mut request: Request, next: Next) -> Result<Response, ApiError> {
-    let Authenticated::User(key) = ctx.auth.authenticate(request.headers(), Class::User).await? else {
-        unreachable!("Class::User yields only user keys")
-    };
+    let key = ctx.auth.user(request.headers()).await?;
     ctx.limits.check(&key)?;
     let endpoint = request.extensions().get::<MatchedPath>().map_or_else(|| request.uri().path().to_string(), |p| p.as_str().to_string());
     request.extensions_mut().insert(key.clone());
