@@ -63,7 +63,8 @@ pub fn verify(keys: &dyn PlatformKeys, headers: &HeaderMap, body: &[u8], now: Da
     let serial = header(headers, HEADER_SERIAL)?;
 
     let signed_at: i64 = timestamp.parse().map_err(|_| SignatureError::BadTimestamp(timestamp.to_string()))?;
-    if (now.timestamp() - signed_at).abs() > MAX_SKEW_SECS {
+    // abs_diff: a hostile timestamp such as i64::MIN must not overflow.
+    if now.timestamp().abs_diff(signed_at) > MAX_SKEW_SECS.unsigned_abs() {
         return Err(SignatureError::Stale { timestamp: signed_at, now: now.timestamp() });
     }
     let key = keys.key(serial).ok_or_else(|| SignatureError::UnknownSerial(serial.to_string()))?;

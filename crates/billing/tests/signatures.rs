@@ -80,6 +80,13 @@ fn a_stale_timestamp_fails_in_both_directions() {
     for now in [signed_at() + Duration::seconds(MAX_SKEW_SECS + 1), signed_at() - Duration::seconds(MAX_SKEW_SECS + 1)] {
         assert_eq!(verify(&trusted(), &headers, BODY, now), Err(SignatureError::Stale { timestamp: at, now: now.timestamp() }));
     }
+    // Exactly at the edge is still fresh, and absurd timestamps are stale rather than an overflow.
+    assert_eq!(verify(&trusted(), &headers, BODY, signed_at() + Duration::seconds(MAX_SKEW_SECS)), Ok(()));
+    for absurd in [i64::MIN, i64::MAX] {
+        let mut hostile = headers.clone();
+        hostile.insert("wechatpay-timestamp", absurd.to_string().parse().unwrap());
+        assert!(matches!(verify(&trusted(), &hostile, BODY, signed_at()), Err(SignatureError::Stale { .. })));
+    }
 }
 
 #[test]
