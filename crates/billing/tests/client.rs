@@ -18,10 +18,8 @@ const MCHID: &str = "1900000109";
 const APPID: &str = "wxd678efh567hg6787";
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Generated once per test binary: RSA-2048 generation takes seconds in a debug build.
 fn keys() -> &'static SandboxKeys {
-    static KEYS: OnceLock<SandboxKeys> = OnceLock::new();
-    KEYS.get_or_init(SandboxKeys::generate)
+    SandboxKeys::shared()
 }
 
 struct Harness {

@@ -25,6 +25,12 @@ pub struct SandboxKeys {
 }
 
 impl SandboxKeys {
+    /// One set per process, generated on first use: RSA-2048 generation takes seconds in a debug build.
+    pub fn shared() -> &'static SandboxKeys {
+        static KEYS: std::sync::OnceLock<SandboxKeys> = std::sync::OnceLock::new();
+        KEYS.get_or_init(SandboxKeys::generate)
+    }
+
     /// Two RSA-2048 key pairs (made in parallel: each takes seconds in a debug build) and an
     /// APIv3 key.
     pub fn generate() -> Self {
