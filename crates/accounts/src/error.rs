@@ -1,6 +1,6 @@
 /// Everything an accounts operation can fail with.
 ///
-/// `NotFound` and `Conflict` are outcomes a caller answers (404, 409); the others are internal
+/// `NotFound`, `Conflict` and `Rejected` are outcomes a caller answers (404, 409, 422); the others are internal
 /// failures to log. No variant carries a database password.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountsError {
@@ -10,6 +10,10 @@ pub enum AccountsError {
     /// A row with the same unique key already exists.
     #[error("{0}")]
     Conflict(String),
+    /// The request contradicts what is stored (a payment for another amount, a refund of an
+    /// unpaid order); nothing was changed.
+    #[error("{0}")]
+    Rejected(String),
     /// The database URL has an unsupported scheme or does not parse.
     #[error("invalid database url: {0}")]
     InvalidUrl(String),

@@ -1,5 +1,6 @@
-//! The accounts database of Twilight Drive: users, API keys, admin tokens and usage metering
-//! (plus the `payments` and `hermes_profiles` schema).
+//! The accounts database of Twilight Drive: users, API keys, admin tokens, usage metering, orders
+//! and their payments, and the provisioning jobs a payment enqueues (plus the `hermes_profiles`
+//! schema).
 //!
 //! Callers hold an `Arc<dyn Accounts>`. The one implementation, [`SqlAccounts`], serves
 //! PostgreSQL (production) and SQLite (the embedded default), chosen by the URL scheme; both pass
@@ -17,9 +18,17 @@ use uuid::Uuid;
 
 pub use error::{AccountsError, Result};
 pub use model::{
-    AdminToken, ApiKey, NewApiKey, NewUser, Plan, UnknownValue, UsageDay, UsageRecord,
-    User, UserStatus,
+    AdminToken, ApiKey, JobKind, NewApiKey, NewOrder, NewUser, Payment, PaymentState, Plan,
+    ProvisioningJob, RefundRecorded, SettleOutcome, Settled, Settlement, UnknownValue, UsageDay,
+    UsageRecord, User, UserStatus,
 };
+
+/// The `state` of a provisioning job nobody has worked on yet.
+pub const JOB_CREATED: &str = "created";
+/// The `state` of a provisioning job that finished: the user's bot is set up.
+pub const JOB_ACTIVE: &str = "active";
+/// The `state` of a provisioning job that failed for good and was compensated.
+pub const JOB_FAILED: &str = "failed";
 pub use sql::SqlAccounts;
 
 /// Storage of accounts, keys and usage. Every timestamp is set by the caller's clock (never the
@@ -78,4 +87,39 @@ pub trait Accounts: Send + Sync + 'static {
 
     /// Number of usage rows of the user, ever.
     async fn usage_count(&self, user_id: Uuid) -> Result<i64>;
+
+    /// Stores a pending order. `Conflict` if its `out_trade_no` or onboarding token exists,
+    /// `NotFound("user")` if it renews an unknown user.
+    async fn create_order(&self, new: NewOrder) -> Result<Payment>;
+
+    async fn payment(&self, payment_id: Uuid) -> Result<Option<Payment>>;
+
+    async fn payment_by_out_trade_no(&self, out_trade_no: &str) -> Result<Option<Payment>>;
+
+    async fn payment_by_onboarding_token(&self, token_hash: &str) -> Result<Option<Payment>>;
+
+    /// Pending orders, oldest first, at most `limit`: what reconciliation asks the processor about.
+    async fn pending_payments(&self, limit: i64) -> Result<Vec<Payment>>;
+
+    /// Records a confirmed payment in one transaction: the order becomes `paid`; a first purchase
+    /// creates the user (`paid_until` one month after payment), a renewal extends the user's
+    /// `paid_until` by a month from whichever is later, then or now paid; either way a `provision`
+    /// job is enqueued. Idempotent: settling the same `processor_ref` again changes nothing and
+    /// answers [`SettleOutcome::AlreadyPaid`], however many deliveries race.
+    ///
+    /// `NotFound("order")` for an unknown `out_trade_no`; `Rejected` when the amount or currency
+    /// differs from the order's or the order was paid by another transaction. Nothing is written
+    /// on any error.
+    async fn settle_payment(&self, settlement: &Settlement) -> Result<Settled>;
+
+    /// Records a refund of a paid order in one transaction: the order becomes `refunded`, its user
+    /// `refunded` with every key revoked (bumping the auth epoch), and a `deprovision` job is
+    /// enqueued. Idempotent. `NotFound("order")` if unknown, `Rejected` if it was never paid.
+    async fn refund_payment(&self, out_trade_no: &str, refunded_at: DateTime<Utc>) -> Result<RefundRecorded>;
+
+    /// Marks a pending order `closed`; `false` if it was not pending.
+    async fn close_payment(&self, out_trade_no: &str) -> Result<bool>;
+
+    /// Every provisioning job of the user, oldest first.
+    async fn jobs_for_user(&self, user_id: Uuid) -> Result<Vec<ProvisioningJob>>;
 }

@@ -76,6 +76,17 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// Where an order stands: `Pending` from checkout, `Paid` once the processor confirmed it,
+    /// `Refunded` after a refund, `Closed` when it expired or was cancelled unpaid.
+    PaymentState { Pending = "pending", Paid = "paid", Refunded = "refunded", Closed = "closed" }
+}
+
+text_enum! {
+    /// What a provisioning job does for its user.
+    JobKind { Provision = "provision", Deprovision = "deprovision" }
+}
+
 /// A paying (or trial) customer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct User {
@@ -157,6 +168,108 @@ pub struct UsageRecord {
     pub upstream_cost_pts: i32,
     /// HTTP status served.
     pub status: u16,
+}
+
+/// An order and, once paid, its payment. `user_id` is set at checkout for a renewal, and at
+/// settlement for a first purchase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Payment {
+    pub payment_id: Uuid,
+    pub user_id: Option<Uuid>,
+    /// Our order number, as the processor knows it.
+    pub out_trade_no: String,
+    #[sqlx(try_from = "String")]
+    pub plan: Plan,
+    /// In the currency's minor unit (fen for CNY).
+    pub amount_cents: i64,
+    pub currency: String,
+    pub processor: String,
+    /// The processor's id of the payment (WeChat Pay's `transaction_id`), once paid.
+    pub processor_ref: Option<String>,
+    #[sqlx(try_from = "String")]
+    pub status: PaymentState,
+    pub created_at: DateTime<Utc>,
+    /// After this the checkout can no longer be paid.
+    pub expires_at: Option<DateTime<Utc>>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub refunded_at: Option<DateTime<Utc>>,
+    /// Never serialised: it identifies the payer's onboarding link.
+    #[serde(skip)]
+    pub onboarding_token_hash: Option<String>,
+}
+
+/// Input of [`crate::Accounts::create_order`]: a pending payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    pub out_trade_no: String,
+    pub plan: Plan,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub processor: String,
+    pub expires_at: DateTime<Utc>,
+    /// The existing user this order renews; `None` for a first purchase.
+    pub renews: Option<Uuid>,
+    /// SHA-256 hex of the onboarding link's token handed to the payer.
+    pub onboarding_token_hash: String,
+}
+
+/// What the processor says was paid, as [`crate::Accounts::settle_payment`] takes it. The amount
+/// and currency must equal the order's, or nothing is recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub out_trade_no: String,
+    pub processor_ref: String,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub paid_at: DateTime<Utc>,
+}
+
+/// How [`crate::Accounts::settle_payment`] changed things.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleOutcome {
+    /// A first purchase: a new user and a provisioning job.
+    NewUser,
+    /// A renewal: the user's `paid_until` moved on by one period.
+    Renewed,
+    /// Already settled earlier (a repeated notification): nothing changed.
+    AlreadyPaid,
+}
+
+/// The result of settling or refunding a payment: the rows as they now stand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub outcome: SettleOutcome,
+    pub payment: Payment,
+    pub user: User,
+    /// The provisioning job enqueued with the payment, if it has one.
+    pub job: Option<ProvisioningJob>,
+}
+
+/// The result of [`crate::Accounts::refund_payment`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRecorded {
+    /// `false` when the payment was already refunded (a repeated notification).
+    pub newly_refunded: bool,
+    pub payment: Payment,
+    /// The deprovisioning job for the payment's user.
+    pub job: ProvisioningJob,
+}
+
+/// A unit of provisioner work, persisted so it survives restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ProvisioningJob {
+    pub job_id: Uuid,
+    pub user_id: Uuid,
+    #[sqlx(try_from = "String")]
+    pub kind: JobKind,
+    pub payment_id: Option<Uuid>,
+    /// The step reached; [`JOB_CREATED`](crate::JOB_CREATED) until a provisioner picks it up.
+    pub state: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// Requests and upstream cost of one user on one endpoint during one UTC day.

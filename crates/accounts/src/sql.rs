@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Months, SubsecRound, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Encode, Postgres, QueryBuilder, Sqlite, Type};
@@ -17,8 +17,9 @@ use uuid::Uuid;
 
 use crate::error::classify;
 use crate::{
-    Accounts, AccountsError, AdminToken, ApiKey, NewApiKey, NewUser, Result, UsageDay, UsageRecord,
-    User, UserStatus,
+    Accounts, AccountsError, AdminToken, ApiKey, JobKind, NewApiKey, NewOrder, NewUser, Payment,
+    PaymentState, ProvisioningJob, RefundRecorded, Result, SettleOutcome, Settled, Settlement,
+    UsageDay, UsageRecord, User, UserStatus, JOB_CREATED,
 };
 
 /// Rows per multi-row INSERT (and keys per `last_used_at` UPDATE). A statement may carry at most
@@ -28,6 +29,22 @@ const ROWS_PER_STATEMENT: usize = 1000;
 const _: () = assert!(ROWS_PER_STATEMENT * 5 <= 32_766);
 
 const BUMP_AUTH_EPOCH: &str = "UPDATE auth_epoch SET version = version + 1 WHERE id = 1";
+
+const USER_COLUMNS: &str =
+    "user_id, email, weixin_openid, display_name, plan, status, created_at, paid_until";
+const INSERT_USER: &str = "INSERT INTO users (user_id, email, weixin_openid, display_name, plan, \
+    status, created_at, paid_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+const PAYMENT_COLUMNS: &str = "payment_id, user_id, out_trade_no, plan, amount_cents, currency, \
+    processor, processor_ref, status, created_at, expires_at, paid_at, refunded_at, \
+    onboarding_token_hash";
+const JOB_COLUMNS: &str = "job_id, user_id, kind, payment_id, state, attempts, last_error, \
+    next_attempt_at, created_at, updated_at";
+/// Enqueues a job for a payment; a second one of the same kind is a no-op, so a repeated
+/// notification cannot enqueue twice.
+const INSERT_JOB: &str = "INSERT INTO provisioning_jobs (job_id, user_id, kind, payment_id, state, \
+    next_attempt_at, onboarding_token_hash, created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6) ON CONFLICT (payment_id, kind) DO NOTHING";
+const PAYMENT_JOB: &str = "WHERE payment_id = $1 AND kind = $2";
 
 /// The connected database. Debug output shows pool sizes only, never connect options.
 #[derive(Debug)]
@@ -116,6 +133,88 @@ impl SqlAccounts {
     }
 }
 
+/// A new active user with a fresh v4 id, as [`Accounts::create_user`] and a first purchase make it.
+fn new_user(new: NewUser) -> User {
+    User {
+        user_id: Uuid::new_v4(),
+        email: new.email,
+        weixin_openid: None,
+        display_name: new.display_name,
+        plan: new.plan,
+        status: UserStatus::Active,
+        created_at: now(),
+        paid_until: new.paid_until,
+    }
+}
+
+/// Binds `user` to [`INSERT_USER`].
+fn bind_user<'q, DB>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    user: &'q User,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    Uuid: Encode<'q, DB> + Type<DB>,
+    Option<String>: Encode<'q, DB> + Type<DB>,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+    Option<DateTime<Utc>>: Encode<'q, DB> + Type<DB>,
+{
+    query
+        .bind(user.user_id)
+        .bind(user.email.clone())
+        .bind(user.weixin_openid.clone())
+        .bind(user.display_name.clone())
+        .bind(user.plan.as_str())
+        .bind(user.status.as_str())
+        .bind(user.created_at)
+        .bind(user.paid_until)
+}
+
+/// One subscription period after `from`: the same day of the next month (or its last day).
+fn one_period_after(from: DateTime<Utc>) -> DateTime<Utc> {
+    from.checked_add_months(Months::new(1))
+        .expect("a month after a payment is within chrono's range")
+}
+
+/// Why a settlement claimed no pending order, given the order as stored: a repeat of the
+/// settlement that paid it (answered with the order), or an error.
+fn repeated_settlement(existing: Option<Payment>, settlement: &Settlement) -> Result<Payment> {
+    let payment = existing.ok_or(AccountsError::NotFound("order"))?;
+    if (payment.amount_cents, payment.currency.as_str())
+        != (settlement.amount_cents, settlement.currency.as_str())
+    {
+        return Err(AccountsError::Rejected(format!(
+            "paid {} {} but order {} charges {} {}",
+            settlement.amount_cents,
+            settlement.currency,
+            payment.out_trade_no,
+            payment.amount_cents,
+            payment.currency
+        )));
+    }
+    if payment.processor_ref.as_deref() != Some(settlement.processor_ref.as_str()) {
+        return Err(AccountsError::Rejected(format!(
+            "order {} is {} under another transaction",
+            payment.out_trade_no, payment.status
+        )));
+    }
+    Ok(payment)
+}
+
+impl SqlAccounts {
+    /// The payment matching `condition` on `$1`.
+    async fn payment_where<T>(&self, condition: &str, value: T) -> Result<Option<Payment>>
+    where
+        T: for<'q> Encode<'q, Postgres> + Type<Postgres> + for<'q> Encode<'q, Sqlite> + Type<Sqlite> + Send,
+    {
+        let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE {condition}");
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as::<_, Payment>(&sql).bind(value).fetch_optional(pool).await
+        })?)
+    }
+}
+
 fn invalid_url(err: sqlx::Error) -> AccountsError {
     AccountsError::InvalidUrl(err.to_string())
 }
@@ -152,42 +251,17 @@ impl Accounts for SqlAccounts {
     }
 
     async fn create_user(&self, new: NewUser) -> Result<User> {
-        let user = User {
-            user_id: Uuid::new_v4(),
-            email: new.email,
-            weixin_openid: None,
-            display_name: new.display_name,
-            plan: new.plan,
-            status: UserStatus::Active,
-            created_at: now(),
-            paid_until: new.paid_until,
-        };
-        on_pool!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO users (user_id, email, weixin_openid, display_name, plan, status, \
-                 created_at, paid_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(user.user_id)
-            .bind(&user.email)
-            .bind(&user.weixin_openid)
-            .bind(&user.display_name)
-            .bind(user.plan.as_str())
-            .bind(user.status.as_str())
-            .bind(user.created_at)
-            .bind(user.paid_until)
+        let user = new_user(new);
+        on_pool!(self, |pool| bind_user(sqlx::query(INSERT_USER), &user)
             .execute(pool)
             .await
-            .map(drop)
-        })?;
+            .map(drop))?;
         Ok(user)
     }
 
     async fn user(&self, user_id: Uuid) -> Result<Option<User>> {
         Ok(on_pool!(self, |pool| {
-            sqlx::query_as::<_, User>(
-                "SELECT user_id, email, weixin_openid, display_name, plan, status, created_at, \
-                 paid_until FROM users WHERE user_id = $1",
-            )
+            sqlx::query_as::<_, User>(&format!("SELECT {USER_COLUMNS} FROM users WHERE user_id = $1"))
             .bind(user_id)
             .fetch_optional(pool)
             .await
@@ -374,6 +448,258 @@ impl Accounts for SqlAccounts {
                 .bind(user_id)
                 .fetch_one(pool)
                 .await
+        })?)
+    }
+
+    async fn create_order(&self, new: NewOrder) -> Result<Payment> {
+        let payment = Payment {
+            payment_id: Uuid::new_v4(),
+            user_id: new.renews,
+            out_trade_no: new.out_trade_no,
+            plan: new.plan,
+            amount_cents: new.amount_cents,
+            currency: new.currency,
+            processor: new.processor,
+            processor_ref: None,
+            status: PaymentState::Pending,
+            created_at: now(),
+            expires_at: Some(new.expires_at.trunc_subsecs(6)),
+            paid_at: None,
+            refunded_at: None,
+            onboarding_token_hash: Some(new.onboarding_token_hash),
+        };
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO payments (payment_id, user_id, out_trade_no, plan, amount_cents, \
+                 currency, processor, status, created_at, expires_at, onboarding_token_hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(payment.payment_id)
+            .bind(payment.user_id)
+            .bind(&payment.out_trade_no)
+            .bind(payment.plan.as_str())
+            .bind(payment.amount_cents)
+            .bind(&payment.currency)
+            .bind(&payment.processor)
+            .bind(payment.status.as_str())
+            .bind(payment.created_at)
+            .bind(payment.expires_at)
+            .bind(&payment.onboarding_token_hash)
+            .execute(pool)
+            .await
+            .map(drop)
+        })
+        .map_err(|err| classify(err, "order"))?;
+        Ok(payment)
+    }
+
+    async fn payment(&self, payment_id: Uuid) -> Result<Option<Payment>> {
+        self.payment_where("payment_id = $1", payment_id).await
+    }
+
+    async fn payment_by_out_trade_no(&self, out_trade_no: &str) -> Result<Option<Payment>> {
+        self.payment_where("out_trade_no = $1", out_trade_no.to_owned()).await
+    }
+
+    async fn payment_by_onboarding_token(&self, token_hash: &str) -> Result<Option<Payment>> {
+        self.payment_where("onboarding_token_hash = $1", token_hash.to_owned()).await
+    }
+
+    async fn pending_payments(&self, limit: i64) -> Result<Vec<Payment>> {
+        let sql = format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status = 'pending' \
+             ORDER BY created_at LIMIT $1"
+        );
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as::<_, Payment>(&sql).bind(limit).fetch_all(pool).await
+        })?)
+    }
+
+    async fn settle_payment(&self, settlement: &Settlement) -> Result<Settled> {
+        let paid_at = settlement.paid_at.trunc_subsecs(6);
+        let claim = format!(
+            "UPDATE payments SET status = 'paid', processor_ref = $2, paid_at = $3 \
+             WHERE out_trade_no = $1 AND status IN ('pending', 'closed') \
+             AND amount_cents = $4 AND currency = $5 RETURNING {PAYMENT_COLUMNS}"
+        );
+        let select_payment = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE out_trade_no = $1");
+        let select_user = format!("SELECT {USER_COLUMNS} FROM users WHERE user_id = $1");
+        let select_job = format!("SELECT {JOB_COLUMNS} FROM provisioning_jobs {PAYMENT_JOB}");
+        on_pool!(self, |pool| {
+            // Claiming the order is the transaction's first statement and a write, so concurrent
+            // deliveries queue on the row (Postgres) or the write lock (SQLite) and every one but
+            // the first finds the order already paid.
+            let mut tx = pool.begin().await?;
+            let claimed = sqlx::query_as::<_, Payment>(&claim)
+                .bind(&settlement.out_trade_no)
+                .bind(&settlement.processor_ref)
+                .bind(paid_at)
+                .bind(settlement.amount_cents)
+                .bind(&settlement.currency)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|err| classify(err, "payment with this processor reference"))?;
+            let (outcome, payment) = match claimed {
+                Some(payment) => (None, payment),
+                None => {
+                    let existing = sqlx::query_as::<_, Payment>(&select_payment)
+                        .bind(&settlement.out_trade_no)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    (Some(SettleOutcome::AlreadyPaid), repeated_settlement(existing, settlement)?)
+                }
+            };
+            let (outcome, mut payment, user) = match (outcome, payment.user_id) {
+                (Some(outcome), Some(user_id)) => {
+                    let user = sqlx::query_as::<_, User>(&select_user).bind(user_id).fetch_one(&mut *tx).await?;
+                    (outcome, payment, user)
+                }
+                (Some(_), None) => unreachable!("a paid order always has its user"),
+                (None, None) => {
+                    let user = new_user(NewUser {
+                        email: None,
+                        display_name: None,
+                        plan: payment.plan,
+                        paid_until: Some(one_period_after(paid_at)),
+                    });
+                    bind_user(sqlx::query(INSERT_USER), &user).execute(&mut *tx).await?;
+                    (SettleOutcome::NewUser, payment, user)
+                }
+                (None, Some(user_id)) => {
+                    let mut user = sqlx::query_as::<_, User>(&select_user).bind(user_id).fetch_one(&mut *tx).await?;
+                    let from = user.paid_until.map_or(paid_at, |until| until.max(paid_at));
+                    user.paid_until = Some(one_period_after(from));
+                    user.status = UserStatus::Active;
+                    user.plan = payment.plan;
+                    sqlx::query("UPDATE users SET paid_until = $2, status = $3, plan = $4 WHERE user_id = $1")
+                        .bind(user.user_id)
+                        .bind(user.paid_until)
+                        .bind(user.status.as_str())
+                        .bind(user.plan.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    (SettleOutcome::Renewed, payment, user)
+                }
+            };
+            if outcome == SettleOutcome::NewUser {
+                sqlx::query("UPDATE payments SET user_id = $2 WHERE payment_id = $1")
+                    .bind(payment.payment_id)
+                    .bind(user.user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                payment.user_id = Some(user.user_id);
+            }
+            if outcome != SettleOutcome::AlreadyPaid {
+                sqlx::query(INSERT_JOB)
+                    .bind(Uuid::new_v4())
+                    .bind(user.user_id)
+                    .bind(JobKind::Provision.as_str())
+                    .bind(payment.payment_id)
+                    .bind(JOB_CREATED)
+                    .bind(now())
+                    .bind(&payment.onboarding_token_hash)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let job = sqlx::query_as::<_, ProvisioningJob>(&select_job)
+                .bind(payment.payment_id)
+                .bind(JobKind::Provision.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Settled { outcome, payment, user, job })
+        })
+    }
+
+    async fn refund_payment(&self, out_trade_no: &str, refunded_at: DateTime<Utc>) -> Result<RefundRecorded> {
+        let refunded_at = refunded_at.trunc_subsecs(6);
+        let claim = format!(
+            "UPDATE payments SET status = 'refunded', refunded_at = $2 \
+             WHERE out_trade_no = $1 AND status = 'paid' RETURNING {PAYMENT_COLUMNS}"
+        );
+        let select_payment = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE out_trade_no = $1");
+        let select_job = format!("SELECT {JOB_COLUMNS} FROM provisioning_jobs {PAYMENT_JOB}");
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let claimed = sqlx::query_as::<_, Payment>(&claim)
+                .bind(out_trade_no)
+                .bind(refunded_at)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let newly_refunded = claimed.is_some();
+            let payment = match claimed {
+                Some(payment) => payment,
+                None => {
+                    let existing = sqlx::query_as::<_, Payment>(&select_payment)
+                        .bind(out_trade_no)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or(AccountsError::NotFound("order"))?;
+                    if existing.status != PaymentState::Refunded {
+                        return Err(AccountsError::Rejected(format!(
+                            "order {out_trade_no} is {}, not paid",
+                            existing.status
+                        )));
+                    }
+                    existing
+                }
+            };
+            let user_id = payment.user_id.expect("a paid order always has its user");
+            if newly_refunded {
+                sqlx::query("UPDATE users SET status = $2 WHERE user_id = $1")
+                    .bind(user_id)
+                    .bind(UserStatus::Refunded.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                let revoked = sqlx::query(
+                    "UPDATE api_keys SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(user_id)
+                .bind(refunded_at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if revoked > 0 {
+                    sqlx::query(BUMP_AUTH_EPOCH).execute(&mut *tx).await?;
+                }
+                sqlx::query(INSERT_JOB)
+                    .bind(Uuid::new_v4())
+                    .bind(user_id)
+                    .bind(JobKind::Deprovision.as_str())
+                    .bind(payment.payment_id)
+                    .bind(JOB_CREATED)
+                    .bind(now())
+                    .bind(None::<String>)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let job = sqlx::query_as::<_, ProvisioningJob>(&select_job)
+                .bind(payment.payment_id)
+                .bind(JobKind::Deprovision.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(RefundRecorded { newly_refunded, payment, job })
+        })
+    }
+
+    async fn close_payment(&self, out_trade_no: &str) -> Result<bool> {
+        let closed = on_pool!(self, |pool| {
+            sqlx::query("UPDATE payments SET status = 'closed' WHERE out_trade_no = $1 AND status = 'pending'")
+                .bind(out_trade_no)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        Ok(closed > 0)
+    }
+
+    async fn jobs_for_user(&self, user_id: Uuid) -> Result<Vec<ProvisioningJob>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM provisioning_jobs WHERE user_id = $1 ORDER BY created_at, kind"
+        );
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as::<_, ProvisioningJob>(&sql).bind(user_id).fetch_all(pool).await
         })?)
     }
 }

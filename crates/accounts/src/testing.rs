@@ -7,7 +7,7 @@ use std::env;
 use std::fmt;
 use std::time::Duration;
 
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Connection, Executor, PgConnection, Row, SqliteConnection};
 use tempfile::TempDir;
 use url::Url;
 
@@ -119,6 +119,46 @@ impl fmt::Debug for TestDb {
             .field("dropped", &self.dropped)
             .finish_non_exhaustive()
     }
+}
+
+/// Tables whose every row [`dump`] prints: all but the append-only `usage_log`.
+pub const STATE_TABLES: [&str; 6] =
+    ["users", "api_keys", "admin_tokens", "payments", "provisioning_jobs", "hermes_profiles"];
+
+/// Every row of [`STATE_TABLES`] as text, in a stable order: equal dumps before and after an
+/// operation prove it changed nothing. Reads through its own connection, not the store under test.
+pub async fn dump(url: &str) -> String {
+    let mut out = String::new();
+    for table in STATE_TABLES {
+        out.push_str(table);
+        out.push_str(":\n");
+        let rows: Vec<String> = if url.starts_with("sqlite:") {
+            let mut conn = SqliteConnection::connect(url).await.expect("opening the test database");
+            let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info($1) ORDER BY cid")
+                .bind(table)
+                .fetch_all(&mut conn)
+                .await
+                .expect("listing columns");
+            let row = columns.iter().map(|c| format!("quote({c})")).collect::<Vec<_>>().join(" || '|' || ");
+            let sql = format!("SELECT {row} FROM {table} ORDER BY 1");
+            sqlx::query_scalar(sql.as_str()).fetch_all(&mut conn).await.expect("dumping a table")
+        } else {
+            let mut conn = PgConnection::connect(url).await.expect("opening the test database");
+            let sql = format!("SELECT row_to_json(t)::text FROM {table} t ORDER BY 1");
+            sqlx::query(sql.as_str())
+                .fetch_all(&mut conn)
+                .await
+                .expect("dumping a table")
+                .iter()
+                .map(|row| row.get::<String, _>(0))
+                .collect()
+        };
+        for row in rows {
+            out.push_str(&row);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 async fn migrated(url: &str) -> SqlAccounts {

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use sqlx::error::ErrorKind;
 use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
-use twilight_accounts::testing::{fresh_postgres, fresh_sqlite};
+use twilight_accounts::testing::{dump, fresh_postgres, fresh_sqlite};
 use twilight_core::token::hash_hex;
 use twilight_accounts::{
-    Accounts, AccountsError, NewApiKey, NewUser, Plan, UsageDay, UsageRecord, User,
-    UserStatus,
+    Accounts, AccountsError, JobKind, NewApiKey, NewOrder, NewUser, Payment, PaymentState, Plan,
+    SettleOutcome, Settlement, UsageDay, UsageRecord, User, UserStatus, JOB_CREATED,
 };
 use uuid::Uuid;
 
@@ -69,8 +69,18 @@ contract! {
         record_usage_in_chunks_and_usage_by_day,
         record_usage_rejects_bad_status_without_writing,
         last_used_at_follows_batch_max_and_never_goes_back,
+        order_round_trip_and_duplicate_numbers_conflict,
+        settling_creates_one_user_and_one_job_then_repeats_change_nothing,
+        concurrent_settlements_of_one_order_make_one_user,
+        renewal_extends_paid_until_from_the_later_of_then_and_now,
+        close_only_pending_orders,
+        refund_ends_service_once,
     ],
-    raw: [check_constraints_reject_junk],
+    raw: [
+        check_constraints_reject_junk,
+        rejected_settlements_write_nothing,
+        rejected_refunds_write_nothing,
+    ],
 }
 
 fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
@@ -470,4 +480,190 @@ async fn check_constraints_reject_junk(store: &dyn Accounts, url: &str) {
         store.user(user.user_id).await.unwrap().unwrap().plan,
         Plan::Alpha
     );
+}
+
+// ---- orders, payments and provisioning jobs ----
+
+fn order(no: &str, renews: Option<Uuid>) -> NewOrder {
+    NewOrder {
+        out_trade_no: no.into(),
+        plan: Plan::Pro,
+        amount_cents: 19_800,
+        currency: "CNY".into(),
+        processor: "wechatpay".into(),
+        expires_at: Utc::now() + TimeDelta::minutes(30),
+        renews,
+        onboarding_token_hash: hash_hex(&format!("onboarding-{no}")),
+    }
+}
+
+fn settlement(no: &str, transaction_id: &str, paid_at: DateTime<Utc>) -> Settlement {
+    Settlement {
+        out_trade_no: no.into(),
+        processor_ref: transaction_id.into(),
+        amount_cents: 19_800,
+        currency: "CNY".into(),
+        paid_at,
+    }
+}
+
+async fn order_round_trip_and_duplicate_numbers_conflict(store: &dyn Accounts) {
+    let created = store.create_order(order("TD20261125A", None)).await.unwrap();
+    assert_eq!(created.status, PaymentState::Pending);
+    assert_eq!((created.amount_cents, created.currency.as_str()), (19_800, "CNY"));
+    assert_eq!(store.payment(created.payment_id).await.unwrap().as_ref(), Some(&created));
+    assert_eq!(store.payment_by_out_trade_no("TD20261125A").await.unwrap().as_ref(), Some(&created));
+    let token = hash_hex("onboarding-TD20261125A");
+    assert_eq!(store.payment_by_onboarding_token(&token).await.unwrap().as_ref(), Some(&created));
+    assert_eq!(store.payment_by_out_trade_no("TD-none").await.unwrap(), None);
+
+    let err = store.create_order(order("TD20261125A", None)).await.unwrap_err();
+    assert!(matches!(err, AccountsError::Conflict(_)), "{err:?}");
+    let err = store.create_order(order("TD20261125B", Some(Uuid::new_v4()))).await.unwrap_err();
+    assert!(matches!(err, AccountsError::NotFound("user")), "{err:?}");
+
+    let later = store.create_order(order("TD20261125C", None)).await.unwrap();
+    let pending: Vec<Uuid> = store.pending_payments(10).await.unwrap().iter().map(|p| p.payment_id).collect();
+    assert_eq!(pending, [created.payment_id, later.payment_id]);
+    assert_eq!(store.pending_payments(1).await.unwrap().len(), 1);
+}
+
+async fn settling_creates_one_user_and_one_job_then_repeats_change_nothing(store: &dyn Accounts) {
+    let placed = store.create_order(order("TD-first-1", None)).await.unwrap();
+    let paid_at = at(2026, 1, 31, 10, 0, 0);
+    let settled = store.settle_payment(&settlement("TD-first-1", "4200000001", paid_at)).await.unwrap();
+    assert_eq!(settled.outcome, SettleOutcome::NewUser);
+    assert_eq!(settled.payment.status, PaymentState::Paid);
+    assert_eq!(settled.payment.paid_at, Some(paid_at));
+    assert_eq!(settled.payment.processor_ref.as_deref(), Some("4200000001"));
+    assert_eq!(settled.payment.user_id, Some(settled.user.user_id));
+    assert_eq!(settled.user.plan, Plan::Pro);
+    assert_eq!(settled.user.status, UserStatus::Active);
+    // One calendar month, clamped to the end of a shorter month.
+    assert_eq!(settled.user.paid_until, Some(at(2026, 2, 28, 10, 0, 0)));
+    let job = settled.job.clone().expect("a provisioning job");
+    assert_eq!((job.kind, job.state.as_str(), job.user_id), (JobKind::Provision, JOB_CREATED, settled.user.user_id));
+    assert_eq!(job.payment_id, Some(placed.payment_id));
+    assert_eq!(store.user(settled.user.user_id).await.unwrap().as_ref(), Some(&settled.user));
+    assert_eq!(store.payment(placed.payment_id).await.unwrap().as_ref(), Some(&settled.payment));
+    assert_eq!(store.jobs_for_user(settled.user.user_id).await.unwrap(), [job.clone()]);
+    assert!(store.pending_payments(10).await.unwrap().is_empty());
+
+    let again = store.settle_payment(&settlement("TD-first-1", "4200000001", paid_at)).await.unwrap();
+    assert_eq!(again.outcome, SettleOutcome::AlreadyPaid);
+    assert_eq!((again.payment, again.user, again.job), (settled.payment, settled.user.clone(), Some(job.clone())));
+    assert_eq!(store.jobs_for_user(settled.user.user_id).await.unwrap(), [job]);
+}
+
+async fn concurrent_settlements_of_one_order_make_one_user(store: &dyn Accounts) {
+    store.create_order(order("TD-race-1", None)).await.unwrap();
+    let paid_at = at(2026, 3, 1, 9, 0, 0);
+    let paid = settlement("TD-race-1", "4200000002", paid_at);
+    let results = futures::future::join_all((0..24).map(|_| store.settle_payment(&paid))).await;
+    let outcomes: Vec<SettleOutcome> = results.iter().map(|r| r.as_ref().expect("every delivery succeeds").outcome).collect();
+    assert_eq!(outcomes.iter().filter(|o| **o == SettleOutcome::NewUser).count(), 1, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| **o == SettleOutcome::AlreadyPaid).count(), 23);
+    let users: std::collections::BTreeSet<Uuid> = results.iter().map(|r| r.as_ref().unwrap().user.user_id).collect();
+    assert_eq!(users.len(), 1);
+    let user_id = *users.first().unwrap();
+    assert_eq!(store.jobs_for_user(user_id).await.unwrap().len(), 1);
+}
+
+async fn renewal_extends_paid_until_from_the_later_of_then_and_now(store: &dyn Accounts) {
+    store.create_order(order("TD-renew-0", None)).await.unwrap();
+    let first = store.settle_payment(&settlement("TD-renew-0", "4200000010", at(2026, 4, 10, 0, 0, 0))).await.unwrap();
+    let user_id = first.user.user_id;
+    assert_eq!(first.user.paid_until, Some(at(2026, 5, 10, 0, 0, 0)));
+
+    // Renewed early: the new month starts when the paid one ends.
+    store.create_order(order("TD-renew-1", Some(user_id))).await.unwrap();
+    let early = store.settle_payment(&settlement("TD-renew-1", "4200000011", at(2026, 5, 1, 0, 0, 0))).await.unwrap();
+    assert_eq!(early.outcome, SettleOutcome::Renewed);
+    assert_eq!(early.user.user_id, user_id);
+    assert_eq!(early.user.paid_until, Some(at(2026, 6, 10, 0, 0, 0)));
+
+    // Renewed after a lapse: the new month starts at payment.
+    store.create_order(order("TD-renew-2", Some(user_id))).await.unwrap();
+    let late = store.settle_payment(&settlement("TD-renew-2", "4200000012", at(2026, 8, 20, 0, 0, 0))).await.unwrap();
+    assert_eq!(late.user.paid_until, Some(at(2026, 9, 20, 0, 0, 0)));
+    assert_eq!(store.user(user_id).await.unwrap().unwrap().paid_until, Some(at(2026, 9, 20, 0, 0, 0)));
+    // Each payment enqueues its own (idempotent) provisioning job.
+    assert_eq!(store.jobs_for_user(user_id).await.unwrap().len(), 3);
+}
+
+async fn close_only_pending_orders(store: &dyn Accounts) {
+    store.create_order(order("TD-close-1", None)).await.unwrap();
+    assert!(store.close_payment("TD-close-1").await.unwrap());
+    assert!(!store.close_payment("TD-close-1").await.unwrap());
+    assert!(!store.close_payment("TD-close-none").await.unwrap());
+    let closed = store.payment_by_out_trade_no("TD-close-1").await.unwrap().unwrap();
+    assert_eq!(closed.status, PaymentState::Closed);
+    assert!(store.pending_payments(10).await.unwrap().is_empty());
+    // Money taken for a closed order still buys the service.
+    let late = store.settle_payment(&settlement("TD-close-1", "4200000020", Utc::now())).await.unwrap();
+    assert_eq!(late.outcome, SettleOutcome::NewUser);
+    assert!(!store.close_payment("TD-close-1").await.unwrap());
+}
+
+async fn refund_ends_service_once(store: &dyn Accounts) {
+    store.create_order(order("TD-refund-1", None)).await.unwrap();
+    let settled = store.settle_payment(&settlement("TD-refund-1", "4200000030", Utc::now())).await.unwrap();
+    let user_id = settled.user.user_id;
+    store.insert_api_key(new_key(user_id, "refund-key")).await.unwrap();
+    let epoch = store.auth_epoch().await.unwrap();
+
+    let refunded_at = at(2026, 11, 2, 3, 4, 5);
+    let refund = store.refund_payment("TD-refund-1", refunded_at).await.unwrap();
+    assert!(refund.newly_refunded);
+    assert_eq!(refund.payment.status, PaymentState::Refunded);
+    assert_eq!(refund.payment.refunded_at, Some(refunded_at));
+    assert_eq!((refund.job.kind, refund.job.user_id), (JobKind::Deprovision, user_id));
+    assert_eq!(store.user(user_id).await.unwrap().unwrap().status, UserStatus::Refunded);
+    assert!(store.api_key(&hash_hex("refund-key")).await.unwrap().unwrap().is_revoked());
+    assert_eq!(store.auth_epoch().await.unwrap(), epoch + 1);
+
+    let again = store.refund_payment("TD-refund-1", Utc::now()).await.unwrap();
+    assert!(!again.newly_refunded);
+    assert_eq!((again.payment, again.job), (refund.payment, refund.job));
+    assert_eq!(store.auth_epoch().await.unwrap(), epoch + 1);
+    assert_eq!(store.jobs_for_user(user_id).await.unwrap().len(), 2);
+    // A refunded order cannot be paid again by a replayed notification of another transaction.
+    let err = store.settle_payment(&settlement("TD-refund-1", "4200000031", Utc::now())).await.unwrap_err();
+    assert!(matches!(err, AccountsError::Rejected(_)), "{err:?}");
+}
+
+async fn rejected_settlements_write_nothing(store: &dyn Accounts, url: &str) {
+    let placed: Payment = store.create_order(order("TD-reject-1", None)).await.unwrap();
+    store.create_order(order("TD-reject-2", None)).await.unwrap();
+    store.settle_payment(&settlement("TD-reject-2", "4200000040", Utc::now())).await.unwrap();
+    let before = dump(url).await;
+
+    let unknown = store.settle_payment(&settlement("TD-nope", "4200000041", Utc::now())).await.unwrap_err();
+    assert!(matches!(unknown, AccountsError::NotFound("order")), "{unknown:?}");
+    let mut cheap = settlement("TD-reject-1", "4200000042", Utc::now());
+    cheap.amount_cents = 1;
+    let err = store.settle_payment(&cheap).await.unwrap_err();
+    assert!(matches!(&err, AccountsError::Rejected(m) if m.contains("charges 19800 CNY")), "{err:?}");
+    let mut dollars = settlement("TD-reject-1", "4200000043", Utc::now());
+    dollars.currency = "USD".into();
+    assert!(matches!(store.settle_payment(&dollars).await, Err(AccountsError::Rejected(_))));
+    // Another order's transaction id cannot be reused.
+    let reused = store.settle_payment(&settlement("TD-reject-1", "4200000040", Utc::now())).await.unwrap_err();
+    assert!(matches!(reused, AccountsError::Conflict(_)), "{reused:?}");
+    // A second, different transaction for a paid order.
+    let double = store.settle_payment(&settlement("TD-reject-2", "4200000044", Utc::now())).await.unwrap_err();
+    assert!(matches!(double, AccountsError::Rejected(_)), "{double:?}");
+
+    assert_eq!(dump(url).await, before);
+    assert_eq!(store.payment(placed.payment_id).await.unwrap().unwrap().status, PaymentState::Pending);
+}
+
+async fn rejected_refunds_write_nothing(store: &dyn Accounts, url: &str) {
+    store.create_order(order("TD-refund-x", None)).await.unwrap();
+    let before = dump(url).await;
+    let unpaid = store.refund_payment("TD-refund-x", Utc::now()).await.unwrap_err();
+    assert!(matches!(unpaid, AccountsError::Rejected(_)), "{unpaid:?}");
+    let unknown = store.refund_payment("TD-refund-none", Utc::now()).await.unwrap_err();
+    assert!(matches!(unknown, AccountsError::NotFound("order")), "{unknown:?}");
+    assert_eq!(dump(url).await, before);
 }

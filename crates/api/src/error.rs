@@ -1,12 +1,13 @@
 //! One error type for every endpoint, turned into one JSON shape in one place:
 //! `{"error":{"code":"invalid_input","message":"…","field":"code"}}`.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 use twilight_accounts::AccountsError;
+use twilight_billing::{BillingError, PaymentError};
 use twilight_market::MarketError;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,12 +28,18 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     NotImplemented(&'static str),
+    /// A part this server does not run (payments without a processor configured).
+    #[error("{0}")]
+    Unavailable(&'static str),
     #[error("internal error")]
     Panic,
     #[error(transparent)]
     Market(#[from] MarketError),
     #[error(transparent)]
     Accounts(#[from] AccountsError),
+    /// Never holds `BillingError::Accounts`: `From` files those under `Accounts`.
+    #[error(transparent)]
+    Billing(BillingError),
 }
 
 impl ApiError {
@@ -49,6 +56,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Panic => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Market(e) => match e {
                 M::InvalidInput { .. } | M::NotTradingDay { .. } => StatusCode::BAD_REQUEST,
@@ -60,8 +68,15 @@ impl ApiError {
             },
             ApiError::Accounts(e) => match e {
                 AccountsError::NotFound(_) => StatusCode::NOT_FOUND,
-                AccountsError::Conflict(_) => StatusCode::CONFLICT,
+                AccountsError::Conflict(_) | AccountsError::Rejected(_) => StatusCode::CONFLICT,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Billing(e) => match e {
+                BillingError::PlanUnavailable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                BillingError::PlanNotSold(_) | BillingError::UnknownRenewal => StatusCode::BAD_REQUEST,
+                BillingError::Processor(p) if p.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+                BillingError::Processor(_) => StatusCode::BAD_GATEWAY,
+                BillingError::Accounts(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
     }
@@ -78,6 +93,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotImplemented(_) => "not_implemented",
+            ApiError::Unavailable(_) => "unavailable",
             ApiError::Panic => "internal",
             ApiError::Market(e) => match e {
                 M::InvalidInput { .. } => "invalid_input",
@@ -88,9 +104,18 @@ impl ApiError {
                 M::UpstreamAuth { .. } | M::UpstreamPermission { .. } | M::Upstream { .. } => "upstream_error",
                 M::Warehouse(_) => "internal",
             },
-            ApiError::Accounts(AccountsError::NotFound(_)) => "not_found",
-            ApiError::Accounts(AccountsError::Conflict(_)) => "conflict",
-            ApiError::Accounts(_) => "internal",
+            ApiError::Accounts(e) => match e {
+                AccountsError::NotFound(_) => "not_found",
+                AccountsError::Conflict(_) | AccountsError::Rejected(_) => "conflict",
+                _ => "internal",
+            },
+            ApiError::Billing(e) => match e {
+                BillingError::PlanUnavailable(_) => "plan_unavailable",
+                BillingError::PlanNotSold(_) | BillingError::UnknownRenewal => "invalid_input",
+                BillingError::Processor(PaymentError::Unavailable(_)) => "payment_unavailable",
+                BillingError::Processor(_) => "payment_error",
+                BillingError::Accounts(_) => "internal",
+            },
         }
     }
 
@@ -99,6 +124,8 @@ impl ApiError {
             ApiError::InvalidInput { field, .. } => *field,
             ApiError::Market(MarketError::InvalidInput { field, .. }) => Some(field),
             ApiError::Market(MarketError::NotTradingDay { .. }) => Some("trade_date"),
+            ApiError::Billing(BillingError::PlanUnavailable(_) | BillingError::PlanNotSold(_)) => Some("plan"),
+            ApiError::Billing(BillingError::UnknownRenewal) => Some("renew"),
             _ => None,
         }
     }
@@ -144,6 +171,21 @@ impl IntoResponse for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
+        ApiError::InvalidInput { field: None, message: rejection.body_text() }
+    }
+}
+
+impl From<BillingError> for ApiError {
+    fn from(error: BillingError) -> Self {
+        match error {
+            BillingError::Accounts(e) => ApiError::Accounts(e),
+            other => ApiError::Billing(other),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
         ApiError::InvalidInput { field: None, message: rejection.body_text() }
     }
 }

@@ -1,5 +1,5 @@
 #![forbid(unsafe_code)]
-//! The HTTP surface: data plane, admin API, health. Every route is listed in `router`.
+//! The HTTP surface: data plane, admin API, payments, health. Every route is listed in `router`.
 
 pub mod admin;
 pub mod auth;
@@ -7,6 +7,8 @@ pub mod data;
 pub mod error;
 pub mod extract;
 pub mod limit;
+pub mod payments;
+pub mod qr;
 pub mod usage;
 
 use std::sync::Arc;
@@ -29,6 +31,8 @@ pub struct ApiContext {
     pub auth: Arc<auth::Authenticator>,
     pub limits: Arc<limit::RateLimits>,
     pub usage: usage::UsageSink,
+    /// Checkout and the payment webhook; `None` when no processor is configured.
+    pub payments: Option<Arc<payments::Payments>>,
 }
 
 impl ApiContext {
@@ -40,14 +44,17 @@ impl ApiContext {
             usage: usage::UsageSink::start(accounts.clone()),
             accounts,
             market,
+            payments: None,
         }
     }
+
 }
 
 pub fn router(ctx: ApiContext) -> Router {
     Router::new()
         .merge(data::router(ctx.clone()))
         .merge(admin::router(ctx.clone()))
+        .merge(payments::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, axum::Json(serde_json::json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this endpoint"}})))

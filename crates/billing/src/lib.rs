@@ -16,6 +16,7 @@ mod notify;
 mod platform;
 mod processor;
 mod resource;
+mod service;
 mod signature;
 mod verify;
 
@@ -27,6 +28,7 @@ pub use model::{Order, Payer, Refund, RefundAmount, RefundRequest, RefundStatus,
 pub use notify::{Event, Notification, NotifyError, REFUND_SUCCESS, TRANSACTION_SUCCESS};
 pub use platform::{KeyRing, PlatformKeys, StaticPublicKey};
 pub use processor::{Checkout, EventKind, Money, Paid, PaymentError, PaymentProcessor, PaymentStatus, RefundReceipt, Refunded, VerifiedEvent, WECHATPAY};
+pub use service::{Billing, BillingConfig, BillingError, Handled, Offer, OrderStage, OrderView, PlacedOrder, Reconciled, Rejection, OFFERS};
 pub use resource::{decrypt, DecryptError, EncryptedResource, ALGORITHM};
 pub use signature::{nonce, request_message, response_message, RequestSigner, SCHEME};
 pub use verify::{

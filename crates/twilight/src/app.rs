@@ -1,4 +1,5 @@
-//! Starting the whole service: accounts DB, warehouse, sandbox upstreams (if enabled), HTTP server.
+//! Starting the whole service: accounts DB, warehouse, sandbox upstreams (if enabled), payments,
+//! the in-process scheduler (embedded default), HTTP server.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,30 +10,65 @@ use anyhow::Context;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use twilight_accounts::{Accounts, SqlAccounts};
+use twilight_api::payments::{Payments, NOTIFY_PATH};
 use twilight_api::ApiContext;
+use twilight_billing::{ApiV3Key, Billing, BillingConfig, MerchantKey, StaticPublicKey, WechatPayClient, WechatPayConfig};
 use twilight_core::RawToken;
 use twilight_market::{Market, MarketConfig, TushareConfig};
-use twilight_sandbox::TushareSim;
+use twilight_sandbox::{SandboxKeys, TushareSim, WechatPaySim};
 
 use crate::cfg::Config;
-use crate::secret_file;
+use crate::{scheduler, secret_file};
 
 /// How often another process's revocation is looked for.
 const REVOCATION_POLL: Duration = Duration::from_millis(200);
 pub const SANDBOX_TUSHARE_TOKEN: &str = "sandbox-tushare-token";
+/// The merchant the sandbox WeChat Pay serves.
+pub const SANDBOX_MCHID: &str = "1900000109";
+pub const SANDBOX_APPID: &str = "wxsandbox0000000001";
 
 /// The simulators started in-process by the embedded default.
 #[derive(Clone)]
 pub struct Sandbox {
     pub tushare: TushareSim,
     pub tushare_url: String,
+    pub wechatpay: WechatPaySim,
+    pub wechatpay_url: String,
+    /// Both sides' WeChat Pay keys, fresh on every start (the simulator keeps no orders across
+    /// restarts either).
+    pub wechatpay_keys: Arc<SandboxKeys>,
 }
 
 impl Sandbox {
     pub async fn start() -> anyhow::Result<Sandbox> {
         let tushare = TushareSim::new(SANDBOX_TUSHARE_TOKEN);
-        let (addr, _task) = twilight_sandbox::serve(tushare.router(), 0).await.context("starting the sandbox Tushare")?;
-        Ok(Sandbox { tushare, tushare_url: format!("http://{addr}") })
+        let (tushare_addr, _task) = twilight_sandbox::serve(tushare.router(), 0).await.context("starting the sandbox Tushare")?;
+        let wechatpay_keys = Arc::new(tokio::task::spawn_blocking(SandboxKeys::generate).await?);
+        let wechatpay = WechatPaySim::new(wechatpay_keys.sim_config(SANDBOX_MCHID, SANDBOX_APPID));
+        let (wechatpay_addr, _task) = twilight_sandbox::serve(wechatpay.router(), 0).await.context("starting the sandbox WeChat Pay")?;
+        Ok(Sandbox {
+            tushare,
+            tushare_url: format!("http://{tushare_addr}"),
+            wechatpay,
+            wechatpay_url: format!("http://{wechatpay_addr}"),
+            wechatpay_keys,
+        })
+    }
+
+    /// A merchant client of the sandbox WeChat Pay whose notifications go to `notify_url`.
+    fn wechatpay_config(&self, notify_url: String) -> anyhow::Result<WechatPayConfig> {
+        let keys = &self.wechatpay_keys;
+        Ok(WechatPayConfig {
+            mchid: SANDBOX_MCHID.into(),
+            appid: SANDBOX_APPID.into(),
+            merchant_serial: keys.merchant_serial.clone(),
+            merchant_key: MerchantKey::from_key(keys.merchant_key.clone())?,
+            api_v3_key: ApiV3Key::new(&keys.api_v3_key)?,
+            platform_keys: Arc::new(StaticPublicKey::new(keys.platform_key_id.clone(), self.wechatpay.platform_public_key().clone())?),
+            notify_url,
+            base_url: self.wechatpay_url.clone(),
+            timeout: twilight_billing::DEFAULT_TIMEOUT,
+        })
     }
 }
 
@@ -48,6 +84,8 @@ pub struct Running {
     pub admin_token_file: PathBuf,
     pub accounts: Arc<dyn Accounts>,
     pub sandbox: Option<Sandbox>,
+    /// Checkout and payment notifications; `None` when no processor is configured.
+    pub payments: Option<Arc<Payments>>,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
 }
@@ -97,11 +135,20 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let admin_token_file = config.data_dir.join("admin-token");
     ensure_admin_token(&*accounts, &admin_token_file).await?;
 
-    let ctx = ApiContext::new(accounts.clone(), Arc::new(market));
-    let shutdown = CancellationToken::new();
-    tokio::spawn(ctx.auth.clone().watch_revocations(REVOCATION_POLL, shutdown.clone()));
+    // Bound before the payment client is made: in the sandbox, notifications come back to it.
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let payments = payments(config, &accounts, sandbox.as_ref(), addr)?;
+
+    let mut ctx = ApiContext::new(accounts.clone(), Arc::new(market));
+    ctx.payments = payments.clone();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(ctx.auth.clone().watch_revocations(REVOCATION_POLL, shutdown.clone()));
+    if config.scheduler.in_process {
+        if let Some(payments) = &payments {
+            tokio::spawn(scheduler::reconcile_payments(payments.clone(), config.reconcile_interval(), shutdown.clone()));
+        }
+    }
     let server = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
@@ -111,7 +158,27 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             Ok(())
         }
     });
-    Ok(Running { addr, admin_token_file, accounts, sandbox, shutdown, server })
+    Ok(Running { addr, admin_token_file, accounts, sandbox, payments, shutdown, server })
+}
+
+/// Selling through the sandbox WeChat Pay (notifications to this server at `addr`) or the
+/// configured merchant; `None` when neither is there.
+pub fn payments(config: &Config, accounts: &Arc<dyn Accounts>, sandbox: Option<&Sandbox>, addr: SocketAddr) -> anyhow::Result<Option<Arc<Payments>>> {
+    let (wechatpay, sandbox_pay_base) = match sandbox {
+        Some(sandbox) => {
+            let host = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
+            (Some(sandbox.wechatpay_config(format!("http://{host}{NOTIFY_PATH}"))?), Some(sandbox.wechatpay_url.clone()))
+        }
+        None => (config.wechatpay()?, None),
+    };
+    let Some(wechatpay) = wechatpay else { return Ok(None) };
+    let processor = Arc::new(WechatPayClient::new(wechatpay)?);
+    let billing_config = BillingConfig {
+        order_ttl: config.order_ttl(),
+        reconcile_grace: Duration::from_secs(config.payments.reconcile_grace_secs),
+        ..BillingConfig::default()
+    };
+    Ok(Some(Arc::new(Payments { billing: Billing::new(accounts.clone(), processor, billing_config), sandbox_pay_base })))
 }
 
 /// Makes sure `path` holds a live admin token, creating one (mode 0600) on first run.

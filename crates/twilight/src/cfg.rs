@@ -10,11 +10,13 @@ use anyhow::{bail, Context};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use secrecy::SecretString;
+use std::sync::Arc;
+use twilight_billing::{ApiV3Key, MerchantKey, StaticPublicKey, WechatPayConfig};
 use serde::{Deserialize, Serialize};
 
 /// Top-level config keys the environment may set; other `TWILIGHT_*` variables (secrets such as
 /// `TWILIGHT_TUSHARE_TOKEN`, `TWILIGHT_LOG`, test switches) are not configuration.
-const CONFIG_KEYS: [&str; 6] = ["listen", "data_dir", "accounts_url", "warehouse_path", "tushare", "sandbox"];
+const CONFIG_KEYS: [&str; 8] = ["listen", "data_dir", "accounts_url", "warehouse_path", "tushare", "sandbox", "payments", "scheduler"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +29,8 @@ pub struct Config {
     pub warehouse_path: Option<PathBuf>,
     pub tushare: TushareSection,
     pub sandbox: SandboxSection,
+    pub payments: PaymentsSection,
+    pub scheduler: SchedulerSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +51,58 @@ pub struct SandboxSection {
     pub enabled: bool,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsSection {
+    /// How long a checkout QR can be paid.
+    pub order_ttl_minutes: u64,
+    /// Reconciliation leaves orders younger than this to their notification.
+    pub reconcile_grace_secs: u64,
+    /// WeChat Pay merchant settings; without them (and outside the sandbox) checkout answers 503.
+    pub wechatpay: Option<WechatPaySection>,
+}
+
+/// A WeChat Pay v3 merchant. The keys are read from files (mode 0600), never from this config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WechatPaySection {
+    pub mchid: String,
+    pub appid: String,
+    /// Serial number of the merchant API certificate.
+    pub merchant_serial: String,
+    /// `apiclient_key.pem`.
+    pub merchant_key_file: PathBuf,
+    /// A file holding the 32-character APIv3 key.
+    pub api_v3_key_file: PathBuf,
+    /// `PUB_KEY_ID_…` of the WeChat Pay public key (public-key mode).
+    pub platform_public_key_id: String,
+    pub platform_public_key_file: PathBuf,
+    /// Where WeChat Pay posts notifications: `https://<host>/payments/wechat/notify`.
+    pub notify_url: String,
+    #[serde(default = "default_wechatpay_base_url")]
+    pub base_url: String,
+    #[serde(default = "default_wechatpay_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn default_wechatpay_base_url() -> String {
+    twilight_billing::DEFAULT_BASE_URL.into()
+}
+
+fn default_wechatpay_timeout_secs() -> u64 {
+    twilight_billing::DEFAULT_TIMEOUT.as_secs()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSection {
+    /// Run the scheduler's jobs inside `serve` (the embedded default); production runs
+    /// `twilight scheduler` as its own service instead.
+    pub in_process: bool,
+    /// Seconds between reconciliations of pending payments.
+    pub reconcile_interval_secs: u64,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -61,6 +117,8 @@ impl Default for Config {
                 throttle_backoff_secs: vec![2, 10],
             },
             sandbox: SandboxSection { enabled: true },
+            payments: PaymentsSection { order_ttl_minutes: 30, reconcile_grace_secs: 60, wechatpay: None },
+            scheduler: SchedulerSection { in_process: true, reconcile_interval_secs: 60 },
         }
     }
 }
@@ -76,6 +134,7 @@ impl Config {
                 bail!("config file {} does not exist", path.display());
             }
             defaults.sandbox.enabled = false;
+            defaults.scheduler.in_process = false;
             figment = figment.merge(Serialized::defaults(defaults)).merge(Toml::file(path));
             if figment.find_value("tushare.token").is_ok() {
                 bail!("{}: secrets do not belong in the config file; set TWILIGHT_TUSHARE_TOKEN or tushare.token_file", path.display());
@@ -98,6 +157,33 @@ impl Config {
 
     pub fn warehouse_path(&self) -> PathBuf {
         self.warehouse_path.clone().unwrap_or_else(|| self.data_dir.join("warehouse.duckdb"))
+    }
+
+    /// The WeChat Pay merchant client's settings with its keys read from their files, or `None`
+    /// when no merchant is configured.
+    pub fn wechatpay(&self) -> anyhow::Result<Option<WechatPayConfig>> {
+        let Some(section) = &self.payments.wechatpay else { return Ok(None) };
+        let read = |what: &str, path: &Path| std::fs::read_to_string(path).with_context(|| format!("reading payments.wechatpay.{what} {}", path.display()));
+        let platform_pem = read("platform_public_key_file", &section.platform_public_key_file)?;
+        Ok(Some(WechatPayConfig {
+            mchid: section.mchid.clone(),
+            appid: section.appid.clone(),
+            merchant_serial: section.merchant_serial.clone(),
+            merchant_key: MerchantKey::from_pem_file(&section.merchant_key_file).context("payments.wechatpay.merchant_key_file")?,
+            api_v3_key: ApiV3Key::from_file(&section.api_v3_key_file).context("payments.wechatpay.api_v3_key_file")?,
+            platform_keys: Arc::new(StaticPublicKey::from_pem(section.platform_public_key_id.clone(), &platform_pem).context("payments.wechatpay.platform_public_key_file")?),
+            notify_url: section.notify_url.clone(),
+            base_url: section.base_url.clone(),
+            timeout: Duration::from_secs(section.timeout_secs),
+        }))
+    }
+
+    pub fn reconcile_interval(&self) -> Duration {
+        Duration::from_secs(self.scheduler.reconcile_interval_secs.max(1))
+    }
+
+    pub fn order_ttl(&self) -> Duration {
+        Duration::from_secs(self.payments.order_ttl_minutes * 60)
     }
 
     pub fn tushare_timeout(&self) -> Duration {

@@ -3,4 +3,5 @@
 
 pub mod app;
 pub mod cfg;
+pub mod scheduler;
 pub mod secret_file;

@@ -37,6 +37,8 @@ enum Command {
     /// Accounts administration from the shell.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Run the recurring jobs (reconciliation of pending payments) until interrupted.
+    Scheduler,
     /// Run the upstream simulators on loopback ports until interrupted.
     Sandbox,
 }
@@ -84,9 +86,11 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin(command) => admin(&config, command).await,
+        Command::Scheduler => scheduler(&config).await,
         Command::Sandbox => {
             let sandbox = Sandbox::start().await?;
             println!("sandbox Tushare: {} (token: {})", sandbox.tushare_url, app::SANDBOX_TUSHARE_TOKEN);
+            println!("sandbox WeChat Pay: {} (mchid {}; its keys are fresh on every start)", sandbox.wechatpay_url, app::SANDBOX_MCHID);
             tokio::signal::ctrl_c().await?;
             Ok(())
         }
@@ -99,8 +103,28 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
     println!("  admin token: {} (send it as 'Authorization: Bearer <token>' to /admin/*)", running.admin_token_file.display());
     if let Some(sandbox) = &running.sandbox {
         println!("  sandbox mode: upstreams are simulators (Tushare at {}); answers are labelled sandbox:*", sandbox.tushare_url);
+        println!("  sandbox WeChat Pay at {}: pay an order on its page /sandbox/pay/<order number>", sandbox.wechatpay_url);
     }
     running.until_signal().await
+}
+
+/// The recurring jobs against the configured merchant; the embedded default runs them in `serve`.
+async fn scheduler(config: &Config) -> anyhow::Result<()> {
+    let accounts = app::connect_accounts(config).await?;
+    // The scheduler takes no notifications, so the address only matters to a sandbox (not run here).
+    let payments = app::payments(config, &accounts, None, config.listen)?
+        .context("no payment processor configured: set [payments.wechatpay] in the config file")?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let jobs = tokio::spawn(twilight::scheduler::reconcile_payments(payments, config.reconcile_interval(), shutdown.clone()));
+    tracing::info!(interval_secs = config.reconcile_interval().as_secs(), "scheduler running");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    shutdown.cancel();
+    jobs.await?;
+    Ok(())
 }
 
 async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use axum::http::HeaderMap;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use rsa::pkcs1v15::{Signature, VerifyingKey};
@@ -55,7 +55,12 @@ impl SignedHeaders {
 impl WechatPaySim {
     /// Signs `body` now, over `TIMESTAMP\nNONCE\nBODY\n`.
     pub(super) fn sign_body(&self, body: &[u8]) -> SignedHeaders {
-        let timestamp = Utc::now().timestamp().to_string();
+        self.sign_body_at(body, Utc::now())
+    }
+
+    /// Signs `body` as if at `at`.
+    pub(super) fn sign_body_at(&self, body: &[u8], at: DateTime<Utc>) -> SignedHeaders {
+        let timestamp = at.timestamp().to_string();
         let nonce = random_alphanumeric(32);
         let signature = self.inner.platform_signer.sign(&message(&[timestamp.as_bytes(), nonce.as_bytes(), body]));
         SignedHeaders { timestamp, nonce, signature: BASE64.encode(signature.to_bytes()), serial: self.inner.platform_key_id.clone() }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::crypto::SCHEME;
@@ -114,6 +114,36 @@ impl WechatPaySim {
             "resource": self.encrypt_resource(original_type, original_type, resource.to_string().as_bytes()),
         });
         self.dispatch(Arc::new(Outgoing { id, event_type, out_trade_no, url, body: body.to_string() }));
+    }
+
+    /// Test hook: a notification of `event_type` about `resource` (encrypted with the APIv3 key,
+    /// AAD = `original_type`), signed with the platform key as of `at` — exactly what a delivery
+    /// would post, for a test to alter and post to a webhook itself.
+    pub fn signed_notification(&self, event_type: &str, original_type: &str, resource: &Value, at: DateTime<Utc>) -> (axum::http::HeaderMap, String) {
+        let body = json!({
+            "id": format!("sandbox-{}", super::crypto::random_alphanumeric(16)),
+            "create_time": wire_time(at),
+            "resource_type": "encrypt-resource",
+            "event_type": event_type,
+            "summary": "sandbox",
+            "resource": self.encrypt_resource(original_type, original_type, resource.to_string().as_bytes()),
+        })
+        .to_string();
+        (self.signed_headers(body.as_bytes(), at), body)
+    }
+
+    /// Test hook: headers that make `body` verifiable as the platform's, signed as of `at`.
+    pub fn signed_headers(&self, body: &[u8], at: DateTime<Utc>) -> axum::http::HeaderMap {
+        let mut headers = axum::http::HeaderMap::new();
+        self.sign_body_at(body, at).apply(&mut headers);
+        headers.insert("content-type", axum::http::HeaderValue::from_static("application/json"));
+        headers
+    }
+
+    /// Test hook: the order as the query API reports it (the resource of its `TRANSACTION.SUCCESS`).
+    pub fn transaction_json(&self, out_trade_no: &str) -> Option<Value> {
+        let state = self.state();
+        state.ledger.order(out_trade_no).ok().map(|order| order.transaction_json(&self.inner.appid, &self.inner.mchid))
     }
 
     /// Delivers what [`NotifyFault::OutOfOrder`] held back, newest first, on the current Tokio

@@ -25,11 +25,18 @@ pub struct TestApp {
 
 impl TestApp {
     /// None when the backend is Postgres and it is unreachable outside CI (the helper panics in CI).
+    /// The in-process scheduler is off, so tests reconcile payments when they choose.
     pub async fn start(backend: Backend) -> Option<TestApp> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Like [`TestApp::start`], with `configure` applied to the config last.
+    pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Option<TestApp> {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::load(None).unwrap();
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.data_dir = dir.path().join("data");
+        config.scheduler.in_process = false;
         let pg = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => {
@@ -41,6 +48,7 @@ impl TestApp {
                 Some(db)
             }
         };
+        configure(&mut config);
         let running = app::start(&config).await.unwrap();
         let admin_token = std::fs::read_to_string(&running.admin_token_file).unwrap().trim().to_string();
         Some(TestApp { running, http: reqwest::Client::new(), admin_token, config, _dir: dir, pg })
@@ -79,6 +87,11 @@ impl TestApp {
         let (status, body) = self.post("/admin/users", Some(&self.admin_token), serde_json::json!({"plan": "alpha", "rate_limit_per_min": rate_limit_per_min})).await;
         assert_eq!(status, 201, "{body}");
         (body["user"]["user_id"].as_str().unwrap().to_string(), body["api_key"].as_str().unwrap().to_string())
+    }
+
+    /// Every row of the accounts tables that hold state, as text (see `testing::dump`).
+    pub async fn dump(&self) -> String {
+        twilight_accounts::testing::dump(&self.config.accounts_url()).await
     }
 
     pub fn tushare_calls(&self, api: &str) -> u64 {

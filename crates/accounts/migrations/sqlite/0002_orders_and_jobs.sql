@@ -1,0 +1,32 @@
+-- Orders and provisioning jobs (SQLite). migrations/postgres/0002_orders_and_jobs.sql is the
+-- reference; change both together.
+
+ALTER TABLE payments ADD COLUMN out_trade_no TEXT;
+ALTER TABLE payments ADD COLUMN plan TEXT CHECK (plan IN ('pro', 'lite', 'alpha'));
+ALTER TABLE payments ADD COLUMN expires_at TEXT;
+ALTER TABLE payments ADD COLUMN refunded_at TEXT;
+ALTER TABLE payments ADD COLUMN onboarding_token_hash TEXT
+    CHECK (length(onboarding_token_hash) = 64 AND onboarding_token_hash NOT GLOB '*[^0-9a-f]*');
+CREATE UNIQUE INDEX payments_out_trade_no ON payments (out_trade_no);
+CREATE UNIQUE INDEX payments_onboarding_token ON payments (onboarding_token_hash);
+CREATE INDEX payments_pending ON payments (created_at) WHERE status = 'pending';
+
+CREATE TABLE provisioning_jobs (
+    job_id                BLOB PRIMARY KEY CHECK (length(job_id) = 16),
+    user_id               BLOB NOT NULL REFERENCES users (user_id),
+    kind                  TEXT NOT NULL CHECK (kind IN ('provision', 'deprovision')),
+    payment_id            BLOB REFERENCES payments (payment_id),
+    state                 TEXT NOT NULL,
+    attempts              INTEGER NOT NULL DEFAULT 0,
+    last_error            TEXT,
+    next_attempt_at       TEXT NOT NULL,
+    locked_by             TEXT,
+    locked_until          TEXT,
+    onboarding_token_hash TEXT UNIQUE
+        CHECK (length(onboarding_token_hash) = 64 AND onboarding_token_hash NOT GLOB '*[^0-9a-f]*'),
+    created_at            TEXT NOT NULL,
+    updated_at            TEXT NOT NULL,
+    UNIQUE (payment_id, kind)
+) STRICT;
+CREATE INDEX provisioning_jobs_user ON provisioning_jobs (user_id);
+CREATE INDEX provisioning_jobs_due ON provisioning_jobs (next_attempt_at);

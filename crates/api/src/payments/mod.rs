@@ -1,0 +1,41 @@
+//! Buying the product: checkout (a WeChat Pay QR to scan), the order's stage for the payer's page
+//! to poll, and the processor's notification webhook. None of these take an API key: the order id
+//! and the onboarding token are the payer's capabilities, the webhook is verified by signature.
+
+mod checkout;
+mod webhook;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use twilight_billing::Billing;
+
+use crate::{ApiContext, ApiError};
+
+/// Selling through one processor; absent when payments are not configured.
+pub struct Payments {
+    pub billing: Billing,
+    /// The sandbox payer page for an order, `{base}/sandbox/pay/{out_trade_no}`, shown beside
+    /// the QR so a local run can be paid without a phone. `None` in production.
+    pub sandbox_pay_base: Option<String>,
+}
+
+/// The path WeChat Pay posts to, as configured in `notify_url`.
+pub const NOTIFY_PATH: &str = "/payments/wechat/notify";
+/// The same webhook under the path of the original spec.
+pub const SPEC_NOTIFY_PATH: &str = "/admin/payments/webhook";
+
+pub fn router() -> Router<ApiContext> {
+    Router::new()
+        .route("/checkout", post(checkout::create))
+        .route("/orders/{order_id}", get(checkout::order))
+        .route(NOTIFY_PATH, post(webhook::notify))
+        .route(SPEC_NOTIFY_PATH, post(webhook::notify))
+}
+
+impl ApiContext {
+    pub(crate) fn payments(&self) -> Result<&Arc<Payments>, ApiError> {
+        self.payments.as_ref().ok_or(ApiError::Unavailable("payments are not configured on this server"))
+    }
+}
