@@ -12,10 +12,10 @@ use twilight_accounts::{Accounts, SqlAccounts};
 use twilight_api::ApiContext;
 use twilight_core::RawToken;
 use twilight_market::{Market, MarketConfig, TushareConfig};
+use twilight_provision::secret_file;
 use twilight_sandbox::TushareSim;
 
 use crate::cfg::Config;
-use crate::secret_file;
 
 /// How often another process's revocation is looked for.
 const REVOCATION_POLL: Duration = Duration::from_millis(200);
@@ -125,5 +125,5 @@ async fn ensure_admin_token(accounts: &dyn Accounts, path: &std::path::Path) -> 
     }
     let token = RawToken::generate();
     accounts.insert_admin_token(&token.hash(), "bootstrap").await?;
-    secret_file::write(path, token.expose())
+    Ok(secret_file::write(path, token.expose())?)
 }

@@ -3,4 +3,3 @@
 
 pub mod app;
 pub mod cfg;
-pub mod secret_file;
