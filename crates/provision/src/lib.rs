@@ -19,10 +19,12 @@ mod error;
 pub mod hermes;
 mod names;
 pub mod secret_file;
+pub mod secrets;
 pub mod soul;
 
 pub use dotenv::DotEnv;
 pub use error::{Error, Result};
 pub use hermes::HermesCli;
 pub use names::{EnvKey, ProfileName, TEMPLATE_PROFILE};
+pub use secrets::{plant_secrets, FileStore, PassStore, SecretDelivery, SecretStore, SystemdCredsStore};
 pub use soul::BotName;
