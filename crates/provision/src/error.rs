@@ -53,6 +53,10 @@ pub enum Error {
     #[error("hermes profile {profile}: {reason}")]
     Hermes { profile: String, reason: &'static str },
 
+    /// A path a systemd unit cannot name without quoting (whitespace, quotes, backslashes).
+    #[error("path {0} cannot be written into a systemd unit")]
+    UnitPath(PathBuf),
+
     /// The service manager does not know the profile (never installed, or already uninstalled).
     #[error("no gateway service installed for profile {0}")]
     NotInstalled(String),

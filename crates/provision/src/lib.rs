@@ -20,6 +20,7 @@ pub mod hermes;
 mod names;
 pub mod secret_file;
 pub mod secrets;
+pub mod service;
 pub mod soul;
 
 pub use dotenv::DotEnv;
@@ -27,4 +28,5 @@ pub use error::{Error, Result};
 pub use hermes::HermesCli;
 pub use names::{EnvKey, ProfileName, TEMPLATE_PROFILE};
 pub use secrets::{plant_secrets, FileStore, PassStore, SecretDelivery, SecretStore, SystemdCredsStore};
+pub use service::{Backoff, ChildSupervisor, Launcher, ServiceManager, ServiceStatus, SystemdManager, SystemdScope};
 pub use soul::BotName;

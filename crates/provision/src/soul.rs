@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::secret_file;
 
 /// The placeholder the template's SOUL.md carries.
 pub const BOT_NAME_PLACEHOLDER: &str = "{{BOT_NAME}}";
@@ -79,15 +80,8 @@ pub fn write_soul(template_soul: &Path, profile_dir: &Path, name: &BotName) -> R
             reason: format!("has no {BOT_NAME_PLACEHOLDER} placeholder"),
         });
     }
-    let target = profile_dir.join("SOUL.md");
-    write_atomically(&target, template.replace(BOT_NAME_PLACEHOLDER, name.as_str()).as_bytes())
-}
-
-/// SOUL.md is not secret, but hermes may read it at any moment: replace it whole.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let temp = path.with_file_name(".SOUL.md.tmp");
-    std::fs::write(&temp, bytes).map_err(Error::io("writing", &temp))?;
-    std::fs::rename(&temp, path).map_err(Error::io("replacing", path))
+    // hermes may read SOUL.md at any moment: replace it whole.
+    secret_file::write_bytes(&profile_dir.join("SOUL.md"), template.replace(BOT_NAME_PLACEHOLDER, name.as_str()).as_bytes())
 }
 
 #[cfg(test)]
