@@ -134,7 +134,7 @@ impl HermesCli {
     }
 
     /// `hermes ARGS…` with `HERMES_HOME`, `HERMES_DISABLE_LAZY_INSTALLS=1` (never pip-install at run time),
-    /// stdin from /dev/null, and an environment reduced to [`INHERITED_ENV`]. The gateway runs from this
+    /// stdin from /dev/null, and an environment reduced to PATH, HOME, USER, LOGNAME, LANG, LC_ALL and TZ. The gateway runs from this
     /// too ([`crate::ChildSupervisor`]), so a user's agent never sees the backend's variables.
     pub fn command(&self) -> Command {
         let mut command = Command::new(&self.bin);
