@@ -87,7 +87,7 @@ fn have(program: &str) -> bool {
 #[tokio::test]
 async fn pass_store_with_a_throwaway_gpg_key() {
     if !have("pass") || !have("gpg") {
-        eprintln!("\n!!!!! SKIPPED pass_store: `pass`/`gpg` not installed (scripts/install-deps installs them) !!!!!\n");
+        common::skip("pass_store: `pass`/`gpg` not installed (scripts/install-deps installs them)");
         return;
     }
     // gpg-agent's socket path must stay short, so GNUPGHOME lives under /tmp.
@@ -119,7 +119,7 @@ async fn pass_store_with_a_throwaway_gpg_key() {
 async fn systemd_creds_store_with_the_host_key() {
     let probe = Command::new("sh").args(["-c", "printf x | systemd-creds encrypt --name=PROBE - - >/dev/null"]).status();
     if !probe.is_ok_and(|s| s.success()) {
-        eprintln!("\n!!!!! SKIPPED systemd_creds_store: `systemd-creds encrypt` does not work here (needs systemd ≥ 250 and root) !!!!!\n");
+        common::skip("systemd_creds_store: `systemd-creds encrypt` does not work here (needs systemd ≥ 250 and root)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
