@@ -15,10 +15,11 @@ use twilight_api::ApiContext;
 use twilight_billing::{ApiV3Key, Billing, BillingConfig, MerchantKey, StaticPublicKey, WechatPayClient, WechatPayConfig};
 use twilight_core::RawToken;
 use twilight_market::{Market, MarketConfig, TushareConfig};
+use twilight_provision::secret_file;
 use twilight_sandbox::{SandboxKeys, TushareSim, WechatPaySim};
 
 use crate::cfg::Config;
-use crate::{scheduler, secret_file};
+use crate::scheduler;
 
 /// How often another process's revocation is looked for.
 const REVOCATION_POLL: Duration = Duration::from_millis(200);
@@ -192,5 +193,5 @@ async fn ensure_admin_token(accounts: &dyn Accounts, path: &std::path::Path) -> 
     }
     let token = RawToken::generate();
     accounts.insert_admin_token(&token.hash(), "bootstrap").await?;
-    secret_file::write(path, token.expose())
+    Ok(secret_file::write(path, token.expose())?)
 }

@@ -4,4 +4,3 @@
 pub mod app;
 pub mod cfg;
 pub mod scheduler;
-pub mod secret_file;

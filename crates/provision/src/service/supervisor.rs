@@ -1,0 +1,237 @@
+//! Gateways as our own child processes, for machines without systemd: each profile's gateway is started,
+//! restarted with capped exponential backoff whenever it exits, and stopped with SIGTERM then SIGKILL —
+//! what `Restart=`, `KillMode=mixed` and `TimeoutStopSec=` do in the unit.
+
+use std::collections::HashMap;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{ServiceManager, ServiceStatus};
+use crate::error::{Error, Result};
+use crate::hermes::HermesCli;
+use crate::names::ProfileName;
+
+/// Builds the command that runs one profile's gateway.
+pub type Launcher = Arc<dyn Fn(&ProfileName) -> Command + Send + Sync>;
+
+/// How long to wait before restarting a gateway that exited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first delay; each further consecutive exit doubles it …
+    pub initial: Duration,
+    /// … up to this cap.
+    pub max: Duration,
+    /// A run at least this long counts as healthy: the next delay starts from `initial` again.
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(60), reset_after: Duration::from_secs(60) }
+    }
+}
+
+/// Supervises one gateway child per started profile. Dropping it kills the children.
+pub struct ChildSupervisor {
+    launcher: Launcher,
+    backoff: Backoff,
+    grace: Duration,
+    profiles: Mutex<HashMap<ProfileName, Entry>>,
+}
+
+struct Entry {
+    state: Arc<Mutex<ServiceStatus>>,
+    running: Option<Running>,
+}
+
+struct Running {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl ChildSupervisor {
+    /// Runs `hermes --profile NAME gateway run` ([`HermesCli::gateway_command`]).
+    pub fn new(hermes: HermesCli) -> ChildSupervisor {
+        ChildSupervisor::with_launcher(Arc::new(move |profile: &ProfileName| hermes.gateway_command(profile)))
+    }
+
+    /// Runs whatever `launcher` builds (tests; other runtimes).
+    pub fn with_launcher(launcher: Launcher) -> ChildSupervisor {
+        ChildSupervisor { launcher, backoff: Backoff::default(), grace: Duration::from_secs(15), profiles: Mutex::default() }
+    }
+
+    pub fn with_backoff(mut self, backoff: Backoff) -> ChildSupervisor {
+        self.backoff = backoff;
+        self
+    }
+
+    /// How long `stop` waits after SIGTERM before SIGKILL (default 15 s).
+    pub fn with_grace(mut self, grace: Duration) -> ChildSupervisor {
+        self.grace = grace;
+        self
+    }
+
+    fn profiles(&self) -> MutexGuard<'_, HashMap<ProfileName, Entry>> {
+        self.profiles.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for ChildSupervisor {
+    /// Aborting a supervision task drops its child, and `kill_on_drop` kills it.
+    fn drop(&mut self) {
+        for entry in self.profiles().values_mut() {
+            if let Some(running) = entry.running.take() {
+                running.task.abort();
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ServiceManager for ChildSupervisor {
+    async fn install(&self, profile: &ProfileName) -> Result<()> {
+        self.profiles().entry(profile.clone()).or_insert_with(|| Entry {
+            state: Arc::new(Mutex::new(ServiceStatus { installed: true, ..ServiceStatus::default() })),
+            running: None,
+        });
+        Ok(())
+    }
+
+    async fn start(&self, profile: &ProfileName) -> Result<()> {
+        let mut profiles = self.profiles();
+        let entry = profiles.get_mut(profile).ok_or_else(|| Error::NotInstalled(profile.to_string()))?;
+        if entry.running.as_ref().is_some_and(|r| !r.task.is_finished()) {
+            return Ok(());
+        }
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(supervise(
+            profile.clone(),
+            self.launcher.clone(),
+            self.backoff,
+            self.grace,
+            entry.state.clone(),
+            cancel.clone(),
+        ));
+        entry.running = Some(Running { cancel, task });
+        Ok(())
+    }
+
+    async fn stop(&self, profile: &ProfileName) -> Result<()> {
+        let running = self.profiles().get_mut(profile).and_then(|e| e.running.take());
+        if let Some(Running { cancel, task }) = running {
+            cancel.cancel();
+            let _ = task.await;
+        }
+        Ok(())
+    }
+
+    async fn status(&self, profile: &ProfileName) -> Result<ServiceStatus> {
+        Ok(self.profiles().get(profile).map(|e| lock(&e.state).clone()).unwrap_or_default())
+    }
+
+    async fn uninstall(&self, profile: &ProfileName) -> Result<()> {
+        self.stop(profile).await?;
+        self.profiles().remove(profile);
+        Ok(())
+    }
+}
+
+fn lock(state: &Mutex<ServiceStatus>) -> MutexGuard<'_, ServiceStatus> {
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Keeps one gateway running until `cancel` fires.
+async fn supervise(
+    profile: ProfileName,
+    launcher: Launcher,
+    backoff: Backoff,
+    grace: Duration,
+    state: Arc<Mutex<ServiceStatus>>,
+    cancel: CancellationToken,
+) {
+    let mut delay = backoff.initial;
+    loop {
+        let started = Instant::now();
+        let mut command = launcher(&profile);
+        // Its own process group, so whatever the gateway spawned goes with it. hermes keeps its own logs
+        // under the profile's logs/.
+        command.process_group(0).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
+        match command.spawn() {
+            Err(e) => {
+                tracing::error!(%profile, error = %e, "gateway could not start");
+                lock(&state).last_exit = Some(format!("could not start: {e}"));
+            }
+            Ok(mut child) => {
+                let pid = child.id();
+                lock(&state).pid = pid;
+                tracing::info!(%profile, pid, "gateway started");
+                let ended = tokio::select! {
+                    status = child.wait() => status,
+                    () = cancel.cancelled() => terminate(&mut child, grace).await,
+                };
+                kill_group(pid);
+                let description = match ended {
+                    Ok(status) => describe(status),
+                    Err(e) => format!("lost track of the process: {e}"),
+                };
+                {
+                    let mut state = lock(&state);
+                    state.pid = None;
+                    state.last_exit = Some(description.clone());
+                }
+                if cancel.is_cancelled() {
+                    tracing::info!(%profile, %description, "gateway stopped");
+                    return;
+                }
+                tracing::warn!(%profile, %description, restart_in = ?delay, "gateway exited");
+            }
+        }
+        if started.elapsed() >= backoff.reset_after {
+            delay = backoff.initial;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = cancel.cancelled() => return,
+        }
+        delay = (delay * 2).min(backoff.max);
+        lock(&state).restarts += 1;
+    }
+}
+
+/// SIGTERM, then SIGKILL to the whole group if it has not exited after `grace`.
+async fn terminate(child: &mut Child, grace: Duration) -> std::io::Result<ExitStatus> {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            kill_group(child.id());
+            child.kill().await?;
+            child.wait().await
+        }
+    }
+}
+
+/// Kills what is left of a gateway's process group (its tool subprocesses); nothing left is fine.
+fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid {
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal().and_then(|s| Signal::try_from(s).ok()) {
+        Some(signal) => format!("signal: {} ({signal})", signal as i32),
+        None => status.to_string(),
+    }
+}
