@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 pub use error::{AccountsError, Result};
 pub use model::{
-    AdminToken, ApiKey, JobKind, NewApiKey, NewOrder, NewUser, Payment, PaymentState, Plan,
-    ProvisioningJob, RefundRecorded, SettleOutcome, Settled, Settlement, UnknownValue, UsageDay,
+    AdminToken, ApiKey, HermesProfile, JobKind, JobUpdate, NewApiKey, NewOrder, NewUser, Payment, PaymentState, Plan,
+    ProfileStatus, ProvisioningJob, RefundRecorded, SettleOutcome, Settled, Settlement, UnknownValue, UsageDay,
     UsageRecord, User, UserStatus,
 };
 
@@ -29,6 +29,10 @@ pub const JOB_CREATED: &str = "created";
 pub const JOB_ACTIVE: &str = "active";
 /// The `state` of a provisioning job that failed for good and was compensated.
 pub const JOB_FAILED: &str = "failed";
+/// The `state` of a finished deprovisioning job.
+pub const JOB_DONE: &str = "done";
+/// States in which a job has nothing left to do.
+pub const FINAL_JOB_STATES: [&str; 3] = [JOB_ACTIVE, JOB_FAILED, JOB_DONE];
 pub use sql::SqlAccounts;
 
 /// Storage of accounts, keys and usage. Every timestamp is set by the caller's clock (never the
@@ -122,4 +126,33 @@ pub trait Accounts: Send + Sync + 'static {
 
     /// Every provisioning job of the user, oldest first.
     async fn jobs_for_user(&self, user_id: Uuid) -> Result<Vec<ProvisioningJob>>;
+
+    async fn job(&self, job_id: Uuid) -> Result<Option<ProvisioningJob>>;
+
+    /// The job an onboarding link (by its token's hash) follows.
+    async fn job_by_onboarding_token(&self, token_hash: &str) -> Result<Option<ProvisioningJob>>;
+
+    /// Leases the most overdue runnable job to `worker` until `lease_until`: one not finished, due
+    /// by `now`, and not leased to anyone (or whose lease ran out, e.g. its worker crashed). Two
+    /// workers never hold the same job (Postgres: `FOR UPDATE SKIP LOCKED`; SQLite: one writer).
+    async fn claim_job(&self, worker: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<ProvisioningJob>>;
+
+    /// Records the progress of a job `worker` holds and extends its lease to `lease_until`, or
+    /// releases it when `None`. `false`, with nothing written, when `worker` no longer holds it.
+    async fn update_job(&self, job_id: Uuid, worker: &str, update: &JobUpdate, lease_until: Option<DateTime<Utc>>) -> Result<bool>;
+
+    /// Posts the pairing QR (`None` clears it) and status for the onboarding page.
+    async fn set_pairing(&self, job_id: Uuid, qr: Option<&str>, status: &str) -> Result<()>;
+
+    /// The user's 6-digit verify code for the provisioner (`None` once used). `Rejected` for
+    /// anything but six digits.
+    async fn set_verify_code(&self, job_id: Uuid, code: Option<&str>) -> Result<()>;
+
+    /// The bot name the user chose; the provisioner validates it before use.
+    async fn set_bot_name(&self, job_id: Uuid, name: &str) -> Result<()>;
+
+    /// Creates or replaces the user's profile row (one per user).
+    async fn upsert_profile(&self, profile: &HermesProfile) -> Result<()>;
+
+    async fn profile_for_user(&self, user_id: Uuid) -> Result<Option<HermesProfile>>;
 }

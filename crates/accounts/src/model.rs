@@ -87,6 +87,16 @@ text_enum! {
     JobKind { Provision = "provision", Deprovision = "deprovision" }
 }
 
+text_enum! {
+    /// Where a user's hermes profile stands.
+    ProfileStatus {
+        Provisioning = "provisioning",
+        Active = "active",
+        Error = "error",
+        Deprovisioned = "deprovisioned",
+    }
+}
+
 /// A paying (or trial) customer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct User {
@@ -268,8 +278,49 @@ pub struct ProvisioningJob {
     pub attempts: i32,
     pub last_error: Option<String>,
     pub next_attempt_at: DateTime<Utc>,
+    /// The provisioner working on it, until `locked_until`.
+    pub locked_by: Option<String>,
+    pub locked_until: Option<DateTime<Utc>>,
+    /// What the provisioner shows the user to scan (iLink's `qrcode_img_content`), while pairing.
+    pub pairing_qr: Option<String>,
+    /// The pairing state the user's page shows (`wait`, `scaned`, `need_verifycode`, …).
+    pub pairing_status: Option<String>,
+    /// The 6-digit code the user typed into the onboarding page, until the provisioner used it.
+    #[serde(skip)]
+    pub verify_code: Option<String>,
+    /// The name the user chose for their bot.
+    pub bot_name: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl ProvisioningJob {
+    /// Whether the job has nothing left to do.
+    pub fn is_finished(&self) -> bool {
+        crate::FINAL_JOB_STATES.contains(&self.state.as_str())
+    }
+}
+
+/// A job's progress, as the provisioner holding it records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobUpdate {
+    pub state: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+/// A user's hermes profile on a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct HermesProfile {
+    pub profile_name: String,
+    pub user_id: Uuid,
+    pub host: String,
+    /// The paired bot (`…@im.bot`), once the user scanned the QR.
+    pub weixin_bot_id: Option<String>,
+    #[sqlx(try_from = "String")]
+    pub status: ProfileStatus,
+    pub created_at: DateTime<Utc>,
 }
 
 /// Requests and upstream cost of one user on one endpoint during one UTC day.

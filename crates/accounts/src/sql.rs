@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::error::classify;
 use crate::{
-    Accounts, AccountsError, AdminToken, ApiKey, JobKind, NewApiKey, NewOrder, NewUser, Payment,
+    Accounts, AccountsError, AdminToken, ApiKey, HermesProfile, JobKind, JobUpdate, NewApiKey, NewOrder, NewUser, Payment,
     PaymentState, ProvisioningJob, RefundRecorded, Result, SettleOutcome, Settled, Settlement,
     UsageDay, UsageRecord, User, UserStatus, JOB_CREATED,
 };
@@ -38,7 +38,9 @@ const PAYMENT_COLUMNS: &str = "payment_id, user_id, out_trade_no, plan, amount_c
     processor, processor_ref, status, created_at, expires_at, paid_at, refunded_at, \
     onboarding_token_hash";
 const JOB_COLUMNS: &str = "job_id, user_id, kind, payment_id, state, attempts, last_error, \
-    next_attempt_at, created_at, updated_at";
+    next_attempt_at, locked_by, locked_until, pairing_qr, pairing_status, verify_code, bot_name, \
+    created_at, updated_at";
+const PROFILE_COLUMNS: &str = "profile_name, user_id, host, weixin_bot_id, status, created_at";
 /// Enqueues a job for a payment; a second one of the same kind is a no-op, so a repeated
 /// notification cannot enqueue twice.
 const INSERT_JOB: &str = "INSERT INTO provisioning_jobs (job_id, user_id, kind, payment_id, state, \
@@ -203,6 +205,32 @@ fn repeated_settlement(existing: Option<Payment>, settlement: &Settlement) -> Re
 }
 
 impl SqlAccounts {
+    /// The job matching `condition` on `$1`.
+    async fn job_where<T>(&self, condition: &str, value: T) -> Result<Option<ProvisioningJob>>
+    where
+        T: for<'q> Encode<'q, Postgres> + Type<Postgres> + for<'q> Encode<'q, Sqlite> + Type<Sqlite> + Send,
+    {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM provisioning_jobs WHERE {condition}");
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as::<_, ProvisioningJob>(&sql).bind(value).fetch_optional(pool).await
+        })?)
+    }
+
+    /// Runs a one-row `UPDATE provisioning_jobs … WHERE job_id = $1` binding `$2` (and `$3 = now`);
+    /// `NotFound("job")` when no such job exists.
+    async fn set_job_field<T>(&self, update: &str, job_id: Uuid, value: T) -> Result<()>
+    where
+        T: for<'q> Encode<'q, Postgres> + Type<Postgres> + for<'q> Encode<'q, Sqlite> + Type<Sqlite> + Send,
+    {
+        let changed = on_pool!(self, |pool| {
+            sqlx::query(update).bind(job_id).bind(value).bind(now()).execute(pool).await.map(|done| done.rows_affected())
+        })?;
+        if changed == 0 {
+            return Err(AccountsError::NotFound("job"));
+        }
+        Ok(())
+    }
+
     /// The payment matching `condition` on `$1`.
     async fn payment_where<T>(&self, condition: &str, value: T) -> Result<Option<Payment>>
     where
@@ -700,6 +728,119 @@ impl Accounts for SqlAccounts {
         );
         Ok(on_pool!(self, |pool| {
             sqlx::query_as::<_, ProvisioningJob>(&sql).bind(user_id).fetch_all(pool).await
+        })?)
+    }
+
+    async fn job(&self, job_id: Uuid) -> Result<Option<ProvisioningJob>> {
+        self.job_where("job_id = $1", job_id).await
+    }
+
+    async fn job_by_onboarding_token(&self, token_hash: &str) -> Result<Option<ProvisioningJob>> {
+        self.job_where("onboarding_token_hash = $1", token_hash.to_owned()).await
+    }
+
+    async fn claim_job(&self, worker: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<ProvisioningJob>> {
+        let skip_locked = match self.pool {
+            Pool::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+            Pool::Sqlite(_) => "",
+        };
+        let finished = crate::FINAL_JOB_STATES.map(|state| format!("'{state}'")).join(", ");
+        let sql = format!(
+            "UPDATE provisioning_jobs SET locked_by = $1, locked_until = $3, updated_at = $2 \
+             WHERE job_id = (SELECT job_id FROM provisioning_jobs \
+             WHERE state NOT IN ({finished}) AND next_attempt_at <= $2 \
+             AND (locked_until IS NULL OR locked_until < $2) \
+             ORDER BY next_attempt_at LIMIT 1 {skip_locked}) \
+             RETURNING {JOB_COLUMNS}"
+        );
+        let (now, lease_until) = (now.trunc_subsecs(6), lease_until.trunc_subsecs(6));
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as::<_, ProvisioningJob>(&sql)
+                .bind(worker)
+                .bind(now)
+                .bind(lease_until)
+                .fetch_optional(pool)
+                .await
+        })?)
+    }
+
+    async fn update_job(&self, job_id: Uuid, worker: &str, update: &JobUpdate, lease_until: Option<DateTime<Utc>>) -> Result<bool> {
+        let changed = on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE provisioning_jobs SET state = $3, attempts = $4, last_error = $5, \
+                 next_attempt_at = $6, locked_until = $7, \
+                 locked_by = CASE WHEN $7 IS NULL THEN NULL ELSE locked_by END, updated_at = $8 \
+                 WHERE job_id = $1 AND locked_by = $2",
+            )
+            .bind(job_id)
+            .bind(worker)
+            .bind(&update.state)
+            .bind(update.attempts)
+            .bind(&update.last_error)
+            .bind(update.next_attempt_at.trunc_subsecs(6))
+            .bind(lease_until.map(|at| at.trunc_subsecs(6)))
+            .bind(now())
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        Ok(changed > 0)
+    }
+
+    async fn set_pairing(&self, job_id: Uuid, qr: Option<&str>, status: &str) -> Result<()> {
+        let changed = on_pool!(self, |pool| {
+            sqlx::query("UPDATE provisioning_jobs SET pairing_qr = $2, pairing_status = $3, updated_at = $4 WHERE job_id = $1")
+                .bind(job_id)
+                .bind(qr)
+                .bind(status)
+                .bind(now())
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        if changed == 0 {
+            return Err(AccountsError::NotFound("job"));
+        }
+        Ok(())
+    }
+
+    async fn set_verify_code(&self, job_id: Uuid, code: Option<&str>) -> Result<()> {
+        if code.is_some_and(|code| code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit())) {
+            return Err(AccountsError::Rejected("a verify code is six digits".into()));
+        }
+        let update = "UPDATE provisioning_jobs SET verify_code = $2, updated_at = $3 WHERE job_id = $1";
+        self.set_job_field(update, job_id, code.map(str::to_owned)).await
+    }
+
+    async fn set_bot_name(&self, job_id: Uuid, name: &str) -> Result<()> {
+        let update = "UPDATE provisioning_jobs SET bot_name = $2, updated_at = $3 WHERE job_id = $1";
+        self.set_job_field(update, job_id, name.to_owned()).await
+    }
+
+    async fn upsert_profile(&self, profile: &HermesProfile) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO hermes_profiles (profile_name, user_id, host, weixin_bot_id, status, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (profile_name) DO UPDATE SET \
+                 host = excluded.host, weixin_bot_id = excluded.weixin_bot_id, status = excluded.status",
+            )
+            .bind(&profile.profile_name)
+            .bind(profile.user_id)
+            .bind(&profile.host)
+            .bind(&profile.weixin_bot_id)
+            .bind(profile.status.as_str())
+            .bind(profile.created_at.trunc_subsecs(6))
+            .execute(pool)
+            .await
+            .map(drop)
+        })
+        .map_err(|err| classify(err, "profile for this user"))
+    }
+
+    async fn profile_for_user(&self, user_id: Uuid) -> Result<Option<HermesProfile>> {
+        let sql = format!("SELECT {PROFILE_COLUMNS} FROM hermes_profiles WHERE user_id = $1");
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as::<_, HermesProfile>(&sql).bind(user_id).fetch_optional(pool).await
         })?)
     }
 }

@@ -10,8 +10,9 @@ use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use twilight_accounts::testing::{dump, fresh_postgres, fresh_sqlite};
 use twilight_core::token::hash_hex;
 use twilight_accounts::{
-    Accounts, AccountsError, JobKind, NewApiKey, NewOrder, NewUser, Payment, PaymentState, Plan,
-    SettleOutcome, Settlement, UsageDay, UsageRecord, User, UserStatus, JOB_CREATED,
+    Accounts, AccountsError, HermesProfile, JobKind, JobUpdate, NewApiKey, NewOrder, NewUser,
+    Payment, PaymentState, Plan, ProfileStatus, SettleOutcome, Settlement, UsageDay, UsageRecord,
+    User, UserStatus, JOB_ACTIVE, JOB_CREATED,
 };
 use uuid::Uuid;
 
@@ -75,6 +76,9 @@ contract! {
         renewal_extends_paid_until_from_the_later_of_then_and_now,
         close_only_pending_orders,
         refund_ends_service_once,
+        jobs_are_leased_to_one_worker_at_a_time,
+        concurrent_claims_never_share_a_job,
+        onboarding_mailbox_and_profiles_round_trip,
     ],
     raw: [
         check_constraints_reject_junk,
@@ -666,4 +670,112 @@ async fn rejected_refunds_write_nothing(store: &dyn Accounts, url: &str) {
     let unknown = store.refund_payment("TD-refund-none", Utc::now()).await.unwrap_err();
     assert!(matches!(unknown, AccountsError::NotFound("order")), "{unknown:?}");
     assert_eq!(dump(url).await, before);
+}
+
+// ---- provisioning jobs ----
+
+/// A paid order, hence a user with one `created` provisioning job; returns the job's id.
+async fn paid_job(store: &dyn Accounts, no: &str) -> Uuid {
+    store.create_order(order(no, None)).await.unwrap();
+    let settled = store.settle_payment(&settlement(no, &format!("tx-{no}"), Utc::now())).await.unwrap();
+    settled.job.unwrap().job_id
+}
+
+fn progress(state: &str, attempts: i32, next: DateTime<Utc>) -> JobUpdate {
+    JobUpdate { state: state.into(), attempts, last_error: None, next_attempt_at: next }
+}
+
+async fn jobs_are_leased_to_one_worker_at_a_time(store: &dyn Accounts) {
+    let job_id = paid_job(store, "TD-job-1").await;
+    let now = Utc::now();
+    let lease = now + TimeDelta::seconds(30);
+
+    let claimed = store.claim_job("worker-a", now, lease).await.unwrap().expect("a due job");
+    assert_eq!(claimed.job_id, job_id);
+    assert_eq!(claimed.locked_by.as_deref(), Some("worker-a"));
+    assert_eq!(store.claim_job("worker-b", now, lease).await.unwrap(), None, "leased to a");
+    // Only the holder records progress.
+    assert!(!store.update_job(job_id, "worker-b", &progress("profile_created", 0, now), Some(lease)).await.unwrap());
+    assert!(store.update_job(job_id, "worker-a", &progress("profile_created", 0, now), Some(lease)).await.unwrap());
+    assert_eq!(store.job(job_id).await.unwrap().unwrap().state, "profile_created");
+
+    // A crashed worker's lease runs out and another takes over where it stopped.
+    let later = lease + TimeDelta::seconds(1);
+    let taken = store.claim_job("worker-b", later, later + TimeDelta::seconds(30)).await.unwrap().unwrap();
+    assert_eq!((taken.job_id, taken.state.as_str(), taken.locked_by.as_deref()), (job_id, "profile_created", Some("worker-b")));
+    assert!(!store.update_job(job_id, "worker-a", &progress("x", 0, now), None).await.unwrap());
+
+    // A failed attempt released until later is not due before then.
+    let retry_at = later + TimeDelta::seconds(60);
+    let mut failed = progress("profile_created", 1, retry_at);
+    failed.last_error = Some("hermes timed out".into());
+    assert!(store.update_job(job_id, "worker-b", &failed, None).await.unwrap());
+    let stored = store.job(job_id).await.unwrap().unwrap();
+    assert_eq!((stored.attempts, stored.last_error.as_deref(), stored.locked_by), (1, Some("hermes timed out"), None));
+    assert_eq!(store.claim_job("worker-a", later, later + TimeDelta::seconds(30)).await.unwrap(), None);
+    assert!(store.claim_job("worker-a", retry_at, retry_at + TimeDelta::seconds(30)).await.unwrap().is_some());
+
+    // Finished jobs are never claimed again.
+    assert!(store.update_job(job_id, "worker-a", &progress(JOB_ACTIVE, 0, retry_at), None).await.unwrap());
+    assert!(store.job(job_id).await.unwrap().unwrap().is_finished());
+    let far = retry_at + TimeDelta::days(1);
+    assert_eq!(store.claim_job("worker-a", far, far + TimeDelta::seconds(30)).await.unwrap(), None);
+}
+
+async fn concurrent_claims_never_share_a_job(store: &dyn Accounts) {
+    for n in 0..6 {
+        paid_job(store, &format!("TD-claim-{n}")).await;
+    }
+    let now = Utc::now() + TimeDelta::seconds(1);
+    let lease = now + TimeDelta::seconds(30);
+    let workers: Vec<String> = (0..12).map(|n| format!("worker-{n}")).collect();
+    let claims = futures::future::join_all(workers.iter().map(|w| store.claim_job(w, now, lease))).await;
+    let mut claimed: Vec<Uuid> = claims.into_iter().filter_map(|c| c.unwrap()).map(|job| job.job_id).collect();
+    assert_eq!(claimed.len(), 6, "six jobs, twelve workers");
+    claimed.sort();
+    claimed.dedup();
+    assert_eq!(claimed.len(), 6, "a job was claimed twice");
+}
+
+async fn onboarding_mailbox_and_profiles_round_trip(store: &dyn Accounts) {
+    let job_id = paid_job(store, "TD-onboard-1").await;
+    let token_hash = hash_hex("onboarding-TD-onboard-1");
+    assert_eq!(store.job_by_onboarding_token(&token_hash).await.unwrap().unwrap().job_id, job_id);
+    assert_eq!(store.job_by_onboarding_token(&hash_hex("other")).await.unwrap(), None);
+
+    store.set_pairing(job_id, Some("https://ilink.example/qr/abc"), "wait").await.unwrap();
+    store.set_verify_code(job_id, Some("123456")).await.unwrap();
+    store.set_bot_name(job_id, "张老师").await.unwrap();
+    let job = store.job(job_id).await.unwrap().unwrap();
+    assert_eq!(job.pairing_qr.as_deref(), Some("https://ilink.example/qr/abc"));
+    assert_eq!(job.pairing_status.as_deref(), Some("wait"));
+    assert_eq!(job.verify_code.as_deref(), Some("123456"));
+    assert_eq!(job.bot_name.as_deref(), Some("张老师"));
+    for bad in ["12345", "1234567", "12a456", ""] {
+        assert!(matches!(store.set_verify_code(job_id, Some(bad)).await, Err(AccountsError::Rejected(_))), "{bad}");
+    }
+    store.set_verify_code(job_id, None).await.unwrap();
+    store.set_pairing(job_id, None, "confirmed").await.unwrap();
+    let job = store.job(job_id).await.unwrap().unwrap();
+    assert_eq!((job.verify_code, job.pairing_qr, job.pairing_status.as_deref()), (None, None, Some("confirmed")));
+    assert!(matches!(store.set_bot_name(Uuid::new_v4(), "x").await, Err(AccountsError::NotFound("job"))));
+
+    let user_id = job.user_id;
+    assert_eq!(store.profile_for_user(user_id).await.unwrap(), None);
+    let mut profile = HermesProfile {
+        profile_name: format!("user-{}", user_id.simple()),
+        user_id,
+        host: "localhost".into(),
+        weixin_bot_id: None,
+        status: ProfileStatus::Provisioning,
+        created_at: at(2026, 11, 25, 10, 0, 0),
+    };
+    store.upsert_profile(&profile).await.unwrap();
+    profile.weixin_bot_id = Some("abc123@im.bot".into());
+    profile.status = ProfileStatus::Active;
+    store.upsert_profile(&profile).await.unwrap();
+    assert_eq!(store.profile_for_user(user_id).await.unwrap(), Some(profile.clone()));
+    // One profile per user.
+    profile.profile_name = "user-other".into();
+    assert!(matches!(store.upsert_profile(&profile).await, Err(AccountsError::Conflict(_))));
 }

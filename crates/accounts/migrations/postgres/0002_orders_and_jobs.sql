@@ -30,9 +30,21 @@ CREATE TABLE provisioning_jobs (
     locked_by             text,
     locked_until          timestamptz,
     onboarding_token_hash text UNIQUE CHECK (onboarding_token_hash ~ '^[0-9a-f]{64}$'),
+    -- The onboarding page and the provisioner talk through these: the provisioner posts the
+    -- pairing QR and its status, the page posts the verify code and the bot's name.
+    pairing_qr            text,
+    pairing_status        text,
+    verify_code           text CHECK (verify_code ~ '^[0-9]{6}$'),
+    bot_name              text,
     created_at            timestamptz NOT NULL,
     updated_at            timestamptz NOT NULL,
     UNIQUE (payment_id, kind)
 );
 CREATE INDEX provisioning_jobs_user ON provisioning_jobs (user_id);
 CREATE INDEX provisioning_jobs_due ON provisioning_jobs (next_attempt_at);
+
+-- A deprovisioned profile (refund, expiry) keeps its row for the record.
+ALTER TABLE hermes_profiles DROP CONSTRAINT hermes_profiles_status_check;
+ALTER TABLE hermes_profiles ADD CONSTRAINT hermes_profiles_status_check
+    CHECK (status IN ('provisioning', 'active', 'error', 'deprovisioned'));
+CREATE UNIQUE INDEX hermes_profiles_user ON hermes_profiles (user_id);

@@ -24,9 +24,27 @@ CREATE TABLE provisioning_jobs (
     locked_until          TEXT,
     onboarding_token_hash TEXT UNIQUE
         CHECK (length(onboarding_token_hash) = 64 AND onboarding_token_hash NOT GLOB '*[^0-9a-f]*'),
+    pairing_qr            TEXT,
+    pairing_status        TEXT,
+    verify_code           TEXT CHECK (length(verify_code) = 6 AND verify_code NOT GLOB '*[^0-9]*'),
+    bot_name              TEXT,
     created_at            TEXT NOT NULL,
     updated_at            TEXT NOT NULL,
     UNIQUE (payment_id, kind)
 ) STRICT;
 CREATE INDEX provisioning_jobs_user ON provisioning_jobs (user_id);
 CREATE INDEX provisioning_jobs_due ON provisioning_jobs (next_attempt_at);
+
+-- SQLite cannot alter a CHECK constraint: rebuild the (so far unused) table.
+CREATE TABLE hermes_profiles_new (
+    profile_name  TEXT PRIMARY KEY,
+    user_id       BLOB NOT NULL REFERENCES users (user_id),
+    host          TEXT NOT NULL,
+    weixin_bot_id TEXT,
+    status        TEXT NOT NULL CHECK (status IN ('provisioning', 'active', 'error', 'deprovisioned')),
+    created_at    TEXT NOT NULL
+) STRICT;
+INSERT INTO hermes_profiles_new SELECT * FROM hermes_profiles;
+DROP TABLE hermes_profiles;
+ALTER TABLE hermes_profiles_new RENAME TO hermes_profiles;
+CREATE UNIQUE INDEX hermes_profiles_user ON hermes_profiles (user_id);
