@@ -175,7 +175,7 @@ impl WechatPaySim {
         let mut headers = axum::http::HeaderMap::new();
         let mut signed = self.sign_body(outgoing.body.as_bytes());
         if probe {
-            signed.signature = format!("{SIGNTEST_PREFIX}{}", BASE64.encode(super::crypto::random_alphanumeric(48)));
+            signed.signature = format!("{SIGNTEST_PREFIX}{}", BASE64.encode(crate::common::random_alphanumeric(48)));
         }
         signed.apply(&mut headers);
         let outcome = self
