@@ -6,6 +6,7 @@
 pub mod calendar;
 mod common;
 pub mod ilink;
+pub mod llm;
 mod seed;
 pub mod tushare;
 pub mod wechatpay;
@@ -14,6 +15,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 pub use common::{Fault, SANDBOX_HEADER};
 pub use ilink::{IlinkSim, IlinkSimConfig};
+pub use llm::{LlmSim, Turn};
 pub use tushare::{TushareMode, TushareSim};
 pub use wechatpay::{NotifyAttempt, NotifyFault, PayError, RecordingWebhook, SandboxKeys, WechatPaySim, WechatPaySimConfig};
 
