@@ -4,12 +4,18 @@
 //! `shared/protocols/`, with deterministic data and switchable fault modes.
 
 pub mod calendar;
+mod common;
+pub mod ilink;
+pub mod llm;
 mod seed;
 pub mod tushare;
 pub mod wechatpay;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+pub use common::{Fault, SANDBOX_HEADER};
+pub use ilink::{IlinkSim, IlinkSimConfig};
+pub use llm::{LlmSim, Turn};
 pub use tushare::{TushareMode, TushareSim};
 pub use wechatpay::{NotifyAttempt, NotifyFault, PayError, RecordingWebhook, SandboxKeys, WechatPaySim, WechatPaySimConfig};
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -27,8 +27,6 @@ use serde_json::{Map, Value};
 use crate::seed;
 use table::Data;
 
-/// Every response carries this header, so the product can label answers as simulator-backed.
-pub const SANDBOX_HEADER: &str = "x-twilight-sandbox";
 /// Calls per API per rolling minute before 40203, the figure of Tushare's basic tier.
 pub const DEFAULT_RATE_LIMIT_PER_MIN: u32 = 500;
 const PERMISSION_DOC: &str = "权限的具体详情访问：https://tushare.pro/document/1?doc_id=108。";
@@ -147,13 +145,12 @@ impl TushareSim {
 
     /// POST `/`, `/{api_name}` and `/dataapi/{api_name}`; a name in the path wins over the body's.
     pub fn router(&self) -> Router {
-        Router::new()
+        let routes = Router::new()
             .route("/", post(unnamed))
             .route("/{api_name}", post(named))
             .route("/dataapi/{api_name}", post(named))
-            .route("/_sandbox/calls", axum::routing::get(call_counts))
-            .layer(axum::middleware::map_response(mark_sandbox))
-            .with_state(self.clone())
+            .route("/_sandbox/calls", axum::routing::get(call_counts));
+        crate::common::label(routes, "tushare").with_state(self.clone())
     }
 
     /// Requests received by an API route, whatever their outcome (errors and `Down` included).
@@ -269,11 +266,6 @@ async fn unnamed(State(sim): State<TushareSim>, body: Bytes) -> Response {
 
 async fn named(State(sim): State<TushareSim>, Path(api_name): Path<String>, body: Bytes) -> Response {
     sim.respond(Some(api_name), body).await
-}
-
-async fn mark_sandbox(mut response: Response) -> Response {
-    response.headers_mut().insert(HeaderName::from_static(SANDBOX_HEADER), HeaderValue::from_static("tushare"));
-    response
 }
 
 /// `GET /_sandbox/calls`: the call counters as JSON (real Tushare has no such path; it only takes POSTs).

@@ -7,8 +7,7 @@ use axum::http::HeaderMap;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use rand::distributions::Alphanumeric;
-use rand::Rng;
+use crate::common::random_alphanumeric;
 use rsa::pkcs1v15::{Signature, VerifyingKey};
 use rsa::signature::{SignatureEncoding, Signer, Verifier};
 use serde_json::{json, Value};
@@ -24,11 +23,6 @@ const RESOURCE_NONCE_LEN: usize = 12;
 /// `line\n` for every line: what every signature in either direction covers.
 fn message(lines: &[&[u8]]) -> Vec<u8> {
     lines.iter().flat_map(|line| line.iter().copied().chain([b'\n'])).collect()
-}
-
-/// `len` random ASCII letters and digits.
-pub fn random_alphanumeric(len: usize) -> String {
-    rand::thread_rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
 }
 
 /// The headers that make a body verifiable as WeChat Pay's.

@@ -14,31 +14,23 @@ mod notify;
 mod payer;
 mod webhook;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::{from_fn_with_state, map_response, Next};
-use axum::response::Response;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use chrono::Utc;
 use rsa::pkcs1v15::SigningKey;
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use sha2::Sha256;
 
+use crate::common::{self, Switchboard};
 use crate::seed;
 pub use keys::SandboxKeys;
 pub use ledger::PayError;
 pub use notify::{NotifyAttempt, NotifyFault};
 pub use webhook::{Delivery, RecordingWebhook};
-
-/// Every response carries this header with the value `wechatpay`.
-pub const SANDBOX_HEADER: &str = "x-twilight-sandbox";
 
 /// Who the simulator serves and the keys on both sides.
 pub struct WechatPaySimConfig {
@@ -92,6 +84,7 @@ struct Inner {
     state: Mutex<SimState>,
     /// Woken whenever a delivery attempt is recorded.
     attempted: tokio::sync::Notify,
+    switchboard: Switchboard,
 }
 
 struct SimState {
@@ -99,8 +92,6 @@ struct SimState {
     fault: NotifyFault,
     /// Multiplies WeChat Pay's retry delays (1.0 = real time).
     retry_scale: f64,
-    /// Requests per `METHOD /route`, whatever their outcome.
-    calls: BTreeMap<String, u64>,
     attempts: Vec<NotifyAttempt>,
     /// Notifications held back by [`NotifyFault::OutOfOrder`], oldest first.
     held: Vec<Arc<notify::Outgoing>>,
@@ -116,7 +107,6 @@ impl WechatPaySim {
             ledger: ledger::Ledger::default(),
             fault: NotifyFault::None,
             retry_scale: 1.0,
-            calls: BTreeMap::new(),
             attempts: Vec::new(),
             held: Vec::new(),
         };
@@ -135,6 +125,7 @@ impl WechatPaySim {
                 http,
                 state: Mutex::new(state),
                 attempted: tokio::sync::Notify::new(),
+                switchboard: Switchboard::default(),
             }),
         }
     }
@@ -142,12 +133,8 @@ impl WechatPaySim {
     /// The merchant API under `/v3`, the payer's page under `/sandbox/pay/{out_trade_no}` and the
     /// call counters at `GET /_sandbox/calls`.
     pub fn router(&self) -> Router {
-        api::router(self)
-            .merge(payer::router())
-            .route_layer(from_fn_with_state(self.clone(), count_call))
-            .route("/_sandbox/calls", get(call_counts))
-            .layer(map_response(mark_sandbox))
-            .with_state(self.clone())
+        let routes = self.inner.switchboard.instrument(api::router(self).merge(payer::router()));
+        common::label(routes, "wechatpay").with_state(self.clone())
     }
 
     /// What a merchant configures as the WeChat Pay public key, with [`Self::platform_key_id`].
@@ -162,7 +149,7 @@ impl WechatPaySim {
     /// Requests received on `route`, written `METHOD /path/{param}` as routed, e.g.
     /// `POST /v3/pay/transactions/native` or `GET /v3/pay/transactions/out-trade-no/{out_trade_no}`.
     pub fn calls(&self, route: &str) -> u64 {
-        self.state().calls.get(route).copied().unwrap_or(0)
+        self.inner.switchboard.calls(route)
     }
 
     /// How notifications are delivered from now on.
@@ -206,21 +193,4 @@ impl WechatPaySim {
     fn next_id(&self) -> (u64, u64) {
         (self.inner.id_prefix, self.inner.next_id.fetch_add(1, Ordering::Relaxed))
     }
-}
-
-async fn count_call(State(sim): State<WechatPaySim>, request: Request, next: Next) -> Response {
-    if let Some(route) = request.extensions().get::<MatchedPath>() {
-        *sim.state().calls.entry(format!("{} {}", request.method(), route.as_str())).or_default() += 1;
-    }
-    next.run(request).await
-}
-
-async fn mark_sandbox(mut response: Response) -> Response {
-    response.headers_mut().insert(HeaderName::from_static(SANDBOX_HEADER), HeaderValue::from_static("wechatpay"));
-    response
-}
-
-/// `GET /_sandbox/calls`: the call counters as JSON (real WeChat Pay has no such path).
-async fn call_counts(State(sim): State<WechatPaySim>) -> Json<BTreeMap<String, u64>> {
-    Json(sim.state().calls.clone())
 }

@@ -121,7 +121,7 @@ impl WechatPaySim {
     /// would post, for a test to alter and post to a webhook itself.
     pub fn signed_notification(&self, event_type: &str, original_type: &str, resource: &Value, at: DateTime<Utc>) -> (axum::http::HeaderMap, String) {
         let body = json!({
-            "id": format!("sandbox-{}", super::crypto::random_alphanumeric(16)),
+            "id": format!("sandbox-{}", crate::common::random_alphanumeric(16)),
             "create_time": wire_time(at),
             "resource_type": "encrypt-resource",
             "event_type": event_type,
@@ -205,7 +205,7 @@ impl WechatPaySim {
         let mut headers = axum::http::HeaderMap::new();
         let mut signed = self.sign_body(outgoing.body.as_bytes());
         if probe {
-            signed.signature = format!("{SIGNTEST_PREFIX}{}", BASE64.encode(super::crypto::random_alphanumeric(48)));
+            signed.signature = format!("{SIGNTEST_PREFIX}{}", BASE64.encode(crate::common::random_alphanumeric(48)));
         }
         signed.apply(&mut headers);
         let outcome = self

@@ -10,7 +10,8 @@ use axum::{Form, Router};
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::crypto::random_alphanumeric;
+use crate::common::random_alphanumeric;
+use crate::common::{escape_html as escape, sandbox_page};
 use super::ledger::{Order, PayError, Payment};
 use super::notify::Event;
 use super::WechatPaySim;
@@ -88,28 +89,5 @@ fn order_page(order: &Order) -> String {
 
 /// Every page carries the sandbox banner, so nobody mistakes it for a real payment.
 fn shell(content: &str) -> String {
-    format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>SANDBOX — WeChat Pay simulator</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:28rem;margin:2rem auto;padding:0 1rem}}
-.banner{{background:#ffd400;padding:.6rem;font-weight:700;text-align:center}}.amount{{font-size:2.2rem;margin:.5rem 0}}
-button{{background:#07c160;color:#fff;border:0;padding:.7rem 1.4rem;font-size:1.1rem;border-radius:.3rem}}</style></head>
-<body><p class="banner">SANDBOX — no real money</p>
-{content}
-</body></html>"#
-    )
-}
-
-fn escape(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '&' => "&amp;".into(),
-            '<' => "&lt;".into(),
-            '>' => "&gt;".into(),
-            '"' => "&quot;".into(),
-            '\'' => "&#39;".into(),
-            c => c.to_string(),
-        })
-        .collect()
+    sandbox_page("WeChat Pay simulator", "SANDBOX — no real money", content)
 }

@@ -1,0 +1,185 @@
+//! What the simulated model says: the next scripted [`Turn`], or a deterministic rule good enough
+//! for the product's one question ("查 600519 的 P/E"): ask hermes' `terminal` tool to curl the
+//! data plane, then state the value and its cite from what the tool returned.
+
+use serde_json::{json, Value};
+
+/// hermes-agent's shell tool and its one required argument (`tools/terminal_tool.py`).
+pub const TERMINAL_TOOL: &str = "terminal";
+
+/// One scripted model answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Turn {
+    /// Call tool `name` with `arguments` (a JSON object; sent as its string form, as models do).
+    ToolCall { name: String, arguments: Value },
+    /// Answer with text in which `{tool_result}` stands for the content of the latest tool message
+    /// (verbatim) and `{user}` for the latest user message.
+    Final { text_template: String },
+}
+
+impl Turn {
+    /// A call of hermes' `terminal` tool running `command`.
+    pub fn terminal(command: impl Into<String>) -> Turn {
+        Turn::ToolCall { name: TERMINAL_TOOL.into(), arguments: json!({"command": command.into()}) }
+    }
+
+    pub fn final_text(text_template: impl Into<String>) -> Turn {
+        Turn::Final { text_template: text_template.into() }
+    }
+}
+
+/// An answer, before it is put on the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    ToolCall { name: String, arguments: String },
+    Text(String),
+}
+
+/// The reply to `messages`: `scripted` when given, else the default rule (a tool call only when
+/// the request offers `terminal`).
+pub fn answer(scripted: Option<Turn>, messages: &[Value], tools: &Value) -> Reply {
+    match scripted {
+        Some(Turn::ToolCall { name, arguments }) => Reply::ToolCall { name, arguments: arguments.to_string() },
+        Some(Turn::Final { text_template }) => Reply::Text(
+            text_template.replace("{tool_result}", &latest(messages, "tool")).replace("{user}", &latest(messages, "user")),
+        ),
+        None => default_rule(messages, tools),
+    }
+}
+
+fn default_rule(messages: &[Value], tools: &Value) -> Reply {
+    if messages.last().is_some_and(|m| m["role"] == "tool") {
+        return Reply::Text(quote_tool_result(&latest(messages, "tool")));
+    }
+    let question = latest(messages, "user");
+    let offers_terminal = tools.as_array().is_some_and(|tools| tools.iter().any(|t| t["function"]["name"] == TERMINAL_TOOL));
+    match six_digit_code(&question) {
+        Some(code) if offers_terminal && asks_for_pe(&question) => Reply::ToolCall {
+            name: TERMINAL_TOOL.into(),
+            arguments: json!({"command": price_command(code)}).to_string(),
+        },
+        _ => Reply::Text(format!("（sandbox-qwen）收到：{question}")),
+    }
+}
+
+/// The shell command the default rule asks for: the data plane's P/E (TTM) with the user's key,
+/// both read from the environment the gateway gives its tools.
+pub fn price_command(code: &str) -> String {
+    format!(r#"curl -sS -H "Authorization: Bearer $TWILIGHT_API_TOKEN" "$TWILIGHT_API_BASE/price?code={code}&metric=pe_ttm""#)
+}
+
+/// The text of the latest message with `role` (string content, or the text parts of a list).
+fn latest(messages: &[Value], role: &str) -> String {
+    let Some(message) = messages.iter().rev().find(|m| m["role"] == role) else {
+        return String::new();
+    };
+    match &message["content"] {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// The first run of exactly six ASCII digits (an A-share code).
+fn six_digit_code(text: &str) -> Option<&str> {
+    let bytes = text.as_bytes();
+    let mut start = None;
+    for (i, b) in bytes.iter().copied().chain([b' ']).enumerate() {
+        match (b.is_ascii_digit(), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) if i - s == 6 => return Some(&text[s..i]),
+            (false, Some(_)) => start = None,
+            _ => {}
+        }
+    }
+    None
+}
+
+fn asks_for_pe(text: &str) -> bool {
+    let lower = text.to_lowercase();
+    lower.contains("p/e") || lower.contains("市盈率") || lower.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').any(|w| w == "pe" || w == "pe_ttm")
+}
+
+/// A sentence stating the value and every cite field of the data-plane answer inside `content`
+/// (hermes wraps a command's output in its own JSON), or the content itself when none is found.
+fn quote_tool_result(content: &str) -> String {
+    let Some(answer) = find_cited(&Value::String(content.to_string())) else {
+        return format!("工具返回：{content}");
+    };
+    let field = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "?".into(),
+        other => other.to_string(),
+    };
+    let cite = &answer["cite"];
+    format!(
+        "{name}（{code}）{metric} = {value}（截至 {as_of}）。来源：{source}，表 {table}，获取于 {fetched_at}，由 {served_by} {served_version} 提供，tool_call_id {tool_call_id}。",
+        name = field(&answer["name"]),
+        code = field(&answer["code"]),
+        metric = field(&answer["metric"]),
+        value = field(&answer["value"]),
+        as_of = field(&answer["as_of"]),
+        source = field(&cite["source"]),
+        table = field(&cite["table"]),
+        fetched_at = field(&cite["fetched_at"]),
+        served_by = field(&cite["served_by"]),
+        served_version = field(&cite["served_version"]),
+        tool_call_id = field(&cite["tool_call_id"]),
+    )
+}
+
+/// The first object with both `value` and `cite`, looking inside strings that hold JSON.
+fn find_cited(value: &Value) -> Option<Value> {
+    match value {
+        Value::Object(map) if map.contains_key("value") && map.contains_key("cite") => Some(value.clone()),
+        Value::Object(map) => map.values().find_map(find_cited),
+        Value::Array(items) => items.iter().find_map(find_cited),
+        Value::String(text) => {
+            let (start, end) = (text.find('{')?, text.rfind('}')?);
+            let inner: Value = serde_json::from_str(text.get(start..=end)?).ok()?;
+            find_cited(&inner)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terminal_tools() -> Value {
+        json!([{"type": "function", "function": {"name": "terminal", "parameters": {}}}])
+    }
+
+    #[test]
+    fn finds_codes_and_pe_questions() {
+        assert_eq!(six_digit_code("查 600519 的 P/E"), Some("600519"));
+        assert_eq!(six_digit_code("1234567 and 000001."), Some("000001"));
+        assert_eq!(six_digit_code("12345"), None);
+        assert!(asks_for_pe("查 600519 的 P/E") && asks_for_pe("600519 市盈率") && asks_for_pe("pe of 600519"));
+        assert!(!asks_for_pe("open 600519"));
+    }
+
+    #[test]
+    fn asks_the_terminal_then_quotes_the_cite() {
+        let question = [json!({"role": "user", "content": "查 600519 的 P/E"})];
+        let Reply::ToolCall { name, arguments } = answer(None, &question, &terminal_tools()) else { panic!("expected a tool call") };
+        assert_eq!(name, "terminal");
+        let command: Value = serde_json::from_str(&arguments).unwrap();
+        assert!(command["command"].as_str().unwrap().contains("$TWILIGHT_API_BASE/price?code=600519&metric=pe_ttm"));
+        assert_eq!(answer(None, &question, &Value::Null), Reply::Text("（sandbox-qwen）收到：查 600519 的 P/E".into()));
+
+        let body = json!({"code": "600519.SH", "name": "贵州茅台", "metric": "pe_ttm", "value": 28.5, "as_of": "20260430",
+            "cite": {"source": "sandbox:tushare", "table": "daily_basic", "tool_call_id": "tc_42"}});
+        let tool = json!({"role": "tool", "content": json!({"output": body.to_string(), "exit_code": 0}).to_string()});
+        let Reply::Text(text) = answer(None, &[question[0].clone(), tool], &terminal_tools()) else { panic!("expected text") };
+        assert!(text.contains("28.5") && text.contains("tc_42") && text.contains("sandbox:tushare") && text.contains("daily_basic"), "{text}");
+    }
+
+    #[test]
+    fn scripts_fill_in_the_tool_result() {
+        let messages = [json!({"role": "user", "content": [{"type": "text", "text": "hi"}]}), json!({"role": "tool", "content": "42"})];
+        let reply = answer(Some(Turn::final_text("{user} → {tool_result}")), &messages, &Value::Null);
+        assert_eq!(reply, Reply::Text("hi → 42".into()));
+    }
+}
