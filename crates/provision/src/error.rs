@@ -60,6 +60,20 @@ pub enum Error {
     /// The service manager does not know the profile (never installed, or already uninstalled).
     #[error("no gateway service installed for profile {0}")]
     NotInstalled(String),
+
+    #[error(transparent)]
+    Accounts(#[from] twilight_accounts::AccountsError),
+
+    #[error(transparent)]
+    Ilink(#[from] twilight_ilink::IlinkError),
+
+    /// Another provisioner took the job over: ours ran past its lease.
+    #[error("lost the job's lease to another provisioner")]
+    LostLease,
+
+    /// A job in a state this provisioner does not know (a newer release's job, or a bug).
+    #[error("unknown job state {0:?}")]
+    UnknownJobState(String),
 }
 
 impl Error {

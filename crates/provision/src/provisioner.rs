@@ -1,0 +1,415 @@
+//! The provisioner: a persisted state machine per job, leased from the accounts DB so several
+//! provisioners can run, each step idempotent so a step retried after a crash is harmless.
+//!
+//! A `provision` job walks
+//! `created → profile_created → secrets_planted → awaiting_scan → paired → bot_named →
+//! gateway_running → active`; a step that fails is retried with exponential backoff, and after
+//! [`ProvisionerConfig::max_attempts`] failures the job is compensated (gateway removed, profile
+//! deleted, secrets forgotten, keys revoked; the profile row says `error`) and ends `failed`.
+//! Waiting for the user (to scan, to type a code, to name the bot) is not failure: the job is
+//! parked and woken by the onboarding page. A `deprovision` job stops and removes everything the
+//! user had and ends `done`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use tokio_util::sync::CancellationToken;
+use twilight_accounts::{
+    Accounts, HermesProfile, JobKind, JobUpdate, NewApiKey, ProfileStatus, ProvisioningJob, JOB_ACTIVE, JOB_CREATED, JOB_DONE, JOB_FAILED,
+};
+use twilight_core::token::{hash_hex, RawToken};
+use twilight_ilink::{IlinkClient, PairingStatus};
+
+use crate::dotenv::DotEnv;
+use crate::error::{Error, Result};
+use crate::hermes::HermesCli;
+use crate::names::{EnvKey, ProfileName};
+use crate::pairing::{self, PairedBot};
+use crate::secrets::{plant_secrets, SecretStore};
+use crate::service::ServiceManager;
+use crate::soul::BotName;
+
+pub const PROFILE_CREATED: &str = "profile_created";
+pub const SECRETS_PLANTED: &str = "secrets_planted";
+pub const AWAITING_SCAN: &str = "awaiting_scan";
+pub const PAIRED: &str = "paired";
+pub const BOT_NAMED: &str = "bot_named";
+pub const GATEWAY_RUNNING: &str = "gateway_running";
+
+/// The user's key, as the agent's skill reads it.
+pub const API_TOKEN: &str = "TWILIGHT_API_TOKEN";
+/// Where the skill calls the data plane.
+pub const API_BASE: &str = "TWILIGHT_API_BASE";
+/// The LLM (hermes' `alibaba` provider).
+pub const DASHSCOPE_API_KEY: &str = "DASHSCOPE_API_KEY";
+pub const DASHSCOPE_BASE_URL: &str = "DASHSCOPE_BASE_URL";
+/// The paired bot's token, planted for the gateway's WeChat adapter.
+pub const WEIXIN_TOKEN: &str = "WEIXIN_TOKEN";
+/// Requests per minute of the key a paid user gets.
+const RATE_LIMIT_PER_MIN: i32 = 60;
+
+/// Everything a provisioner needs to know about its host and the product.
+#[derive(Clone)]
+pub struct ProvisionerConfig {
+    /// Names this provisioner in job leases; unique per process.
+    pub worker_id: String,
+    /// Recorded as the profile's host.
+    pub host: String,
+    /// The data plane the user's agent calls (`TWILIGHT_API_BASE`).
+    pub api_base: String,
+    /// The LLM key planted into every profile.
+    pub dashscope_api_key: SecretString,
+    /// An OpenAI-compatible LLM endpoint other than DashScope's (the sandbox's); production leaves it out.
+    pub dashscope_base_url: Option<String>,
+    /// The template profile users are cloned from.
+    pub template: ProfileName,
+    /// How long a claimed job stays ours without a word from us.
+    pub lease: Duration,
+    /// Failed attempts of one job before it is compensated.
+    pub max_attempts: i32,
+    /// First retry delay; doubles per failed attempt, up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// How often an idle provisioner looks for due jobs, and a parked job for the user's input.
+    pub idle_poll: Duration,
+    /// QR codes shown per pairing round before waiting for the user to ask for another.
+    pub qr_rounds: u32,
+    /// iLink's media CDN, for the weixin adapter.
+    pub weixin_cdn_base_url: String,
+}
+
+impl std::fmt::Debug for ProvisionerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProvisionerConfig")
+            .field("worker_id", &self.worker_id)
+            .field("host", &self.host)
+            .field("api_base", &self.api_base)
+            .field("dashscope_base_url", &self.dashscope_base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What running a job for a while came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Reached a final state (`active`, `done`).
+    Finished(String),
+    /// Waiting for the user; the job is parked in `state`.
+    Waiting(String),
+    /// A step failed; retried later from `state`.
+    Retrying { state: String, error: String },
+    /// Failed for good and compensated.
+    Failed(String),
+    /// Another provisioner took the job over (our lease ran out).
+    LostLease,
+}
+
+/// Drives provisioning jobs on one host.
+pub struct Provisioner {
+    accounts: Arc<dyn Accounts>,
+    hermes: HermesCli,
+    secrets: Arc<dyn SecretStore>,
+    services: Arc<dyn ServiceManager>,
+    ilink: IlinkClient,
+    config: ProvisionerConfig,
+}
+
+/// Where a step leaves the job.
+enum Step {
+    /// Go on with this state.
+    Next(&'static str),
+    /// Park in this state until the user acts (or the next look).
+    Wait(&'static str),
+}
+
+impl Provisioner {
+    pub fn new(
+        accounts: Arc<dyn Accounts>,
+        hermes: HermesCli,
+        secrets: Arc<dyn SecretStore>,
+        services: Arc<dyn ServiceManager>,
+        ilink: IlinkClient,
+        config: ProvisionerConfig,
+    ) -> Provisioner {
+        Provisioner { accounts, hermes, secrets, services, ilink, config }
+    }
+
+    /// Works on due jobs until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let worked = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                worked = self.run_once() => worked,
+            };
+            match worked {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "provisioner could not reach the accounts DB"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.config.idle_poll) => {}
+            }
+        }
+    }
+
+    /// Claims one due job and runs it as far as it goes now; `None` when nothing is due.
+    pub async fn run_once(&self) -> Result<Option<(ProvisioningJob, Outcome)>> {
+        let now = Utc::now();
+        let Some(job) = self.accounts.claim_job(&self.config.worker_id, now, self.lease_from(now)).await? else {
+            return Ok(None);
+        };
+        let outcome = self.work(&job).await?;
+        tracing::info!(job_id = %job.job_id, user_id = %job.user_id, kind = %job.kind, outcome = ?outcome, "provisioning job ran");
+        Ok(Some((job, outcome)))
+    }
+
+    fn lease_from(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + self.config.lease
+    }
+
+    async fn work(&self, job: &ProvisioningJob) -> Result<Outcome> {
+        let profile = ProfileName::for_user(job.user_id);
+        let mut state = job.state.clone();
+        loop {
+            let step = match job.kind {
+                JobKind::Provision => self.provision_step(job, &profile, &state).await,
+                JobKind::Deprovision => self.deprovision(job, &profile).await.map(|()| Step::Next(JOB_DONE)),
+            };
+            match step {
+                Ok(Step::Next(next)) => {
+                    if !self.record(job, next, 0, None, Utc::now(), true).await? {
+                        return Ok(Outcome::LostLease);
+                    }
+                    state = next.to_string();
+                    if next == JOB_ACTIVE || next == JOB_DONE {
+                        self.record(job, next, 0, None, Utc::now(), false).await?;
+                        return Ok(Outcome::Finished(state));
+                    }
+                }
+                Ok(Step::Wait(waiting)) => {
+                    let wake = Utc::now() + self.config.idle_poll;
+                    if !self.record(job, waiting, 0, None, wake, false).await? {
+                        return Ok(Outcome::LostLease);
+                    }
+                    return Ok(Outcome::Waiting(waiting.to_string()));
+                }
+                Err(error) => return self.failed(job, &state, error).await,
+            }
+        }
+    }
+
+    /// A failed step: retried with backoff, or compensated once attempts run out.
+    async fn failed(&self, job: &ProvisioningJob, state: &str, error: Error) -> Result<Outcome> {
+        let attempts = job.attempts + 1;
+        let message = error.to_string();
+        if attempts < self.config.max_attempts {
+            let backoff = self.config.retry_base.saturating_mul(1 << (attempts - 1).clamp(0, 16) as u32).min(self.config.retry_max);
+            tracing::warn!(job_id = %job.job_id, attempts, error = %message, "provisioning step failed; will retry");
+            return Ok(match self.record(job, state, attempts, Some(&message), Utc::now() + backoff, false).await? {
+                true => Outcome::Retrying { state: state.to_string(), error: message },
+                false => Outcome::LostLease,
+            });
+        }
+        tracing::error!(job_id = %job.job_id, attempts, error = %message, "provisioning failed for good; compensating");
+        let profile = ProfileName::for_user(job.user_id);
+        if let Err(compensation) = self.deprovision(job, &profile).await {
+            // Try again later: a half-compensated job must not be called failed.
+            let message = format!("{message}; compensation failed: {compensation}");
+            self.record(job, state, attempts, Some(&message), Utc::now() + self.config.retry_max, false).await?;
+            return Ok(Outcome::Retrying { state: state.to_string(), error: message });
+        }
+        self.set_profile_status(job, &profile, ProfileStatus::Error, None).await?;
+        self.record(job, JOB_FAILED, attempts, Some(&message), Utc::now(), false).await?;
+        Ok(Outcome::Failed(message))
+    }
+
+    /// Writes the job's progress; `keep_lease` extends our lease instead of releasing it.
+    async fn record(&self, job: &ProvisioningJob, state: &str, attempts: i32, error: Option<&str>, next: DateTime<Utc>, keep_lease: bool) -> Result<bool> {
+        let update = JobUpdate { state: state.into(), attempts, last_error: error.map(str::to_string), next_attempt_at: next };
+        let lease = keep_lease.then(|| self.lease_from(Utc::now()));
+        Ok(self.accounts.update_job(job.job_id, &self.config.worker_id, &update, lease).await?)
+    }
+
+    async fn provision_step(&self, job: &ProvisioningJob, profile: &ProfileName, state: &str) -> Result<Step> {
+        match state {
+            JOB_CREATED => {
+                self.hermes.create_profile(profile, &self.config.template).await?;
+                self.set_profile_status(job, profile, ProfileStatus::Provisioning, None).await?;
+                Ok(Step::Next(PROFILE_CREATED))
+            }
+            PROFILE_CREATED => {
+                self.plant_key_and_secrets(job, profile).await?;
+                Ok(Step::Next(SECRETS_PLANTED))
+            }
+            SECRETS_PLANTED | AWAITING_SCAN => self.pair(job, profile).await,
+            PAIRED => {
+                let latest = self.accounts.job(job.job_id).await?.unwrap_or_else(|| job.clone());
+                let Some(name) = latest.bot_name else { return Ok(Step::Wait(PAIRED)) };
+                // The page validated it; a name that no longer parses gets the default, not a failure.
+                let name = BotName::parse(&name).unwrap_or_default();
+                self.hermes.write_soul(profile, &self.config.template, &name).await?;
+                Ok(Step::Next(BOT_NAMED))
+            }
+            BOT_NAMED => {
+                self.services.install(profile).await?;
+                self.services.start(profile).await?;
+                Ok(Step::Next(GATEWAY_RUNNING))
+            }
+            GATEWAY_RUNNING => {
+                let status = self.services.status(profile).await?;
+                if status.pid.is_none() {
+                    return Err(Error::Hermes { profile: profile.to_string(), reason: "the gateway is not running" });
+                }
+                let bot = self.accounts.profile_for_user(job.user_id).await?.and_then(|p| p.weixin_bot_id);
+                self.set_profile_status(job, profile, ProfileStatus::Active, bot).await?;
+                Ok(Step::Next(JOB_ACTIVE))
+            }
+            other => Err(Error::UnknownJobState(other.to_string())),
+        }
+    }
+
+    /// Makes sure the profile holds exactly one live key of the user and the other secrets. A key
+    /// planted by an earlier attempt is kept if it is still the user's live key; otherwise every
+    /// key of the user is revoked and a new one is made, planted, then stored by hash — so a crash
+    /// anywhere in between leaves at most a planted key that matches nothing and is replaced.
+    async fn plant_key_and_secrets(&self, job: &ProvisioningJob, profile: &ProfileName) -> Result<()> {
+        let token_key = env_key(API_TOKEN);
+        let planted = match self.secrets.get(profile, &token_key).await {
+            Ok(raw) => self.accounts.api_key(&hash_hex(raw.expose_secret())).await?.filter(|key| key.user_id == job.user_id && !key.is_revoked()),
+            Err(Error::SecretNotFound { .. }) => None,
+            Err(error) => return Err(error),
+        };
+        if planted.is_none() {
+            self.accounts.revoke_user_keys(job.user_id).await?;
+            let raw = RawToken::generate();
+            self.secrets.put(profile, &token_key, &SecretString::from(raw.expose())).await?;
+            let new_key = NewApiKey { key_hash: raw.hash(), user_id: job.user_id, scope: "data:read".into(), rate_limit_per_min: RATE_LIMIT_PER_MIN };
+            self.accounts.insert_api_key(new_key).await?;
+        }
+        self.secrets.put(profile, &env_key(API_BASE), &SecretString::from(self.config.api_base.clone())).await?;
+        self.secrets.put(profile, &env_key(DASHSCOPE_API_KEY), &self.config.dashscope_api_key).await?;
+        let mut keys = vec![token_key, env_key(API_BASE), env_key(DASHSCOPE_API_KEY)];
+        if let Some(base_url) = &self.config.dashscope_base_url {
+            self.secrets.put(profile, &env_key(DASHSCOPE_BASE_URL), &SecretString::from(base_url.clone())).await?;
+            keys.push(env_key(DASHSCOPE_BASE_URL));
+        }
+        plant_secrets(self.secrets.as_ref(), profile, &keys, &self.hermes.env_file(profile)).await
+    }
+
+    /// One pairing round: show QR codes until the user scans and confirms (typing a verify code
+    /// if WeChat asks), or until `qr_rounds` codes expired unscanned; then park until the user
+    /// asks for another. Runs while holding the job's lease, renewing it after every poll.
+    async fn pair(&self, job: &ProvisioningJob, profile: &ProfileName) -> Result<Step> {
+        for _round in 0..self.config.qr_rounds {
+            let mut qr = self.ilink.get_bot_qrcode().await?;
+            self.renew_while_pairing(job).await?;
+            self.accounts.set_pairing(job.job_id, Some(&qr.img_content), "wait").await?;
+            loop {
+                self.renew_while_pairing(job).await?;
+                let code = self.accounts.job(job.job_id).await?.and_then(|latest| latest.verify_code);
+                // A long poll holds for half a minute; a code the user types meanwhile cuts it short.
+                let status = tokio::select! {
+                    status = self.ilink.poll_status(&mut qr, code.as_deref()) => status?,
+                    () = self.verify_code_typed(job), if code.is_none() => continue,
+                };
+                let word = pairing::status_word(&status);
+                match status {
+                    PairingStatus::Confirmed { bot_token, ilink_bot_id, base_url, ilink_user_id } => {
+                        self.accounts.set_verify_code(job.job_id, None).await?;
+                        let bot = PairedBot { bot_token, bot_id: ilink_bot_id, base_url, owner: ilink_user_id };
+                        self.install_bot(job, profile, &bot).await?;
+                        self.accounts.set_pairing(job.job_id, None, word).await?;
+                        return Ok(Step::Next(PAIRED));
+                    }
+                    PairingStatus::Expired => break,
+                    PairingStatus::VerifyCodeBlocked | PairingStatus::BindedRedirect => {
+                        self.accounts.set_pairing(job.job_id, None, word).await?;
+                        return Ok(Step::Wait(AWAITING_SCAN));
+                    }
+                    PairingStatus::NeedVerifyCode if code.is_some() => {
+                        // Asked again right after a code: it was wrong. The page asks for another.
+                        self.accounts.set_verify_code(job.job_id, None).await?;
+                        self.accounts.set_pairing(job.job_id, Some(&qr.img_content), "verify_code_wrong").await?;
+                    }
+                    PairingStatus::NeedVerifyCode => {
+                        self.accounts.set_pairing(job.job_id, Some(&qr.img_content), word).await?;
+                        // Do not ask iLink again before the user had a chance to type the code.
+                        tokio::time::sleep(self.config.idle_poll).await;
+                    }
+                    PairingStatus::Wait | PairingStatus::Scanned | PairingStatus::ScannedButRedirect { .. } => {
+                        self.accounts.set_pairing(job.job_id, Some(&qr.img_content), word).await?;
+                    }
+                }
+            }
+        }
+        self.accounts.set_pairing(job.job_id, None, "expired").await?;
+        Ok(Step::Wait(AWAITING_SCAN))
+    }
+
+    /// Records that the job waits for a scan, extending our lease.
+    async fn renew_while_pairing(&self, job: &ProvisioningJob) -> Result<()> {
+        match self.record(job, AWAITING_SCAN, job.attempts, None, Utc::now(), true).await? {
+            true => Ok(()),
+            false => Err(Error::LostLease),
+        }
+    }
+
+    /// Returns once the user has typed a verify code (checked every `idle_poll`) or after a
+    /// minute, whichever is first.
+    async fn verify_code_typed(&self, job: &ProvisioningJob) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(self.config.idle_poll).await;
+            if matches!(self.accounts.job(job.job_id).await, Ok(Some(latest)) if latest.verify_code.is_some()) {
+                return;
+            }
+        }
+    }
+
+    /// Gives the profile its WeChat account: the token in the secret store and `.env`, the
+    /// account file hermes' adapter reads, and an allowlist holding only the paying user.
+    async fn install_bot(&self, job: &ProvisioningJob, profile: &ProfileName, bot: &PairedBot) -> Result<()> {
+        self.secrets.put(profile, &env_key(WEIXIN_TOKEN), &bot.bot_token).await?;
+        plant_secrets(self.secrets.as_ref(), profile, &[env_key(WEIXIN_TOKEN)], &self.hermes.env_file(profile)).await?;
+        pairing::write_account_file(&self.hermes.profile_dir(profile), bot)?;
+        let mut env = DotEnv::load(&self.hermes.env_file(profile))?;
+        for (key, value) in pairing::allowlist_env(bot, &self.config.weixin_cdn_base_url) {
+            env.set(&env_key(key), &value)?;
+        }
+        env.save()?;
+        self.set_profile_status(job, profile, ProfileStatus::Provisioning, Some(bot.bot_id.clone())).await
+    }
+
+    /// Stops and removes the user's gateway, profile and secrets, and revokes their keys. Each part
+    /// is idempotent, so this also serves as compensation of a half-provisioned user.
+    async fn deprovision(&self, job: &ProvisioningJob, profile: &ProfileName) -> Result<()> {
+        self.services.uninstall(profile).await?;
+        self.hermes.delete_profile(profile).await?;
+        self.secrets.remove_all(profile).await?;
+        self.accounts.revoke_user_keys(job.user_id).await?;
+        if job.kind == JobKind::Deprovision {
+            self.set_profile_status(job, profile, ProfileStatus::Deprovisioned, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn set_profile_status(&self, job: &ProvisioningJob, profile: &ProfileName, status: ProfileStatus, bot: Option<String>) -> Result<()> {
+        let existing = self.accounts.profile_for_user(job.user_id).await?;
+        let row = HermesProfile {
+            profile_name: profile.to_string(),
+            user_id: job.user_id,
+            host: self.config.host.clone(),
+            weixin_bot_id: bot.or_else(|| existing.as_ref().and_then(|p| p.weixin_bot_id.clone())),
+            status,
+            created_at: existing.map_or_else(Utc::now, |p| p.created_at),
+        };
+        Ok(self.accounts.upsert_profile(&row).await?)
+    }
+}
+
+fn env_key(key: &'static str) -> EnvKey {
+    EnvKey::parse(key).expect("the provisioner's keys are valid names")
+}

@@ -1,0 +1,346 @@
+//! The provisioner against real parts: the accounts DB (SQLite and Postgres), the real hermes CLI
+//! and gateway (supervised as a child), the file secret store, and our iLink client talking to the
+//! sandbox iLink. Covers the whole walk to `active`, a crash (lost lease) and restart, a key
+//! planted by a crashed attempt, compensation after permanent failure, and deprovisioning.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use twilight_accounts::testing::dump;
+use secrecy::{ExposeSecret, SecretString};
+use twilight_accounts::{Accounts, JobKind, JobUpdate, NewOrder, Plan, ProfileStatus, Settlement, JOB_ACTIVE, JOB_DONE, JOB_FAILED};
+use twilight_core::token::hash_hex;
+use twilight_ilink::IlinkClient;
+use twilight_provision::provisioner::{AWAITING_SCAN, PAIRED, PROFILE_CREATED};
+use twilight_provision::{
+    Backoff, ChildSupervisor, DotEnv, EnvKey, FileStore, HermesCli, Outcome, ProfileName, Provisioner, ProvisionerConfig, SecretStore, ServiceManager,
+};
+use twilight_sandbox::{serve, IlinkSim, IlinkSimConfig};
+use uuid::Uuid;
+
+const OWNER: &str = "wx-paying-user";
+
+struct Harness {
+    accounts: Arc<dyn Accounts>,
+    hermes: HermesCli,
+    secrets: Arc<FileStore>,
+    services: Arc<ChildSupervisor>,
+    ilink: IlinkSim,
+    ilink_url: String,
+    home: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn new(accounts: Arc<dyn Accounts>) -> Option<Harness> {
+        let bin = common::hermes_bin()?;
+        let home = common::test_home();
+        let hermes = HermesCli::new(bin, home.path().join("hermes"));
+        hermes.install_template(&common::template_dir(), &ProfileName::template()).await.unwrap();
+        let secrets = Arc::new(FileStore::new(home.path().join("secrets")));
+        let backoff = Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(2), reset_after: Duration::from_secs(60) };
+        let services = Arc::new(ChildSupervisor::new(hermes.clone()).with_backoff(backoff).with_grace(Duration::from_secs(5)));
+        let ilink = IlinkSim::new(IlinkSimConfig { status_hold: Duration::from_millis(500), ..IlinkSimConfig::default() });
+        let (addr, _) = serve(ilink.router(), 0).await.unwrap();
+        Some(Harness { accounts, hermes, secrets, services, ilink, ilink_url: format!("http://{addr}"), home })
+    }
+
+    fn provisioner(&self, worker: &str, configure: impl FnOnce(&mut ProvisionerConfig)) -> Provisioner {
+        let mut config = ProvisionerConfig {
+            worker_id: worker.into(),
+            host: "test-host".into(),
+            api_base: "http://127.0.0.1:9/".into(),
+            dashscope_api_key: "sk-sandbox".to_string().into(),
+            dashscope_base_url: Some("http://127.0.0.1:9/compatible-mode/v1".into()),
+            template: ProfileName::template(),
+            lease: Duration::from_secs(30),
+            max_attempts: 3,
+            retry_base: Duration::from_millis(10),
+            retry_max: Duration::from_millis(50),
+            idle_poll: Duration::from_millis(50),
+            qr_rounds: 3,
+            weixin_cdn_base_url: format!("{}/c2c", self.ilink_url),
+        };
+        configure(&mut config);
+        let ilink = IlinkClient::new(&self.ilink_url).unwrap().with_long_poll_hold(Duration::from_millis(500));
+        Provisioner::new(self.accounts.clone(), self.hermes.clone(), self.secrets.clone(), self.services.clone(), ilink, config)
+    }
+
+    /// A paid order: a user and their `created` provisioning job.
+    async fn paid_user(&self) -> (Uuid, Uuid) {
+        let no = format!("TD{}", &Uuid::new_v4().simple().to_string()[..20]);
+        let order = NewOrder {
+            out_trade_no: no.clone(),
+            plan: Plan::Pro,
+            amount_cents: 19_800,
+            currency: "CNY".into(),
+            processor: "wechatpay".into(),
+            expires_at: Utc::now() + chrono::Duration::minutes(30),
+            renews: None,
+            onboarding_token_hash: hash_hex(&no),
+        };
+        self.accounts.create_order(order).await.unwrap();
+        let settlement = Settlement { out_trade_no: no.clone(), processor_ref: format!("tx-{no}"), amount_cents: 19_800, currency: "CNY".into(), paid_at: Utc::now() };
+        let settled = self.accounts.settle_payment(&settlement).await.unwrap();
+        (settled.user.user_id, settled.job.unwrap().job_id)
+    }
+
+    /// The QR code key the job shows (the last path segment of the scan URL).
+    async fn shown_qr(&self, job_id: Uuid) -> String {
+        for _ in 0..400 {
+            let job = self.accounts.job(job_id).await.unwrap().unwrap();
+            if let Some(url) = job.pairing_qr {
+                return url.rsplit('/').next().unwrap().to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no QR code shown");
+    }
+
+    async fn pairing_status(&self, job_id: Uuid, want: &str) {
+        for _ in 0..400 {
+            if self.accounts.job(job_id).await.unwrap().unwrap().pairing_status.as_deref() == Some(want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("pairing never reached {want}");
+    }
+
+    /// Takes the parked job over and puts it back to `state`, due now: what a provisioner that
+    /// crashed right after reaching `state` leaves behind.
+    async fn rewind(&self, job_id: Uuid, state: &str) {
+        let later = Utc::now() + chrono::Duration::seconds(1);
+        let held = self.accounts.claim_job("rewinder", later, later + chrono::Duration::seconds(5)).await.unwrap();
+        assert_eq!(held.map(|job| job.job_id), Some(job_id));
+        let update = JobUpdate { state: state.into(), attempts: 0, last_error: None, next_attempt_at: Utc::now() };
+        assert!(self.accounts.update_job(job_id, "rewinder", &update, None).await.unwrap());
+    }
+
+    async fn planted_token(&self, profile: &ProfileName) -> SecretString {
+        self.secrets.get(profile, &EnvKey::parse("TWILIGHT_API_TOKEN").unwrap()).await.unwrap()
+    }
+
+    /// Scans and confirms the next QR code the job shows other than `previous`.
+    async fn pair(&self, job_id: Uuid, previous: Option<&str>) -> String {
+        let qrcode = loop {
+            let shown = self.shown_qr(job_id).await;
+            if Some(shown.as_str()) != previous {
+                break shown;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        self.ilink.scan(&qrcode, OWNER).unwrap();
+        self.ilink.confirm(&qrcode).unwrap();
+        qrcode
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Runs jobs until `job_id` is no longer due now (waiting, retrying later, or finished).
+async fn run_until_parked(provisioner: &Provisioner, job_id: Uuid) -> Outcome {
+    loop {
+        let (job, outcome) = provisioner.run_once().await.unwrap().expect("a due job");
+        assert_eq!(job.job_id, job_id);
+        if !matches!(outcome, Outcome::Retrying { .. }) {
+            return outcome;
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (accounts, dir) = twilight_accounts::testing::fresh_sqlite().await;
+                let url = format!("sqlite:{}", dir.path().join("accounts.db").display());
+                if let Some(harness) = super::Harness::new(std::sync::Arc::new(accounts)).await {
+                    super::$name(harness, &url).await;
+                }
+            })+
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some(db) = twilight_accounts::testing::fresh_postgres().await else { return };
+                let accounts = db.accounts().await;
+                if let Some(harness) = super::Harness::new(std::sync::Arc::new(accounts)).await {
+                    super::$name(harness, db.url()).await;
+                }
+                db.cleanup().await;
+            })+
+        }
+    };
+}
+
+on_both_backends!(
+    a_paid_user_gets_a_paired_named_running_bot_with_one_planted_key,
+    a_crashed_provisioner_is_replaced_and_a_stray_planted_key_is_replaced,
+    permanent_failure_is_compensated_completely,
+);
+
+async fn a_paid_user_gets_a_paired_named_running_bot_with_one_planted_key(h: Harness, url: &str) {
+    let (user_id, job_id) = h.paid_user().await;
+    let provisioner = Arc::new(h.provisioner("worker-1", |_| {}));
+    let profile = ProfileName::for_user(user_id);
+
+    // Everything up to pairing happens at once; pairing waits for the phone.
+    let running = tokio::spawn({
+        let provisioner = provisioner.clone();
+        async move { run_until_parked(&provisioner, job_id).await }
+    });
+    let qrcode = h.shown_qr(job_id).await;
+    let job = h.accounts.job(job_id).await.unwrap().unwrap();
+    assert_eq!(job.state, AWAITING_SCAN);
+    assert!(h.hermes.profile_exists(&profile).await.unwrap());
+
+    // The phone scans; WeChat wants the code it shows typed into our page.
+    h.ilink.scan(&qrcode, OWNER).unwrap();
+    let code = h.ilink.require_verify_code(&qrcode).unwrap();
+    h.pairing_status(job_id, "need_verifycode").await;
+    h.accounts.set_verify_code(job_id, Some("000000")).await.unwrap();
+    h.pairing_status(job_id, "verify_code_wrong").await;
+    h.accounts.set_verify_code(job_id, Some(&code)).await.unwrap();
+    h.pairing_status(job_id, "scaned").await;
+    h.ilink.confirm(&qrcode).unwrap();
+    assert_eq!(running.await.unwrap(), Outcome::Waiting(PAIRED.into()));
+
+    // Paired: the account file, the token and an allowlist of the payer only.
+    let profile_dir = h.hermes.profile_dir(&profile);
+    let env_file = h.hermes.env_file(&profile);
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert_eq!(mode(&env_file), 0o600);
+    for line in ["WEIXIN_DM_POLICY=allowlist", &format!("WEIXIN_ALLOWED_USERS={OWNER}"), "WEIXIN_GROUP_POLICY=disabled", "WEIXIN_ALLOW_ALL_USERS=false"] {
+        assert!(env.lines().any(|l| l == line), "{line} missing from .env keys {:?}", DotEnv::load(&env_file).unwrap());
+    }
+    let stored = h.accounts.profile_for_user(user_id).await.unwrap().unwrap();
+    let bot_id = stored.weixin_bot_id.clone().expect("the bot id is stored");
+    assert_eq!(mode(&profile_dir.join("weixin/accounts").join(format!("{bot_id}.json"))), 0o600);
+    assert_eq!(h.accounts.job(job_id).await.unwrap().unwrap().verify_code, None, "a used code is not kept");
+
+    // Exactly one live key, planted and stored only as its hash.
+    let raw = env.lines().find_map(|l| l.strip_prefix("TWILIGHT_API_TOKEN=")).expect("planted").trim_matches('\'').trim_matches('"').to_string();
+    let key = h.accounts.api_key(&hash_hex(&raw)).await.unwrap().expect("the planted key is the user's");
+    assert_eq!((key.user_id, key.is_revoked()), (user_id, false));
+    let db = dump(url).await;
+    assert!(!db.contains(&raw), "the raw key is in the database");
+
+    // Nothing happens until the user names the bot; then the gateway comes up.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(run_until_parked(&provisioner, job_id).await, Outcome::Waiting(PAIRED.into()));
+    h.accounts.set_bot_name(job_id, "小明").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(run_until_parked(&provisioner, job_id).await, Outcome::Finished(JOB_ACTIVE.into()));
+    assert!(std::fs::read_to_string(profile_dir.join("SOUL.md")).unwrap().contains("小明"));
+    let status = h.services.status(&profile).await.unwrap();
+    assert!(status.pid.is_some(), "{status:?}");
+    let stored = h.accounts.profile_for_user(user_id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.weixin_bot_id.as_deref()), (ProfileStatus::Active, Some(bot_id.as_str())));
+    // The gateway talks to iLink with the bot's token.
+    for _ in 0..600 {
+        if h.ilink.calls("POST /ilink/bot/getupdates") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(h.ilink.calls("POST /ilink/bot/getupdates") > 0, "the gateway never polled iLink");
+
+    // A refund's deprovisioning takes it all down.
+    h.accounts.refund_payment(&h.accounts.payment(h.accounts.job(job_id).await.unwrap().unwrap().payment_id.unwrap()).await.unwrap().unwrap().out_trade_no, Utc::now()).await.unwrap();
+    let deprovision = h.accounts.jobs_for_user(user_id).await.unwrap().into_iter().find(|j| j.kind == JobKind::Deprovision).unwrap();
+    assert_eq!(run_until_parked(&provisioner, deprovision.job_id).await, Outcome::Finished(JOB_DONE.into()));
+    assert!(!h.hermes.profile_exists(&profile).await.unwrap());
+    assert!(!h.services.status(&profile).await.unwrap().installed);
+    assert!(h.secrets.get(&profile, &EnvKey::parse("TWILIGHT_API_TOKEN").unwrap()).await.is_err());
+    assert!(h.accounts.api_key(&hash_hex(&raw)).await.unwrap().unwrap().is_revoked());
+    assert_eq!(h.accounts.profile_for_user(user_id).await.unwrap().unwrap().status, ProfileStatus::Deprovisioned);
+    drop(h.home);
+}
+
+async fn a_crashed_provisioner_is_replaced_and_a_stray_planted_key_is_replaced(h: Harness, _url: &str) {
+    let (user_id, job_id) = h.paid_user().await;
+    let profile = ProfileName::for_user(user_id);
+    // The first provisioner dies while pairing: its task is dropped mid-poll, its lease runs out.
+    let first = Arc::new(h.provisioner("worker-crashed", |config| config.lease = Duration::from_millis(300)));
+    let crashed = tokio::spawn({
+        let first = first.clone();
+        async move { first.run_once().await }
+    });
+    let abandoned = h.shown_qr(job_id).await;
+    crashed.abort();
+    let _ = crashed.await;
+    let planted = h.planted_token(&profile).await;
+    let second = Arc::new(h.provisioner("worker-2", |_| {}));
+    assert!(second.run_once().await.unwrap().is_none(), "the dead worker's lease still holds");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    // Another provisioner resumes with a fresh QR code and the same planted key.
+    let resumed = tokio::spawn({
+        let second = second.clone();
+        async move { run_until_parked(&second, job_id).await }
+    });
+    let qrcode = h.pair(job_id, Some(&abandoned)).await;
+    assert_eq!(resumed.await.unwrap(), Outcome::Waiting(PAIRED.into()));
+    assert_eq!(h.planted_token(&profile).await.expose_secret(), planted.expose_secret());
+
+    // Planting again (a crash right after it) keeps a key that is still the user's live key…
+    h.rewind(job_id, PROFILE_CREATED).await;
+    let rerun = tokio::spawn({
+        let second = second.clone();
+        async move { run_until_parked(&second, job_id).await }
+    });
+    let qrcode = h.pair(job_id, Some(&qrcode)).await;
+    assert_eq!(rerun.await.unwrap(), Outcome::Waiting(PAIRED.into()));
+    assert_eq!(h.planted_token(&profile).await.expose_secret(), planted.expose_secret());
+
+    // …and replaces one that matches nothing (a crash between planting a new key and storing its
+    // hash), revoking the old: exactly one live key remains, the planted one.
+    let stray = twilight_core::RawToken::generate();
+    h.secrets.put(&profile, &EnvKey::parse("TWILIGHT_API_TOKEN").unwrap(), &stray.expose().to_string().into()).await.unwrap();
+    h.rewind(job_id, PROFILE_CREATED).await;
+    let rerun = tokio::spawn({
+        let second = second.clone();
+        async move { run_until_parked(&second, job_id).await }
+    });
+    h.pair(job_id, Some(&qrcode)).await;
+    assert_eq!(rerun.await.unwrap(), Outcome::Waiting(PAIRED.into()));
+    let replaced = h.planted_token(&profile).await;
+    assert_ne!(replaced.expose_secret(), stray.expose());
+    assert_ne!(replaced.expose_secret(), planted.expose_secret());
+    assert!(h.accounts.api_key(&hash_hex(planted.expose_secret())).await.unwrap().unwrap().is_revoked());
+    assert!(h.accounts.api_key(&hash_hex(stray.expose())).await.unwrap().is_none());
+    assert!(!h.accounts.api_key(&hash_hex(replaced.expose_secret())).await.unwrap().unwrap().is_revoked());
+    assert_eq!(h.hermes.env_file(&profile).exists(), true);
+    let env = std::fs::read_to_string(h.hermes.env_file(&profile)).unwrap();
+    assert!(env.contains(replaced.expose_secret()), "the gateway's .env carries the live key");
+    drop(h.home);
+}
+
+async fn permanent_failure_is_compensated_completely(h: Harness, _url: &str) {
+    let (user_id, job_id) = h.paid_user().await;
+    let profile = ProfileName::for_user(user_id);
+    // iLink is unreachable: every pairing attempt fails after the profile and key exist.
+    let provisioner = h.provisioner("worker-1", |_| {});
+    h.ilink.set_fault(twilight_sandbox::Fault::Down);
+    let outcome = run_until_parked(&provisioner, job_id).await;
+    let Outcome::Failed(error) = outcome else { panic!("expected failure, got {outcome:?}") };
+    assert!(error.contains("iLink"), "{error}");
+    let job = h.accounts.job(job_id).await.unwrap().unwrap();
+    assert_eq!((job.state.as_str(), job.attempts), (JOB_FAILED, 3));
+    assert!(!h.hermes.profile_exists(&profile).await.unwrap(), "the profile is deleted");
+    assert!(h.secrets.get(&profile, &EnvKey::parse("TWILIGHT_API_TOKEN").unwrap()).await.is_err(), "secrets are removed");
+    assert!(!h.services.status(&profile).await.unwrap().installed);
+    let stored = h.accounts.profile_for_user(user_id).await.unwrap().unwrap();
+    assert_eq!(stored.status, ProfileStatus::Error);
+    assert!(provisioner.run_once().await.unwrap().is_none(), "a failed job is not run again");
+    drop(h.home);
+}
