@@ -121,6 +121,10 @@ pub trait Accounts: Send + Sync + 'static {
     /// enqueued. Idempotent. `NotFound("order")` if unknown, `Rejected` if it was never paid.
     async fn refund_payment(&self, out_trade_no: &str, refunded_at: DateTime<Utc>) -> Result<RefundRecorded>;
 
+    /// Keeps the processor's payment link of a pending order, for its payment page to show again
+    /// as a QR code. `Rejected` if the order is not pending.
+    async fn record_code_url(&self, out_trade_no: &str, code_url: &str) -> Result<()>;
+
     /// Marks a pending order `closed`; `false` if it was not pending.
     async fn close_payment(&self, out_trade_no: &str) -> Result<bool>;
 
@@ -150,6 +154,16 @@ pub trait Accounts: Send + Sync + 'static {
 
     /// The bot name the user chose; the provisioner validates it before use.
     async fn set_bot_name(&self, job_id: Uuid, name: &str) -> Result<()>;
+
+    /// Starts or resumes provisioning `user_id` outside any payment (the admin's manual path),
+    /// followed by the onboarding link whose token hashes to `onboarding_token_hash`: an
+    /// unfinished `provision` job of the user gets that link (the old one stops working) and is
+    /// woken; otherwise a new job is enqueued. `NotFound("user")` for an unknown user.
+    async fn enqueue_provisioning(&self, user_id: Uuid, onboarding_token_hash: &str) -> Result<ProvisioningJob>;
+
+    /// Makes an unfinished job due now (the user acted: typed a code, named the bot, asked for a
+    /// new QR code); `false` if it is finished or unknown.
+    async fn wake_job(&self, job_id: Uuid) -> Result<bool>;
 
     /// Creates or replaces the user's profile row (one per user).
     async fn upsert_profile(&self, profile: &HermesProfile) -> Result<()>;

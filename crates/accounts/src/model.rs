@@ -206,6 +206,10 @@ pub struct Payment {
     /// Never serialised: it identifies the payer's onboarding link.
     #[serde(skip)]
     pub onboarding_token_hash: Option<String>,
+    /// What the payment QR code encodes (WeChat Pay's `weixin://wxpay/bizpayurl?pr=…`) while the
+    /// order is pending; only the payer's page shows it.
+    #[serde(skip)]
+    pub code_url: Option<String>,
 }
 
 /// Input of [`crate::Accounts::create_order`]: a pending payment.

@@ -36,7 +36,7 @@ const INSERT_USER: &str = "INSERT INTO users (user_id, email, weixin_openid, dis
     status, created_at, paid_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 const PAYMENT_COLUMNS: &str = "payment_id, user_id, out_trade_no, plan, amount_cents, currency, \
     processor, processor_ref, status, created_at, expires_at, paid_at, refunded_at, \
-    onboarding_token_hash";
+    onboarding_token_hash, code_url";
 const JOB_COLUMNS: &str = "job_id, user_id, kind, payment_id, state, attempts, last_error, \
     next_attempt_at, locked_by, locked_until, pairing_qr, pairing_status, verify_code, bot_name, \
     created_at, updated_at";
@@ -495,6 +495,7 @@ impl Accounts for SqlAccounts {
             paid_at: None,
             refunded_at: None,
             onboarding_token_hash: Some(new.onboarding_token_hash),
+            code_url: None,
         };
         on_pool!(self, |pool| {
             sqlx::query(
@@ -711,6 +712,21 @@ impl Accounts for SqlAccounts {
         })
     }
 
+    async fn record_code_url(&self, out_trade_no: &str, code_url: &str) -> Result<()> {
+        let updated = on_pool!(self, |pool| {
+            sqlx::query("UPDATE payments SET code_url = $2 WHERE out_trade_no = $1 AND status = 'pending'")
+                .bind(out_trade_no)
+                .bind(code_url)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        if updated == 0 {
+            return Err(AccountsError::Rejected(format!("order {out_trade_no} is not pending")));
+        }
+        Ok(())
+    }
+
     async fn close_payment(&self, out_trade_no: &str) -> Result<bool> {
         let closed = on_pool!(self, |pool| {
             sqlx::query("UPDATE payments SET status = 'closed' WHERE out_trade_no = $1 AND status = 'pending'")
@@ -815,6 +831,54 @@ impl Accounts for SqlAccounts {
     async fn set_bot_name(&self, job_id: Uuid, name: &str) -> Result<()> {
         let update = "UPDATE provisioning_jobs SET bot_name = $2, updated_at = $3 WHERE job_id = $1";
         self.set_job_field(update, job_id, name.to_owned()).await
+    }
+
+    async fn enqueue_provisioning(&self, user_id: Uuid, onboarding_token_hash: &str) -> Result<ProvisioningJob> {
+        let finished = crate::FINAL_JOB_STATES.map(|state| format!("'{state}'")).join(", ");
+        let resume = format!(
+            "UPDATE provisioning_jobs SET onboarding_token_hash = $3, next_attempt_at = $4, updated_at = $4 \
+             WHERE user_id = $1 AND kind = $2 AND state NOT IN ({finished}) RETURNING {JOB_COLUMNS}"
+        );
+        let resumed = on_pool!(self, |pool| {
+            sqlx::query_as::<_, ProvisioningJob>(&resume)
+                .bind(user_id)
+                .bind(JobKind::Provision.as_str())
+                .bind(onboarding_token_hash)
+                .bind(now())
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(|err| classify(err, "onboarding link"))?;
+        if let Some(job) = resumed {
+            return Ok(job);
+        }
+        let job_id = Uuid::new_v4();
+        on_pool!(self, |pool| {
+            sqlx::query(INSERT_JOB)
+                .bind(job_id)
+                .bind(user_id)
+                .bind(JobKind::Provision.as_str())
+                .bind(None::<Uuid>)
+                .bind(JOB_CREATED)
+                .bind(now())
+                .bind(onboarding_token_hash)
+                .execute(pool)
+                .await
+                .map(drop)
+        })
+        .map_err(|err| classify(err, "onboarding link"))?;
+        self.job(job_id).await?.ok_or(AccountsError::NotFound("job"))
+    }
+
+    async fn wake_job(&self, job_id: Uuid) -> Result<bool> {
+        let finished = crate::FINAL_JOB_STATES.map(|state| format!("'{state}'")).join(", ");
+        let sql = format!(
+            "UPDATE provisioning_jobs SET next_attempt_at = $2 WHERE job_id = $1 AND state NOT IN ({finished})"
+        );
+        let woken = on_pool!(self, |pool| {
+            sqlx::query(&sql).bind(job_id).bind(now()).execute(pool).await.map(|done| done.rows_affected())
+        })?;
+        Ok(woken > 0)
     }
 
     async fn upsert_profile(&self, profile: &HermesProfile) -> Result<()> {

@@ -75,6 +75,7 @@ contract! {
         concurrent_settlements_of_one_order_make_one_user,
         renewal_extends_paid_until_from_the_later_of_then_and_now,
         close_only_pending_orders,
+        code_url_is_kept_for_pending_orders_only,
         refund_ends_service_once,
         jobs_are_leased_to_one_worker_at_a_time,
         concurrent_claims_never_share_a_job,
@@ -595,6 +596,20 @@ async fn renewal_extends_paid_until_from_the_later_of_then_and_now(store: &dyn A
     assert_eq!(store.jobs_for_user(user_id).await.unwrap().len(), 3);
 }
 
+async fn code_url_is_kept_for_pending_orders_only(store: &dyn Accounts) {
+    store.create_order(order("TD-qr-1", None)).await.unwrap();
+    assert_eq!(store.payment_by_out_trade_no("TD-qr-1").await.unwrap().unwrap().code_url, None);
+    store.record_code_url("TD-qr-1", "weixin://wxpay/bizpayurl?pr=abc").await.unwrap();
+    let pending = store.payment_by_out_trade_no("TD-qr-1").await.unwrap().unwrap();
+    assert_eq!(pending.code_url.as_deref(), Some("weixin://wxpay/bizpayurl?pr=abc"));
+    assert!(store.close_payment("TD-qr-1").await.unwrap());
+    let err = store.record_code_url("TD-qr-1", "weixin://wxpay/bizpayurl?pr=def").await.unwrap_err();
+    assert!(matches!(err, AccountsError::Rejected(_)), "{err:?}");
+    assert!(store.record_code_url("TD-qr-none", "weixin://x").await.is_err());
+    let closed = store.payment_by_out_trade_no("TD-qr-1").await.unwrap().unwrap();
+    assert_eq!(closed.code_url.as_deref(), Some("weixin://wxpay/bizpayurl?pr=abc"));
+}
+
 async fn close_only_pending_orders(store: &dyn Accounts) {
     store.create_order(order("TD-close-1", None)).await.unwrap();
     assert!(store.close_payment("TD-close-1").await.unwrap());
@@ -759,6 +774,30 @@ async fn onboarding_mailbox_and_profiles_round_trip(store: &dyn Accounts) {
     let job = store.job(job_id).await.unwrap().unwrap();
     assert_eq!((job.verify_code, job.pairing_qr, job.pairing_status.as_deref()), (None, None, Some("confirmed")));
     assert!(matches!(store.set_bot_name(Uuid::new_v4(), "x").await, Err(AccountsError::NotFound("job"))));
+
+    // Waking makes a parked job due now; a finished one stays asleep.
+    let later = Utc::now() + TimeDelta::hours(1);
+    let parked = JobUpdate { state: "paired".into(), attempts: 0, last_error: None, next_attempt_at: later };
+    let held = store.claim_job("w", Utc::now() + TimeDelta::seconds(1), Utc::now() + TimeDelta::seconds(5)).await.unwrap().unwrap();
+    assert!(store.update_job(held.job_id, "w", &parked, None).await.unwrap());
+    assert_eq!(store.claim_job("w", Utc::now() + TimeDelta::seconds(1), Utc::now() + TimeDelta::seconds(5)).await.unwrap(), None);
+    assert!(store.wake_job(job_id).await.unwrap());
+    assert!(store.claim_job("w", Utc::now() + TimeDelta::seconds(1), Utc::now() + TimeDelta::seconds(5)).await.unwrap().is_some());
+    assert!(!store.wake_job(Uuid::new_v4()).await.unwrap());
+
+    // The admin's manual path: a job with its own onboarding link, for an existing user only.
+    let alpha = new_user(store).await;
+    let manual = store.enqueue_provisioning(alpha.user_id, &hash_hex("manual-link")).await.unwrap();
+    assert_eq!((manual.kind, manual.state.as_str(), manual.payment_id), (JobKind::Provision, JOB_CREATED, None));
+    assert_eq!(store.job_by_onboarding_token(&hash_hex("manual-link")).await.unwrap().unwrap().job_id, manual.job_id);
+    // Asked again while unfinished: the same job, under a new link; the old link is dead.
+    let again = store.enqueue_provisioning(alpha.user_id, &hash_hex("manual-link-2")).await.unwrap();
+    assert_eq!(again.job_id, manual.job_id);
+    assert_eq!(store.job_by_onboarding_token(&hash_hex("manual-link")).await.unwrap(), None);
+    assert_eq!(store.jobs_for_user(alpha.user_id).await.unwrap().len(), 1);
+    // The paid user's unfinished job is resumed the same way rather than doubled.
+    assert_eq!(store.enqueue_provisioning(job.user_id, &hash_hex("paid-link-2")).await.unwrap().job_id, job_id);
+    assert!(matches!(store.enqueue_provisioning(Uuid::new_v4(), &hash_hex("x")).await, Err(AccountsError::NotFound("user"))));
 
     let user_id = job.user_id;
     assert_eq!(store.profile_for_user(user_id).await.unwrap(), None);

@@ -24,6 +24,9 @@ pub enum ApiError {
     InvalidInput { field: Option<&'static str>, message: String },
     #[error("{0}")]
     NotFound(String),
+    /// The request does not fit the resource's current state.
+    #[error("{0}")]
+    Conflict(&'static str),
     #[error("rate limit exceeded; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
@@ -47,13 +50,14 @@ impl ApiError {
         ApiError::InvalidInput { field: Some(field), message: message.into() }
     }
 
-    fn status_code(&self) -> StatusCode {
+    pub(crate) fn status_code(&self) -> StatusCode {
         use MarketError as M;
         match self {
             ApiError::MissingToken | ApiError::UnknownToken => StatusCode::UNAUTHORIZED,
             ApiError::Revoked | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::InvalidInput { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -91,6 +95,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::InvalidInput { .. } => "invalid_input",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Unavailable(_) => "unavailable",

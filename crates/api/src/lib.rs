@@ -1,5 +1,5 @@
 #![forbid(unsafe_code)]
-//! The HTTP surface: data plane, admin API, payments, health. Every route is listed in `router`.
+//! The HTTP surface: data plane, admin API, payments, onboarding, health. Every route is listed in `router`.
 
 pub mod admin;
 pub mod auth;
@@ -7,9 +7,11 @@ pub mod data;
 pub mod error;
 pub mod extract;
 pub mod limit;
+pub mod onboarding;
 pub mod payments;
 pub mod qr;
 pub mod usage;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -33,6 +35,30 @@ pub struct ApiContext {
     pub usage: usage::UsageSink,
     /// Checkout and the payment webhook; `None` when no processor is configured.
     pub payments: Option<Arc<payments::Payments>>,
+    /// Where the sandbox's stand-ins for the payer's and the pairing user's phone live; `Some`
+    /// only in sandbox mode, where the pages link to them (labelled as the sandbox).
+    pub sandbox_links: Option<SandboxLinks>,
+}
+
+/// The sandbox's pages that play the phone: the WeChat Pay payer and the iLink scanner.
+#[derive(Clone, Debug)]
+pub struct SandboxLinks {
+    /// Base URL of the sandbox WeChat Pay.
+    pub wechatpay: String,
+    /// Base URL of the sandbox iLink.
+    pub ilink: String,
+}
+
+impl SandboxLinks {
+    pub fn pay_url(&self, out_trade_no: &str) -> String {
+        format!("{}/sandbox/pay/{out_trade_no}", self.wechatpay)
+    }
+
+    /// The scan page for a pairing QR code's content (`…?qrcode=<id>` or `…/<id>`).
+    pub fn scan_url(&self, qr_content: &str) -> Option<String> {
+        let id = qr_content.rsplit(['/', '=']).next().filter(|id| !id.is_empty())?;
+        Some(format!("{}/sandbox/ilink/scan/{id}", self.ilink))
+    }
 }
 
 impl ApiContext {
@@ -45,6 +71,7 @@ impl ApiContext {
             accounts,
             market,
             payments: None,
+            sandbox_links: None,
         }
     }
 
@@ -55,6 +82,8 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(data::router(ctx.clone()))
         .merge(admin::router(ctx.clone()))
         .merge(payments::router())
+        .merge(onboarding::router())
+        .merge(web::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, axum::Json(serde_json::json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this endpoint"}})))

@@ -197,7 +197,10 @@ impl Billing {
             attach: None,
         };
         match self.processor.create_checkout(&order).await {
-            Ok(checkout) => Ok(PlacedOrder { payment, code_url: checkout.code_url, onboarding_token }),
+            Ok(checkout) => {
+                self.accounts.record_code_url(&payment.out_trade_no, &checkout.code_url).await?;
+                Ok(PlacedOrder { payment, code_url: checkout.code_url, onboarding_token })
+            }
             Err(error) => {
                 // The processor has no payable order, so nobody can pay this one.
                 self.accounts.close_payment(&payment.out_trade_no).await?;

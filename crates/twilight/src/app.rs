@@ -11,15 +11,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use twilight_accounts::{Accounts, SqlAccounts};
 use twilight_api::payments::{Payments, NOTIFY_PATH};
-use twilight_api::ApiContext;
+use twilight_api::{ApiContext, SandboxLinks};
 use twilight_billing::{ApiV3Key, Billing, BillingConfig, MerchantKey, StaticPublicKey, WechatPayClient, WechatPayConfig};
 use twilight_core::RawToken;
 use twilight_market::{Market, MarketConfig, TushareConfig};
 use twilight_provision::secret_file;
-use twilight_sandbox::{SandboxKeys, TushareSim, WechatPaySim};
+use twilight_sandbox::{IlinkSim, IlinkSimConfig, LlmSim, SandboxKeys, TushareSim, WechatPaySim};
 
 use crate::cfg::Config;
-use crate::scheduler;
+use crate::{provisioning, scheduler};
 
 /// How often another process's revocation is looked for.
 const REVOCATION_POLL: Duration = Duration::from_millis(200);
@@ -38,6 +38,11 @@ pub struct Sandbox {
     /// Both sides' WeChat Pay keys, fresh on every start (the simulator keeps no orders across
     /// restarts either).
     pub wechatpay_keys: Arc<SandboxKeys>,
+    pub ilink: IlinkSim,
+    pub ilink_url: String,
+    /// The OpenAI-compatible LLM the users' agents talk to.
+    pub llm: LlmSim,
+    pub llm_url: String,
 }
 
 impl Sandbox {
@@ -47,12 +52,20 @@ impl Sandbox {
         let wechatpay_keys = Arc::new(tokio::task::spawn_blocking(SandboxKeys::generate).await?);
         let wechatpay = WechatPaySim::new(wechatpay_keys.sim_config(SANDBOX_MCHID, SANDBOX_APPID));
         let (wechatpay_addr, _task) = twilight_sandbox::serve(wechatpay.router(), 0).await.context("starting the sandbox WeChat Pay")?;
+        let ilink = IlinkSim::new(IlinkSimConfig::default());
+        let (ilink_addr, _task) = twilight_sandbox::serve(ilink.router(), 0).await.context("starting the sandbox iLink")?;
+        let llm = LlmSim::new();
+        let (llm_addr, _task) = twilight_sandbox::serve(llm.router(), 0).await.context("starting the sandbox LLM")?;
         Ok(Sandbox {
             tushare,
             tushare_url: format!("http://{tushare_addr}"),
             wechatpay,
             wechatpay_url: format!("http://{wechatpay_addr}"),
             wechatpay_keys,
+            ilink,
+            ilink_url: format!("http://{ilink_addr}"),
+            llm,
+            llm_url: format!("http://{llm_addr}"),
         })
     }
 
@@ -104,14 +117,20 @@ impl Running {
 
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
     pub async fn until_signal(self) -> anyhow::Result<()> {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        signal().await?;
         tracing::info!("shutting down");
         self.shutdown().await
     }
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    Ok(())
 }
 
 /// Starts everything `config` asks for and begins serving.
@@ -143,11 +162,22 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
 
     let mut ctx = ApiContext::new(accounts.clone(), Arc::new(market));
     ctx.payments = payments.clone();
+    ctx.sandbox_links = sandbox.as_ref().map(|s| SandboxLinks { wechatpay: s.wechatpay_url.clone(), ilink: s.ilink_url.clone() });
     let shutdown = CancellationToken::new();
     tokio::spawn(ctx.auth.clone().watch_revocations(REVOCATION_POLL, shutdown.clone()));
     if config.scheduler.in_process {
         if let Some(payments) = &payments {
             tokio::spawn(scheduler::reconcile_payments(payments.clone(), config.reconcile_interval(), shutdown.clone()));
+        }
+    }
+    if config.provisioner.in_process {
+        let api_base = format!("http://{}", loopback(addr));
+        match provisioning::provisioner(config, accounts.clone(), sandbox.as_ref(), api_base).await {
+            Ok(provisioner) => {
+                tokio::spawn(Arc::new(provisioner).run(shutdown.clone()));
+            }
+            // The data plane and checkout still work; paid users wait until it is fixed.
+            Err(error) => tracing::error!(error = %format!("{error:#}"), "the in-process provisioner is not running"),
         }
     }
     let server = tokio::spawn({
@@ -165,12 +195,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
 /// Selling through the sandbox WeChat Pay (notifications to this server at `addr`) or the
 /// configured merchant; `None` when neither is there.
 pub fn payments(config: &Config, accounts: &Arc<dyn Accounts>, sandbox: Option<&Sandbox>, addr: SocketAddr) -> anyhow::Result<Option<Arc<Payments>>> {
-    let (wechatpay, sandbox_pay_base) = match sandbox {
-        Some(sandbox) => {
-            let host = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
-            (Some(sandbox.wechatpay_config(format!("http://{host}{NOTIFY_PATH}"))?), Some(sandbox.wechatpay_url.clone()))
-        }
-        None => (config.wechatpay()?, None),
+    let wechatpay = match sandbox {
+        Some(sandbox) => Some(sandbox.wechatpay_config(format!("http://{}{NOTIFY_PATH}", loopback(addr)))?),
+        None => config.wechatpay()?,
     };
     let Some(wechatpay) = wechatpay else { return Ok(None) };
     let processor = Arc::new(WechatPayClient::new(wechatpay)?);
@@ -179,7 +206,16 @@ pub fn payments(config: &Config, accounts: &Arc<dyn Accounts>, sandbox: Option<&
         reconcile_grace: Duration::from_secs(config.payments.reconcile_grace_secs),
         ..BillingConfig::default()
     };
-    Ok(Some(Arc::new(Payments { billing: Billing::new(accounts.clone(), processor, billing_config), sandbox_pay_base })))
+    Ok(Some(Arc::new(Payments { billing: Billing::new(accounts.clone(), processor, billing_config) })))
+}
+
+/// `addr`, or the loopback address on its port when it listens on all interfaces.
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
 }
 
 /// Makes sure `path` holds a live admin token, creating one (mode 0600) on first run.

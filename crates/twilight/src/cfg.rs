@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 /// Top-level config keys the environment may set; other `TWILIGHT_*` variables (secrets such as
 /// `TWILIGHT_TUSHARE_TOKEN`, `TWILIGHT_LOG`, test switches) are not configuration.
-const CONFIG_KEYS: [&str; 8] = ["listen", "data_dir", "accounts_url", "warehouse_path", "tushare", "sandbox", "payments", "scheduler"];
+const CONFIG_KEYS: [&str; 9] = ["listen", "data_dir", "accounts_url", "warehouse_path", "tushare", "sandbox", "payments", "scheduler", "provisioner"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +31,7 @@ pub struct Config {
     pub sandbox: SandboxSection,
     pub payments: PaymentsSection,
     pub scheduler: SchedulerSection,
+    pub provisioner: ProvisionerSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +104,39 @@ pub struct SchedulerSection {
     pub reconcile_interval_secs: u64,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionerSection {
+    /// Run the provisioner inside `serve` (the embedded default); production runs
+    /// `twilight provisioner` as its own service.
+    pub in_process: bool,
+    /// The venv's `hermes`; default `$TWILIGHT_HERMES_BIN`, else `~/.cache/twilight-hermes-venv/bin/hermes`
+    /// (what `scripts/install-hermes` makes).
+    pub hermes_bin: Option<PathBuf>,
+    /// `HERMES_HOME` of the users' profiles; default `<data_dir>/hermes` (never under /tmp: hermes
+    /// refuses to run services from there).
+    pub hermes_home: Option<PathBuf>,
+    /// The shipped profile template.
+    pub template_dir: PathBuf,
+    /// Where per-user secrets live: `file` (0600 files under `secrets_dir`), `pass`, or `systemd-creds`.
+    pub secret_store: String,
+    /// Default `<data_dir>/secrets`.
+    pub secrets_dir: Option<PathBuf>,
+    /// How gateways run: `supervisor` (child processes of the provisioner) or `systemd-user` / `systemd-system`.
+    pub service_manager: String,
+    /// The data plane URL planted into profiles; default `http://<listen>`.
+    pub api_base: Option<String>,
+    pub ilink_base_url: String,
+    pub ilink_cdn_base_url: String,
+    /// An OpenAI-compatible LLM endpoint instead of DashScope's (the sandbox sets its own).
+    pub dashscope_base_url: Option<String>,
+    /// A file holding the DashScope key planted into profiles; the alternative is `TWILIGHT_DASHSCOPE_API_KEY`.
+    pub dashscope_api_key_file: Option<PathBuf>,
+    pub max_attempts: i32,
+    /// Milliseconds between looks for due jobs (and at parked jobs waiting for the user).
+    pub idle_poll_ms: u64,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -119,6 +153,22 @@ impl Default for Config {
             sandbox: SandboxSection { enabled: true },
             payments: PaymentsSection { order_ttl_minutes: 30, reconcile_grace_secs: 60, wechatpay: None },
             scheduler: SchedulerSection { in_process: true, reconcile_interval_secs: 60 },
+            provisioner: ProvisionerSection {
+                in_process: true,
+                hermes_bin: None,
+                hermes_home: None,
+                template_dir: PathBuf::from("./template"),
+                secret_store: "file".into(),
+                secrets_dir: None,
+                service_manager: "supervisor".into(),
+                api_base: None,
+                ilink_base_url: twilight_ilink::DEFAULT_BASE_URL.into(),
+                ilink_cdn_base_url: "https://novac2c.cdn.weixin.qq.com/c2c".into(),
+                dashscope_base_url: None,
+                dashscope_api_key_file: None,
+                max_attempts: 8,
+                idle_poll_ms: 1000,
+            },
         }
     }
 }
@@ -135,6 +185,7 @@ impl Config {
             }
             defaults.sandbox.enabled = false;
             defaults.scheduler.in_process = false;
+            defaults.provisioner.in_process = false;
             figment = figment.merge(Serialized::defaults(defaults)).merge(Toml::file(path));
             if figment.find_value("tushare.token").is_ok() {
                 bail!("{}: secrets do not belong in the config file; set TWILIGHT_TUSHARE_TOKEN or tushare.token_file", path.display());
@@ -178,6 +229,40 @@ impl Config {
         }))
     }
 
+    /// The venv's hermes: configured, else `$TWILIGHT_HERMES_BIN`, else the default venv.
+    pub fn hermes_bin(&self) -> PathBuf {
+        if let Some(bin) = &self.provisioner.hermes_bin {
+            return bin.clone();
+        }
+        if let Some(bin) = std::env::var_os("TWILIGHT_HERMES_BIN") {
+            return bin.into();
+        }
+        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+        home.join(".cache/twilight-hermes-venv/bin/hermes")
+    }
+
+    /// Absolute (hermes resolves profiles against it from other working directories).
+    pub fn hermes_home(&self) -> anyhow::Result<PathBuf> {
+        absolute(self.provisioner.hermes_home.clone().unwrap_or_else(|| self.data_dir.join("hermes")))
+    }
+
+    pub fn secrets_dir(&self) -> anyhow::Result<PathBuf> {
+        absolute(self.provisioner.secrets_dir.clone().unwrap_or_else(|| self.data_dir.join("secrets")))
+    }
+
+    /// The DashScope key planted into profiles, from `TWILIGHT_DASHSCOPE_API_KEY` or
+    /// `provisioner.dashscope_api_key_file`.
+    pub fn dashscope_api_key(&self) -> anyhow::Result<SecretString> {
+        if let Ok(key) = std::env::var("TWILIGHT_DASHSCOPE_API_KEY") {
+            return Ok(key.into());
+        }
+        let Some(file) = &self.provisioner.dashscope_api_key_file else {
+            bail!("no DashScope key: set TWILIGHT_DASHSCOPE_API_KEY or provisioner.dashscope_api_key_file (or run the sandbox)");
+        };
+        let key = std::fs::read_to_string(file).with_context(|| format!("reading provisioner.dashscope_api_key_file {}", file.display()))?;
+        Ok(key.trim().to_string().into())
+    }
+
     pub fn reconcile_interval(&self) -> Duration {
         Duration::from_secs(self.scheduler.reconcile_interval_secs.max(1))
     }
@@ -201,6 +286,13 @@ impl Config {
         let token = std::fs::read_to_string(file).with_context(|| format!("reading tushare.token_file {}", file.display()))?;
         Ok(token.trim().to_string().into())
     }
+}
+
+fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(path);
+    }
+    Ok(std::env::current_dir().context("reading the working directory")?.join(path))
 }
 
 #[cfg(test)]

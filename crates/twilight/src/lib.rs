@@ -3,4 +3,5 @@
 
 pub mod app;
 pub mod cfg;
+pub mod provisioning;
 pub mod scheduler;

@@ -39,6 +39,8 @@ enum Command {
     Admin(AdminCommand),
     /// Run the recurring jobs (reconciliation of pending payments) until interrupted.
     Scheduler,
+    /// Provision paid users' bots (hermes profiles, secrets, WeChat pairing, gateways) until interrupted.
+    Provisioner,
     /// Run the upstream simulators on loopback ports until interrupted.
     Sandbox,
 }
@@ -64,6 +66,13 @@ enum AdminCommand {
         #[arg(long)]
         user: Uuid,
     },
+    /// Start (or resume) provisioning a user's bot and print the onboarding link to hand them.
+    Provision {
+        #[arg(long)]
+        user: Uuid,
+    },
+    /// Create or update the hermes profile template users are cloned from.
+    InstallTemplate,
     /// Requests and upstream points by endpoint by day.
     Usage {
         #[arg(long)]
@@ -87,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Admin(command) => admin(&config, command).await,
         Command::Scheduler => scheduler(&config).await,
+        Command::Provisioner => provisioner(&config).await,
         Command::Sandbox => {
             let sandbox = Sandbox::start().await?;
             println!("sandbox Tushare: {} (token: {})", sandbox.tushare_url, app::SANDBOX_TUSHARE_TOKEN);
@@ -104,8 +114,23 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
     if let Some(sandbox) = &running.sandbox {
         println!("  sandbox mode: upstreams are simulators (Tushare at {}); answers are labelled sandbox:*", sandbox.tushare_url);
         println!("  sandbox WeChat Pay at {}: pay an order on its page /sandbox/pay/<order number>", sandbox.wechatpay_url);
+        println!("  sandbox iLink at {} (scan a pairing QR on its page), sandbox LLM at {}", sandbox.ilink_url, sandbox.llm_url);
     }
     running.until_signal().await
+}
+
+/// Provisions bots on this host until SIGINT/SIGTERM; the embedded default runs it in `serve`.
+async fn provisioner(config: &Config) -> anyhow::Result<()> {
+    let accounts = app::connect_accounts(config).await?;
+    let api_base = format!("http://{}", config.listen);
+    let provisioner = std::sync::Arc::new(twilight::provisioning::provisioner(config, accounts, None, api_base).await?);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(provisioner.run(shutdown.clone()));
+    tracing::info!("provisioner running");
+    app::signal().await?;
+    shutdown.cancel();
+    worker.await?;
+    Ok(())
 }
 
 /// The recurring jobs against the configured merchant; the embedded default runs them in `serve`.
@@ -117,11 +142,7 @@ async fn scheduler(config: &Config) -> anyhow::Result<()> {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let jobs = tokio::spawn(twilight::scheduler::reconcile_payments(payments, config.reconcile_interval(), shutdown.clone()));
     tracing::info!(interval_secs = config.reconcile_interval().as_secs(), "scheduler running");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    app::signal().await?;
     shutdown.cancel();
     jobs.await?;
     Ok(())
@@ -142,6 +163,18 @@ async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::RevokeKey { user } => {
             let revoked = accounts.revoke_user_keys(user).await.with_context(|| format!("revoking keys of {user}"))?;
             println!("revoked {revoked} key(s) of {user}");
+        }
+        AdminCommand::Provision { user } => {
+            let token = twilight_core::RawToken::generate();
+            let job = accounts.enqueue_provisioning(user, &token.hash()).await.with_context(|| format!("provisioning {user}"))?;
+            println!("job {} ({})
+onboarding link: /onboard/{}
+(shown once; an earlier link of this user stops working)", job.job_id, job.state, token.expose());
+        }
+        AdminCommand::InstallTemplate => {
+            let hermes = twilight_provision::HermesCli::new(config.hermes_bin(), config.hermes_home()?);
+            twilight::provisioning::install_template(config, &hermes).await?;
+            println!("template {} installed under {}", twilight_provision::TEMPLATE_PROFILE, hermes.home().display());
         }
         AdminCommand::Usage { user, days } => {
             let since = chrono::Utc::now() - chrono::Duration::days(days);

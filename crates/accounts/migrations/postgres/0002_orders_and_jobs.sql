@@ -12,6 +12,8 @@ ALTER TABLE payments ADD COLUMN refunded_at timestamptz;
 -- SHA-256 hex of the onboarding link's token: the link is the payer's only credential.
 ALTER TABLE payments ADD COLUMN onboarding_token_hash text
     CHECK (onboarding_token_hash ~ '^[0-9a-f]{64}$');
+-- The processor's payment link of a pending order, shown again as a QR code on the payer's page.
+ALTER TABLE payments ADD COLUMN code_url text;
 CREATE UNIQUE INDEX payments_out_trade_no ON payments (out_trade_no);
 CREATE UNIQUE INDEX payments_onboarding_token ON payments (onboarding_token_hash);
 CREATE INDEX payments_pending ON payments (created_at) WHERE status = 'pending';

@@ -7,6 +7,8 @@ ALTER TABLE payments ADD COLUMN expires_at TEXT;
 ALTER TABLE payments ADD COLUMN refunded_at TEXT;
 ALTER TABLE payments ADD COLUMN onboarding_token_hash TEXT
     CHECK (length(onboarding_token_hash) = 64 AND onboarding_token_hash NOT GLOB '*[^0-9a-f]*');
+-- The processor's payment link of a pending order, shown again as a QR code on the payer's page.
+ALTER TABLE payments ADD COLUMN code_url TEXT;
 CREATE UNIQUE INDEX payments_out_trade_no ON payments (out_trade_no);
 CREATE UNIQUE INDEX payments_onboarding_token ON payments (onboarding_token_hash);
 CREATE INDEX payments_pending ON payments (created_at) WHERE status = 'pending';

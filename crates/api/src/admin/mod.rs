@@ -1,6 +1,7 @@
 //! The admin API, opened only by admin-class tokens.
 
 mod orders;
+mod provision;
 mod users;
 
 pub use users::{create_user_with_key, DEFAULT_RATE_LIMIT_PER_MIN};
@@ -19,6 +20,7 @@ pub fn router(ctx: ApiContext) -> Router<ApiContext> {
         .route("/admin/users/{user_id}/keys/revoke", post(users::revoke_keys))
         .route("/admin/users/{user_id}/usage", get(users::usage))
         .route("/admin/orders/{order_id}/refund", post(orders::refund))
+        .route("/admin/provision/{user_id}", post(provision::provision))
         .route_layer(middleware::from_fn_with_state(ctx, require_admin))
 }
 

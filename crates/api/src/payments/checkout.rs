@@ -32,8 +32,8 @@ pub async fn create(State(ctx): State<ApiContext>, ApiJson(body): ApiJson<Checko
     answer["code_url"] = placed.code_url.clone().into();
     answer["qr_svg"] = qr::svg(&placed.code_url)?.into();
     answer["onboarding_url"] = format!("/onboard/{}", placed.onboarding_token.expose()).into();
-    if let Some(base) = &payments.sandbox_pay_base {
-        answer["sandbox_pay_url"] = format!("{base}/sandbox/pay/{}", view.out_trade_no).into();
+    if let Some(sandbox) = &ctx.sandbox_links {
+        answer["sandbox_pay_url"] = sandbox.pay_url(&view.out_trade_no).into();
     }
     Ok((StatusCode::CREATED, Json(answer)))
 }

@@ -16,9 +16,6 @@ use crate::{ApiContext, ApiError};
 /// Selling through one processor; absent when payments are not configured.
 pub struct Payments {
     pub billing: Billing,
-    /// The sandbox payer page for an order, `{base}/sandbox/pay/{out_trade_no}`, shown beside
-    /// the QR so a local run can be paid without a phone. `None` in production.
-    pub sandbox_pay_base: Option<String>,
 }
 
 /// The path WeChat Pay posts to, as configured in `notify_url`.

@@ -54,6 +54,30 @@ impl TestApp {
         Some(TestApp { running, http: reqwest::Client::new(), admin_token, config, _dir: dir, pg })
     }
 
+    /// Like [`TestApp::start`] with the provisioner running in-process against the real hermes, its
+    /// profiles under the returned HERMES_HOME (outside /tmp: hermes refuses to run services from
+    /// there; removed on drop). `None` when hermes is not installed outside CI (CI must have it).
+    pub async fn start_provisioning(backend: Backend, prefix: &str) -> Option<(TestApp, tempfile::TempDir)> {
+        let bin = Config::load(None).unwrap().hermes_bin();
+        if !bin.is_file() {
+            let required = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") || std::env::var("TWILIGHT_REQUIRE_HERMES").as_deref() == Ok("1");
+            assert!(!required, "hermes not found at {} (run scripts/install-hermes)", bin.display());
+            eprintln!("\n!!!!! SKIPPED: no hermes at {} !!!!!\n", bin.display());
+            return None;
+        }
+        let root = PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/twilight-test-homes");
+        std::fs::create_dir_all(&root).unwrap();
+        let home = tempfile::Builder::new().prefix(&format!("{prefix}-")).tempdir_in(root).unwrap();
+        let app = TestApp::start_with(backend, |config| {
+            config.provisioner.in_process = true;
+            config.provisioner.idle_poll_ms = 100;
+            config.provisioner.hermes_home = Some(home.path().join("hermes"));
+            config.provisioner.template_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../template");
+        })
+        .await?;
+        Some((app, home))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.running.url())
     }

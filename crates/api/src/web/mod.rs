@@ -1,0 +1,377 @@
+//! The pages people see: the landing page with its pricing cards, and the onboarding page an order
+//! leads to (pay → set up → pair WeChat → name the bot → done). Server-rendered (askama), Chinese
+//! first with an English switch, no external assets; a small script only reloads the page when the
+//! step changes, so every step also works — by self-refresh and plain forms — without JavaScript.
+//! The page never shows a token or key: only QR codes, the order number and the bot's name.
+
+mod texts;
+
+use std::fmt;
+
+use askama::Template;
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use base64::Engine;
+use chrono::Utc;
+use serde::Deserialize;
+use twilight_accounts::Plan;
+
+use crate::extract::ApiPath;
+use crate::onboarding::{self, Step};
+use crate::{qr, ApiContext, ApiError};
+pub use texts::Texts;
+
+pub fn router() -> Router<ApiContext> {
+    Router::new()
+        .route("/", get(landing))
+        .route("/buy", post(buy))
+        .route("/onboard/{token}", get(onboard_page).post(onboard_form))
+        .route("/static/site.css", get(|| asset("text/css; charset=utf-8", include_str!("../../static/site.css"))))
+        .route("/static/onboard.js", get(|| asset("text/javascript; charset=utf-8", include_str!("../../static/onboard.js"))))
+}
+
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
+}
+
+/// The page language: `?lang=` wins, then the browser's Accept-Language, then Chinese.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Zh,
+    En,
+}
+
+impl Lang {
+    fn parse(code: &str) -> Option<Lang> {
+        let primary = code.trim().split(['-', '_']).next()?.to_ascii_lowercase();
+        match primary.as_str() {
+            "zh" => Some(Lang::Zh),
+            "en" => Some(Lang::En),
+            _ => None,
+        }
+    }
+
+    pub fn negotiate(query: Option<&str>, headers: &HeaderMap) -> Lang {
+        if let Some(lang) = query.and_then(Lang::parse) {
+            return lang;
+        }
+        let accepted = headers.get(header::ACCEPT_LANGUAGE).and_then(|value| value.to_str().ok()).unwrap_or("");
+        let mut best: Option<(f32, Lang)> = None;
+        for part in accepted.split(',') {
+            let mut pieces = part.split(';');
+            let Some(lang) = pieces.next().and_then(Lang::parse) else { continue };
+            let quality = pieces.find_map(|p| p.trim().strip_prefix("q=")).and_then(|q| q.parse().ok()).unwrap_or(1.0);
+            // Strictly greater: among equals the browser's first choice stands.
+            if quality > 0.0 && best.is_none_or(|(q, _)| quality > q) {
+                best = Some((quality, lang));
+            }
+        }
+        best.map_or(Lang::Zh, |(_, lang)| lang)
+    }
+
+    fn other(self) -> Lang {
+        match self {
+            Lang::Zh => Lang::En,
+            Lang::En => Lang::Zh,
+        }
+    }
+}
+
+impl fmt::Display for Lang {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Lang::Zh => "zh",
+            Lang::En => "en",
+        })
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct PageQuery {
+    lang: Option<String>,
+}
+
+/// What every page's frame needs.
+struct Frame {
+    t: &'static Texts,
+    lang: Lang,
+    lang_switch: String,
+    sandbox: bool,
+}
+
+impl Frame {
+    fn new(ctx: &ApiContext, lang: Lang, path: &str) -> Frame {
+        Frame { t: Texts::of(lang), lang, lang_switch: format!("{path}?lang={}", lang.other()), sandbox: ctx.sandbox_links.is_some() }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "landing.html")]
+struct Landing {
+    t: &'static Texts,
+    lang: Lang,
+    lang_switch: String,
+    sandbox: bool,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    t: &'static Texts,
+    lang: Lang,
+    lang_switch: String,
+    sandbox: bool,
+    message: String,
+}
+
+fn render(template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "page did not render");
+            ApiError::Panic.into_response()
+        }
+    }
+}
+
+fn error_page(frame: Frame, status: StatusCode, message: &str) -> Response {
+    let Frame { t, lang, lang_switch, sandbox } = frame;
+    (status, render(&ErrorPage { t, lang, lang_switch, sandbox, message: message.into() })).into_response()
+}
+
+/// `GET /` — what the product is and the two plans.
+async fn landing(State(ctx): State<ApiContext>, query: Result<Query<PageQuery>, QueryRejection>, headers: HeaderMap) -> Response {
+    let query = query.map(|q| q.0).unwrap_or_default();
+    let Frame { t, lang, lang_switch, sandbox } = Frame::new(&ctx, Lang::negotiate(query.lang.as_deref(), &headers), "/");
+    render(&Landing { t, lang, lang_switch, sandbox })
+}
+
+#[derive(Deserialize)]
+struct BuyForm {
+    plan: String,
+    lang: Option<String>,
+}
+
+/// `POST /buy` (the Pro card's form) — places the order and sends the buyer to its onboarding
+/// page, which shows the QR code to pay. Mistakes answer a page saying what went wrong.
+async fn buy(State(ctx): State<ApiContext>, headers: HeaderMap, form: Result<Form<BuyForm>, FormRejection>) -> Response {
+    let lang_field = form.as_ref().ok().and_then(|f| f.lang.clone());
+    let frame = Frame::new(&ctx, Lang::negotiate(lang_field.as_deref(), &headers), "/");
+    let t = frame.t;
+    let Ok(Form(form)) = form else { return error_page(frame, StatusCode::BAD_REQUEST, t.error_try_again) };
+    let placed = async {
+        let payments = ctx.payments()?;
+        let plan: Plan = form.plan.parse().map_err(|_| ApiError::invalid("plan", "unknown plan"))?;
+        Ok::<_, ApiError>(payments.billing.checkout(plan, None, Utc::now()).await?)
+    }
+    .await;
+    match placed {
+        Ok(placed) => Redirect::to(&format!("/onboard/{}?lang={}", placed.onboarding_token.expose(), frame.lang)).into_response(),
+        Err(error) => {
+            let status = error.status_code();
+            let message = match status {
+                StatusCode::UNPROCESSABLE_ENTITY => t.coming_soon,
+                StatusCode::SERVICE_UNAVAILABLE => t.error_unavailable,
+                s if s.is_client_error() => t.error_try_again,
+                _ => {
+                    tracing::error!(%error, "checkout from the landing page failed");
+                    t.error_unavailable
+                }
+            };
+            error_page(frame, status, message)
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "onboard.html")]
+struct OnboardPage {
+    t: &'static Texts,
+    lang: Lang,
+    lang_switch: String,
+    sandbox: bool,
+    step: String,
+    progress: usize,
+    auto_refresh: bool,
+    page_url: String,
+    status_url: String,
+    pairing_status: String,
+    qr_content: String,
+    qr_image: Option<String>,
+    amount: String,
+    out_trade_no: String,
+    expires_at: Option<String>,
+    remaining: String,
+    sandbox_pay_url: Option<String>,
+    sandbox_scan_url: Option<String>,
+    bot_name: Option<String>,
+    retrying: bool,
+    error: Option<&'static str>,
+}
+
+/// `GET /onboard/{token}` — the order's page from payment to a running bot; bookmarkable.
+async fn onboard_page(State(ctx): State<ApiContext>, ApiPath(token): ApiPath<String>, query: Result<Query<PageQuery>, QueryRejection>, headers: HeaderMap) -> Response {
+    let lang = Lang::negotiate(query.ok().and_then(|q| q.0.lang).as_deref(), &headers);
+    show_onboarding(&ctx, &token, lang, None).await
+}
+
+async fn show_onboarding(ctx: &ApiContext, token: &str, lang: Lang, error: Option<&'static str>) -> Response {
+    let page_url = format!("/onboard/{token}");
+    let frame = Frame::new(ctx, lang, &page_url);
+    let link = match onboarding::link(ctx, token).await {
+        Ok(link) => link,
+        Err(ApiError::NotFound(_)) => {
+            let t = frame.t;
+            return error_page(frame, StatusCode::NOT_FOUND, t.error_not_found);
+        }
+        Err(error) => return error.into_response(),
+    };
+    let step = onboarding::step(&link);
+    let job = link.job.as_ref();
+    let qr_text = match step {
+        Step::AwaitingPayment => link.payment.as_ref().and_then(|p| p.code_url.clone()),
+        Step::Scan | Step::VerifyCode => job.and_then(|j| j.pairing_qr.clone()),
+        _ => None,
+    };
+    let qr_image = match qr_text.as_deref().map(qr::svg).transpose() {
+        Ok(svg) => svg.map(|svg| format!("data:image/svg+xml;base64,{}", base64::engine::general_purpose::STANDARD.encode(svg))),
+        Err(error) => return error.into_response(),
+    };
+    let sandbox_links = ctx.sandbox_links.as_ref();
+    let payment = link.payment.as_ref();
+    let expires_at = payment.and_then(|p| p.expires_at);
+    let Frame { t, lang, lang_switch, sandbox } = frame;
+    let page = OnboardPage {
+        t,
+        lang,
+        lang_switch,
+        sandbox,
+        step: step.name().to_string(),
+        progress: match step {
+            Step::AwaitingPayment | Step::Expired => 0,
+            Step::SettingUp | Step::Scan | Step::VerifyCode | Step::ScanAgain => 1,
+            Step::NameBot | Step::Starting => 2,
+            Step::Ready | Step::Failed | Step::Refunded => 3,
+        },
+        auto_refresh: matches!(step, Step::AwaitingPayment | Step::SettingUp | Step::Scan | Step::Starting),
+        status_url: format!("{page_url}/status"),
+        pairing_status: job.and_then(|j| j.pairing_status.clone()).unwrap_or_default(),
+        qr_content: if matches!(step, Step::Scan | Step::VerifyCode) { qr_text.clone().unwrap_or_default() } else { String::new() },
+        qr_image,
+        amount: payment.map(|p| money(p.amount_cents, &p.currency)).unwrap_or_default(),
+        out_trade_no: payment.map(|p| p.out_trade_no.clone()).unwrap_or_default(),
+        expires_at: expires_at.map(|at| at.to_rfc3339()),
+        remaining: expires_at.map(|at| remaining(at - Utc::now())).unwrap_or_default(),
+        sandbox_pay_url: sandbox_links.zip(payment).map(|(links, p)| links.pay_url(&p.out_trade_no)),
+        sandbox_scan_url: sandbox_links.zip(qr_text.filter(|_| step != Step::AwaitingPayment)).and_then(|(links, qr)| links.scan_url(&qr)),
+        bot_name: job.and_then(|j| j.bot_name.clone()),
+        retrying: job.is_some_and(|j| j.attempts > 0) && step != Step::Failed,
+        error,
+        page_url,
+    };
+    render(&page)
+}
+
+/// `12345` fen CNY → `¥123.45`.
+fn money(minor: i64, currency: &str) -> String {
+    let symbol = match currency {
+        "CNY" => "¥",
+        "USD" => "$",
+        other => other,
+    };
+    format!("{symbol}{}.{:02}", minor / 100, minor % 100)
+}
+
+fn remaining(left: chrono::TimeDelta) -> String {
+    let seconds = left.num_seconds().max(0);
+    format!("{}:{:02}", seconds / 60, seconds % 60)
+}
+
+#[derive(Deserialize)]
+struct OnboardForm {
+    action: String,
+    code: Option<String>,
+    name: Option<String>,
+    lang: Option<String>,
+}
+
+/// `POST /onboard/{token}` — the page's forms (verify code, bot name, new QR code), doing what the
+/// JSON endpoints do, then back to the page; a mistake shows the page again saying what to fix.
+async fn onboard_form(State(ctx): State<ApiContext>, ApiPath(token): ApiPath<String>, headers: HeaderMap, form: Result<Form<OnboardForm>, FormRejection>) -> Response {
+    let lang_field = form.as_ref().ok().and_then(|f| f.lang.clone());
+    let lang = Lang::negotiate(lang_field.as_deref(), &headers);
+    let t = Texts::of(lang);
+    let Ok(Form(form)) = form else { return with_status(StatusCode::BAD_REQUEST, show_onboarding(&ctx, &token, lang, Some(t.error_try_again)).await) };
+    let done = match form.action.as_str() {
+        "verify_code" => onboarding::submit_verify_code(&ctx, &token, form.code.as_deref().unwrap_or("")).await,
+        "bot_name" => onboarding::submit_bot_name(&ctx, &token, form.name.as_deref().unwrap_or("")).await,
+        "refresh_qr" => onboarding::request_new_qr(&ctx, &token).await,
+        _ => Err(ApiError::invalid("action", "unknown action")),
+    };
+    match done {
+        // A conflict means the step moved on meanwhile: the page shows where things stand now.
+        Ok(()) | Err(ApiError::Conflict(_)) => Redirect::to(&format!("/onboard/{token}?lang={lang}")).into_response(),
+        Err(error @ ApiError::InvalidInput { .. }) => {
+            let message = match &error {
+                ApiError::InvalidInput { field: Some("code"), .. } => t.code_invalid,
+                ApiError::InvalidInput { field: Some("name"), .. } => t.name_invalid,
+                _ => t.error_try_again,
+            };
+            with_status(StatusCode::BAD_REQUEST, show_onboarding(&ctx, &token, lang, Some(message)).await)
+        }
+        Err(ApiError::NotFound(_)) => error_page(Frame::new(&ctx, lang, "/"), StatusCode::NOT_FOUND, t.error_not_found),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `response` with `status`, unless it already is an error of its own.
+fn with_status(status: StatusCode, mut response: Response) -> Response {
+    if response.status().is_success() {
+        *response.status_mut() = status;
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT_LANGUAGE, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_query_wins_then_the_browser_then_chinese() {
+        assert_eq!(Lang::negotiate(Some("en"), &accept("zh-CN")), Lang::En);
+        assert_eq!(Lang::negotiate(Some("xx"), &accept("en-US,en;q=0.9")), Lang::En);
+        assert_eq!(Lang::negotiate(None, &accept("fr-FR, en;q=0.8, zh;q=0.9")), Lang::Zh);
+        assert_eq!(Lang::negotiate(None, &accept("de, en-GB;q=0.5")), Lang::En);
+        assert_eq!(Lang::negotiate(None, &accept("en;q=0, de")), Lang::Zh);
+        assert_eq!(Lang::negotiate(None, &HeaderMap::new()), Lang::Zh);
+    }
+
+    #[test]
+    fn money_and_time_left() {
+        assert_eq!(money(19800, "CNY"), "¥198.00");
+        assert_eq!(money(4905, "USD"), "$49.05");
+        assert_eq!(remaining(chrono::TimeDelta::seconds(905)), "15:05");
+        assert_eq!(remaining(chrono::TimeDelta::seconds(-3)), "0:00");
+    }
+
+    #[test]
+    fn landing_renders_both_plans_in_both_languages() {
+        for (lang, buy, soon) in [(Lang::Zh, "购买专业版", "即将推出"), (Lang::En, "Buy Pro", "Coming soon")] {
+            let t = Texts::of(lang);
+            let html = Landing { t, lang, lang_switch: "/".into(), sandbox: false }.render().unwrap();
+            assert!(html.contains(buy) && html.contains("¥198") && html.contains("$49"), "{html}");
+            assert!(html.contains(&format!("id=\"buy-lite\" disabled>{soon}")), "{html}");
+            assert!(!html.contains("sandbox-banner"));
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Building the provisioner from configuration: hermes on this host, the chosen secret store and
+//! service manager, iLink (or the sandbox's), and what every profile gets planted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use twilight_accounts::Accounts;
+use twilight_ilink::IlinkClient;
+use twilight_provision::{
+    ChildSupervisor, FileStore, HermesCli, PassStore, ProfileName, Provisioner, ProvisionerConfig, SecretDelivery, SecretStore, ServiceManager,
+    SystemdCredsStore, SystemdManager, SystemdScope,
+};
+
+use crate::app::Sandbox;
+use crate::cfg::Config;
+
+/// The key the sandbox LLM is called with; it checks nothing.
+const SANDBOX_DASHSCOPE_KEY: &str = "sk-sandbox";
+
+/// A provisioner for this host, with the profile template installed (or updated) in hermes.
+/// `api_base` is the data plane's URL as the users' agents reach it.
+pub async fn provisioner(config: &Config, accounts: Arc<dyn Accounts>, sandbox: Option<&Sandbox>, api_base: String) -> anyhow::Result<Provisioner> {
+    let section = &config.provisioner;
+    let bin = config.hermes_bin();
+    if !bin.is_file() {
+        bail!("hermes is not installed at {} (run scripts/install-hermes, or set provisioner.hermes_bin)", bin.display());
+    }
+    let hermes = HermesCli::new(bin, config.hermes_home()?);
+    install_template(config, &hermes).await?;
+    let secrets: Arc<dyn SecretStore> = match section.secret_store.as_str() {
+        "file" => Arc::new(FileStore::new(config.secrets_dir()?)),
+        "pass" => Arc::new(PassStore::new(config.secrets_dir()?)),
+        "systemd-creds" => Arc::new(SystemdCredsStore::new(config.secrets_dir()?)),
+        other => bail!("provisioner.secret_store {other:?}: expected file, pass or systemd-creds"),
+    };
+    let services: Arc<dyn ServiceManager> = match section.service_manager.as_str() {
+        "supervisor" => Arc::new(ChildSupervisor::new(hermes.clone())),
+        "systemd-user" => Arc::new(SystemdManager::new(hermes.clone(), SystemdScope::User, secrets.delivery())),
+        "systemd-system" => Arc::new(SystemdManager::new(hermes.clone(), SystemdScope::System { run_as: None }, secrets.delivery())),
+        other => bail!("provisioner.service_manager {other:?}: expected supervisor, systemd-user or systemd-system"),
+    };
+    if matches!(secrets.delivery(), SecretDelivery::SystemdCredentials { .. }) && section.service_manager == "supervisor" {
+        bail!("provisioner.secret_store systemd-creds needs a systemd service manager");
+    }
+    let (ilink_url, cdn_url, dashscope_api_key, dashscope_base_url) = match sandbox {
+        Some(sandbox) => (
+            sandbox.ilink_url.clone(),
+            format!("{}/c2c", sandbox.ilink_url),
+            SANDBOX_DASHSCOPE_KEY.to_string().into(),
+            Some(format!("{}/compatible-mode/v1", sandbox.llm_url)),
+        ),
+        None => (section.ilink_base_url.clone(), section.ilink_cdn_base_url.clone(), config.dashscope_api_key()?, section.dashscope_base_url.clone()),
+    };
+    let ilink = IlinkClient::new(&ilink_url).context("provisioner.ilink_base_url")?;
+    let provisioner_config = ProvisionerConfig {
+        worker_id: format!("{}-{}-{:08x}", hostname(), std::process::id(), rand::random::<u32>()),
+        host: hostname(),
+        api_base: section.api_base.clone().unwrap_or(api_base),
+        dashscope_api_key,
+        dashscope_base_url,
+        template: ProfileName::template(),
+        lease: Duration::from_secs(120),
+        max_attempts: section.max_attempts.max(1),
+        retry_base: Duration::from_secs(2),
+        retry_max: Duration::from_secs(600),
+        idle_poll: Duration::from_millis(section.idle_poll_ms.max(50)),
+        qr_rounds: 3,
+        weixin_cdn_base_url: cdn_url,
+    };
+    Ok(Provisioner::new(accounts, hermes, secrets, services, ilink, provisioner_config))
+}
+
+/// Creates or updates the profile template every user is cloned from.
+pub async fn install_template(config: &Config, hermes: &HermesCli) -> anyhow::Result<()> {
+    let dir = &config.provisioner.template_dir;
+    hermes.install_template(dir, &ProfileName::template()).await.with_context(|| format!("installing the profile template from {}", dir.display()))?;
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|name| name.trim().to_string()).ok().filter(|name| !name.is_empty()).unwrap_or_else(|| "localhost".into())
+}
