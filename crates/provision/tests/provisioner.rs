@@ -1,6 +1,7 @@
 //! The provisioner against real parts: the accounts DB (SQLite and Postgres), the real hermes CLI
 //! and gateway (supervised as a child), the file secret store, and our iLink client talking to the
-//! sandbox iLink. Covers the whole walk to `active`, a crash (lost lease) and restart, a key
+//! sandbox iLink. Covers the whole walk to `active`, a crash (lost lease) and restart, a crash after
+//! each step before the gateway converging to one profile, key and gateway, a key
 //! planted by a crashed attempt, compensation after permanent failure, and deprovisioning.
 
 mod common;
@@ -13,10 +14,10 @@ use std::time::Duration;
 use chrono::Utc;
 use twilight_accounts::testing::dump;
 use secrecy::{ExposeSecret, SecretString};
-use twilight_accounts::{Accounts, JobKind, JobUpdate, NewOrder, Plan, ProfileStatus, Settlement, JOB_ACTIVE, JOB_DONE, JOB_FAILED};
+use twilight_accounts::{Accounts, JobKind, JobUpdate, NewOrder, Plan, ProfileStatus, Settlement, JOB_ACTIVE, JOB_CREATED, JOB_DONE, JOB_FAILED};
 use twilight_core::token::hash_hex;
 use twilight_ilink::IlinkClient;
-use twilight_provision::provisioner::{AWAITING_SCAN, PAIRED, PROFILE_CREATED};
+use twilight_provision::provisioner::{AWAITING_SCAN, BOT_NAMED, PAIRED, PROFILE_CREATED, SECRETS_PLANTED};
 use twilight_provision::{
     Backoff, ChildSupervisor, DotEnv, EnvKey, FileStore, HermesCli, Outcome, ProfileName, Provisioner, ProvisionerConfig, SecretStore, ServiceManager,
 };
@@ -185,6 +186,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     a_paid_user_gets_a_paired_named_running_bot_with_one_planted_key,
     a_crashed_provisioner_is_replaced_and_a_stray_planted_key_is_replaced,
+    a_crash_after_any_step_converges_to_one_profile_key_and_gateway,
     permanent_failure_is_compensated_completely,
 );
 
@@ -322,6 +324,59 @@ async fn a_crashed_provisioner_is_replaced_and_a_stray_planted_key_is_replaced(h
     assert_eq!(h.hermes.env_file(&profile).exists(), true);
     let env = std::fs::read_to_string(h.hermes.env_file(&profile)).unwrap();
     assert!(env.contains(replaced.expose_secret()), "the gateway's .env carries the live key");
+    drop(h.home);
+}
+
+/// Gateway processes running for `profile`, counted from /proc.
+fn gateways(profile: &ProfileName) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    entries
+        .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(profile.as_str()) && cmdline.contains("gateway") && cmdline.contains("run"))
+        .count()
+}
+
+async fn a_crash_after_any_step_converges_to_one_profile_key_and_gateway(h: Harness, _url: &str) {
+    let (user_id, job_id) = h.paid_user().await;
+    let profile = ProfileName::for_user(user_id);
+    let provisioner = Arc::new(h.provisioner("worker-1", |_| {}));
+    let run = |provisioner: &Arc<Provisioner>| {
+        let provisioner = provisioner.clone();
+        tokio::spawn(async move { run_until_parked(&provisioner, job_id).await })
+    };
+    let walk = run(&provisioner);
+    let mut qrcode = h.pair(job_id, None).await;
+    assert_eq!(walk.await.unwrap(), Outcome::Waiting(PAIRED.into()));
+
+    // A provisioner that died right after reaching each step before naming leaves the job there;
+    // the next one redoes what follows (pairing again from any step before it) and ends up with
+    // the same profile, one planted key that is the user's live key, and the payer's allowlist.
+    for state in [JOB_CREATED, PROFILE_CREATED, SECRETS_PLANTED, AWAITING_SCAN, PAIRED] {
+        h.rewind(job_id, state).await;
+        let rerun = run(&provisioner);
+        if state != PAIRED {
+            qrcode = h.pair(job_id, Some(&qrcode)).await;
+        }
+        assert_eq!(rerun.await.unwrap(), Outcome::Waiting(PAIRED.into()), "after a crash at {state}");
+        assert!(h.hermes.profile_exists(&profile).await.unwrap());
+        let planted = h.planted_token(&profile).await;
+        let key = h.accounts.api_key(&hash_hex(planted.expose_secret())).await.unwrap().expect("the planted key is stored");
+        assert!(!key.is_revoked(), "after a crash at {state}");
+        let env = std::fs::read_to_string(h.hermes.env_file(&profile)).unwrap();
+        assert!(env.contains(planted.expose_secret()) && env.contains(&format!("WEIXIN_ALLOWED_USERS={OWNER}")), "after a crash at {state}");
+        assert_eq!(gateways(&profile), 0, "no gateway before the bot is named");
+    }
+
+    // Named, then a crash right after `bot_named`: one gateway comes up, once.
+    h.accounts.set_bot_name(job_id, "小明").await.unwrap();
+    h.rewind(job_id, BOT_NAMED).await;
+    assert_eq!(run(&provisioner).await.unwrap(), Outcome::Finished(JOB_ACTIVE.into()));
+    assert!(h.services.status(&profile).await.unwrap().pid.is_some());
+    assert_eq!(gateways(&profile), 1);
+    // Exactly one live key in all: revoking the user's keys revokes one.
+    assert_eq!(h.accounts.revoke_user_keys(user_id).await.unwrap(), 1);
+    h.services.stop(&profile).await.unwrap();
     drop(h.home);
 }
 
