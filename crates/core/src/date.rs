@@ -19,7 +19,8 @@ pub fn parse_date(input: &str) -> Result<NaiveDate, DateError> {
 
 /// `YYYYMMDD`, the form every answer and every upstream call uses.
 pub fn compact(date: NaiveDate) -> String {
-    date.format("%Y%m%d").to_string()
+    // Not `format("%Y%m%d")`: that parses the pattern on every call, and this runs per request.
+    format!("{:04}{:02}{:02}", date.year(), date.month(), date.day())
 }
 
 /// The calendar date in Beijing time, which decides what "today" means for the market.

@@ -171,14 +171,15 @@ impl Market {
             }
             None => self.latest_day_row(&calendar, &stock, spec, &cost).await?,
         };
-        let record = (*record).clone().ok_or_else(|| {
+        // Borrowed, not cloned: the cached row holds every column of the table.
+        let record = record.as_ref().as_ref().ok_or_else(|| {
             MarketError::NotFound(format!("no {} data for {code} on {} (suspended that day?)", spec.name, compact(as_of)))
         })?;
         Ok(PriceAnswer {
             value: record.number(metric.name()),
             metric,
             as_of,
-            source: record.source,
+            source: record.source.clone(),
             table: spec.name,
             fetched_at: record.fetched_at,
             cost_pts: cost.into_inner(),

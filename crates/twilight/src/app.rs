@@ -160,9 +160,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let payments = payments(config, &accounts, sandbox.as_ref(), addr)?;
 
-    let mut ctx = ApiContext::new(accounts.clone(), Arc::new(market));
-    ctx.payments = payments.clone();
-    ctx.sandbox_links = sandbox.as_ref().map(|s| SandboxLinks { wechatpay: s.wechatpay_url.clone(), ilink: s.ilink_url.clone() });
+    let sandbox_links = sandbox.as_ref().map(|s| SandboxLinks { wechatpay: s.wechatpay_url.clone(), ilink: s.ilink_url.clone() });
+    let ctx = ApiContext::new(accounts.clone(), Arc::new(market), payments.clone(), sandbox_links);
     let shutdown = CancellationToken::new();
     tokio::spawn(ctx.auth.clone().watch_revocations(REVOCATION_POLL, shutdown.clone()));
     if config.scheduler.in_process {

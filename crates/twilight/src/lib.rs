@@ -5,3 +5,7 @@ pub mod app;
 pub mod cfg;
 pub mod provisioning;
 pub mod scheduler;
+
+/// Every binary linking this crate (the server, its tests and benches) allocates with mimalloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

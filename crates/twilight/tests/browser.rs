@@ -239,12 +239,21 @@ async fn click_through(screen: Screen) {
     assert!(countdown.contains(':'), "{countdown}");
     snap(&client, screen, "10-pay").await;
 
-    // The sandbox payer pays; the onboarding page moves on by itself to the pairing QR.
-    let onboarding = follow(&client, "#sandbox-pay").await;
-    assert!(text(&client, "body").await.contains("SANDBOX"));
-    find(&client, "button[type=submit]").await.click().await.unwrap();
-    wait_for_text(&client, "h1", "Paid").await;
-    client.goto(&onboarding).await.unwrap();
+    // Paid — on the desktop through the sandbox payer's page, on the phone from "another device"
+    // while the page stays open — and the onboarding page moves on by itself to the pairing QR.
+    let onboarding = client.current_url().await.unwrap().to_string();
+    match screen {
+        Screen::Desktop => {
+            follow(&client, "#sandbox-pay").await;
+            assert!(text(&client, "body").await.contains("SANDBOX"));
+            find(&client, "button[type=submit]").await.click().await.unwrap();
+            wait_for_text(&client, "h1", "Paid").await;
+            client.goto(&onboarding).await.unwrap();
+        }
+        Screen::Phone => {
+            app.running.sandbox.as_ref().unwrap().wechatpay.pay(&out_trade_no, None).await.unwrap();
+        }
+    }
     wait_for_step(&client, "scan").await;
     let alt = find(&client, "#pair-qr").await.attr("alt").await.unwrap().unwrap();
     assert!(alt.contains("绑定"), "{alt}");
