@@ -28,6 +28,7 @@ pub struct Texts {
     pub sandbox_banner: &'static str,
     pub footer: &'static str,
     // The onboarding page.
+    pub progress_label: &'static str,
     pub progress: [&'static str; 4],
     pub pay_title: &'static str,
     pub pay_qr_alt: &'static str,
@@ -118,6 +119,7 @@ static ZH: Texts = Texts {
     coming_soon: "即将推出",
     sandbox_banner: "沙盒模式：支付与微信均为本地模拟，不会产生真实扣款。",
     footer: "Twilight Drive · 研究辅助工具，不构成投资建议。",
+    progress_label: "开通进度",
     progress: ["付款", "绑定微信", "起名", "完成"],
     pay_title: "用微信扫码付款",
     pay_qr_alt: "微信支付二维码：用微信扫一扫完成付款",
@@ -198,6 +200,7 @@ static EN: Texts = Texts {
     coming_soon: "Coming soon",
     sandbox_banner: "Sandbox mode: payments and WeChat are local simulators; no real money moves.",
     footer: "Twilight Drive · a research aid, not investment advice.",
+    progress_label: "Progress",
     progress: ["Pay", "Pair WeChat", "Name", "Done"],
     pay_title: "Scan with WeChat to pay",
     pay_qr_alt: "WeChat Pay QR code: scan it with WeChat to pay",
