@@ -37,6 +37,13 @@ const INSERT_USER: &str = "INSERT INTO users (user_id, email, weixin_openid, dis
 const PAYMENT_COLUMNS: &str = "payment_id, user_id, out_trade_no, plan, amount_cents, currency, \
     processor, processor_ref, status, created_at, expires_at, paid_at, refunded_at, \
     onboarding_token_hash, code_url";
+
+/// The SQL condition "this job is not finished", from [`crate::FINAL_JOB_STATES`].
+fn unfinished_job() -> String {
+    let finished = crate::FINAL_JOB_STATES.map(|state| format!("'{state}'")).join(", ");
+    format!("state NOT IN ({finished})")
+}
+
 const JOB_COLUMNS: &str = "job_id, user_id, kind, payment_id, state, attempts, last_error, \
     next_attempt_at, locked_by, locked_until, pairing_qr, pairing_status, verify_code, bot_name, \
     created_at, updated_at";
@@ -760,11 +767,11 @@ impl Accounts for SqlAccounts {
             Pool::Postgres(_) => "FOR UPDATE SKIP LOCKED",
             Pool::Sqlite(_) => "",
         };
-        let finished = crate::FINAL_JOB_STATES.map(|state| format!("'{state}'")).join(", ");
+        let unfinished = unfinished_job();
         let sql = format!(
             "UPDATE provisioning_jobs SET locked_by = $1, locked_until = $3, updated_at = $2 \
              WHERE job_id = (SELECT job_id FROM provisioning_jobs \
-             WHERE state NOT IN ({finished}) AND next_attempt_at <= $2 \
+             WHERE {unfinished} AND next_attempt_at <= $2 \
              AND (locked_until IS NULL OR locked_until < $2) \
              ORDER BY next_attempt_at LIMIT 1 {skip_locked}) \
              RETURNING {JOB_COLUMNS}"
@@ -834,10 +841,10 @@ impl Accounts for SqlAccounts {
     }
 
     async fn enqueue_provisioning(&self, user_id: Uuid, onboarding_token_hash: &str) -> Result<ProvisioningJob> {
-        let finished = crate::FINAL_JOB_STATES.map(|state| format!("'{state}'")).join(", ");
+        let unfinished = unfinished_job();
         let resume = format!(
             "UPDATE provisioning_jobs SET onboarding_token_hash = $3, next_attempt_at = $4, updated_at = $4 \
-             WHERE user_id = $1 AND kind = $2 AND state NOT IN ({finished}) RETURNING {JOB_COLUMNS}"
+             WHERE user_id = $1 AND kind = $2 AND {unfinished} RETURNING {JOB_COLUMNS}"
         );
         let resumed = on_pool!(self, |pool| {
             sqlx::query_as::<_, ProvisioningJob>(&resume)
@@ -871,9 +878,9 @@ impl Accounts for SqlAccounts {
     }
 
     async fn wake_job(&self, job_id: Uuid) -> Result<bool> {
-        let finished = crate::FINAL_JOB_STATES.map(|state| format!("'{state}'")).join(", ");
+        let unfinished = unfinished_job();
         let sql = format!(
-            "UPDATE provisioning_jobs SET next_attempt_at = $2 WHERE job_id = $1 AND state NOT IN ({finished})"
+            "UPDATE provisioning_jobs SET next_attempt_at = $2 WHERE job_id = $1 AND {unfinished}"
         );
         let woken = on_pool!(self, |pool| {
             sqlx::query(&sql).bind(job_id).bind(now()).execute(pool).await.map(|done| done.rows_affected())

@@ -165,11 +165,10 @@ async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
             println!("revoked {revoked} key(s) of {user}");
         }
         AdminCommand::Provision { user } => {
-            let token = twilight_core::RawToken::generate();
-            let job = accounts.enqueue_provisioning(user, &token.hash()).await.with_context(|| format!("provisioning {user}"))?;
+            let (job, link) = twilight_api::admin::provision_user(&*accounts, user).await.with_context(|| format!("provisioning {user}"))?;
             println!("job {} ({})
-onboarding link: /onboard/{}
-(shown once; an earlier link of this user stops working)", job.job_id, job.state, token.expose());
+onboarding link: {link}
+(shown once; an earlier link of this user stops working)", job.job_id, job.state);
         }
         AdminCommand::InstallTemplate => {
             let hermes = twilight_provision::HermesCli::new(config.hermes_bin(), config.hermes_home()?);

@@ -4,6 +4,7 @@ mod orders;
 mod provision;
 mod users;
 
+pub use provision::provision_user;
 pub use users::{create_user_with_key, DEFAULT_RATE_LIMIT_PER_MIN};
 
 use axum::extract::{Request, State};

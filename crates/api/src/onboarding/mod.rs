@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use twilight_accounts::{Payment, PaymentState, ProvisioningJob, JOB_ACTIVE, JOB_FAILED};
 use twilight_core::token::hash_hex;
+use twilight_core::RawToken;
 use twilight_provision::provisioner::{AWAITING_SCAN, BOT_NAMED, GATEWAY_RUNNING, PAIRED};
 use twilight_provision::BotName;
 
@@ -24,6 +25,11 @@ pub fn router() -> Router<ApiContext> {
         .route("/onboard/{token}/verify-code", post(verify_code))
         .route("/onboard/{token}/bot-name", post(bot_name))
         .route("/onboard/{token}/qr/refresh", post(refresh_qr))
+}
+
+/// The page a link's token opens (the JSON API lives under it).
+pub fn url(token: &RawToken) -> String {
+    format!("/onboard/{}", token.expose())
 }
 
 /// What the user should do or wait for next.

@@ -9,7 +9,7 @@ use twilight_billing::OrderView;
 use uuid::Uuid;
 
 use crate::extract::{ApiJson, ApiPath};
-use crate::{qr, ApiContext, ApiError, ApiResult};
+use crate::{onboarding, qr, ApiContext, ApiError, ApiResult};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,7 +31,7 @@ pub async fn create(State(ctx): State<ApiContext>, ApiJson(body): ApiJson<Checko
     let mut answer = order_json(&view);
     answer["code_url"] = placed.code_url.clone().into();
     answer["qr_svg"] = qr::svg(&placed.code_url)?.into();
-    answer["onboarding_url"] = format!("/onboard/{}", placed.onboarding_token.expose()).into();
+    answer["onboarding_url"] = onboarding::url(&placed.onboarding_token).into();
     if let Some(sandbox) = &ctx.sandbox_links {
         answer["sandbox_pay_url"] = sandbox.pay_url(&view.out_trade_no).into();
     }

@@ -170,7 +170,7 @@ async fn buy(State(ctx): State<ApiContext>, headers: HeaderMap, form: Result<For
     }
     .await;
     match placed {
-        Ok(placed) => Redirect::to(&format!("/onboard/{}?lang={}", placed.onboarding_token.expose(), frame.lang)).into_response(),
+        Ok(placed) => Redirect::to(&format!("{}?lang={}", onboarding::url(&placed.onboarding_token), frame.lang)).into_response(),
         Err(error) => {
             let status = error.status_code();
             let message = match status {
