@@ -3,7 +3,8 @@
 //! invisible key, scan the pairing QR in the sandbox iLink (typing the verify code), name the bot,
 //! and watch the real hermes gateway answer the paying user's "查 600519 的 P/E" through the real
 //! data plane, quoting the value and its cite — while a stranger hears nothing and the raw key
-//! appears in no log, database row or response.
+//! appears in no log, database row or response. Also the manual path: an admin provisioning a user
+//! made by hand through `POST /admin/provision/{user_id}`.
 
 mod common;
 
@@ -173,5 +174,43 @@ async fn pay_pair_name_and_chat(backend: Backend) {
     let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("provisioning job ran"), "logs were captured");
     assert!(!logs.contains(&raw_key), "the raw key is in the logs");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_admin_provision_hands_out_one_live_link() {
+    admin_provision_hands_out_one_live_link(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_admin_provision_hands_out_one_live_link() {
+    admin_provision_hands_out_one_live_link(Backend::Postgres).await;
+}
+
+/// The manual path: an admin provisions a user made by hand and hands out the onboarding link; a
+/// second call resumes the same job behind a new link, and the old link stops working.
+async fn admin_provision_hands_out_one_live_link(backend: Backend) {
+    // No provisioner runs: the job stays where the admin API left it.
+    let Some(app) = TestApp::start_with(backend, |config| config.provisioner.in_process = false).await else {
+        return;
+    };
+    let (user_id, key) = app.user(60).await;
+    let path = format!("/admin/provision/{user_id}");
+    assert_eq!(app.post(&path, Some(&key), json!({})).await.0, 403, "a user key cannot provision");
+    assert_eq!(app.post(&format!("/admin/provision/{}", uuid::Uuid::new_v4()), Some(&app.admin_token), json!({})).await.0, 404);
+
+    let (status, first) = app.post(&path, Some(&app.admin_token), json!({})).await;
+    assert_eq!(status, 202, "{first}");
+    let first_link = first["onboarding_url"].as_str().unwrap().to_string();
+    assert!(first_link.starts_with("/onboard/"), "{first}");
+    assert_eq!(onboarding(&app, &first_link).await["step"], "setting_up");
+
+    let (status, second) = app.post(&path, Some(&app.admin_token), json!({})).await;
+    assert_eq!(status, 202, "{second}");
+    assert_eq!(second["job_id"], first["job_id"], "the unfinished job is resumed, not doubled");
+    let second_link = second["onboarding_url"].as_str().unwrap();
+    assert_ne!(second_link, first_link);
+    assert_eq!(onboarding(&app, second_link).await["step"], "setting_up");
+    assert_eq!(app.get(&format!("{first_link}/status"), None).await.0, 404, "the earlier link stops working");
     app.stop().await;
 }
