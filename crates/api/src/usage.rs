@@ -1,87 +1,80 @@
-//! Usage metering off the hot path: requests enqueue a row, one writer task inserts them in batches,
-//! and shutdown flushes everything enqueued before it (rows == requests answered).
+//! Usage metering off the hot path: a request appends its row to a shared buffer (no task wake-up,
+//! no allocation beyond the row), one writer task inserts the buffer in batches every `LINGER`, and
+//! shutdown flushes everything recorded before it (rows == requests answered).
 
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::Notify;
 use twilight_accounts::{Accounts, UsageRecord};
 
 const BATCH: usize = 2_000;
 const LINGER: Duration = Duration::from_millis(200);
 
-enum Message {
-    Record(UsageRecord),
-    Flush(oneshot::Sender<()>),
+struct Buffer {
+    pending: Mutex<Vec<UsageRecord>>,
+    /// Rung when a full batch is waiting, so a burst does not wait out the linger.
+    full: Notify,
+    /// Held while a taken batch is being written, so `flush` cannot overtake a write in progress.
+    writing: tokio::sync::Mutex<()>,
+    accounts: Arc<dyn Accounts>,
 }
 
-/// The sending side, cloned into the router state.
+/// The recording side, shared through the router state.
 #[derive(Clone)]
 pub struct UsageSink {
-    tx: mpsc::UnboundedSender<Message>,
+    buffer: Arc<Buffer>,
 }
 
 impl UsageSink {
-    /// Starts the writer task on `accounts`.
-    pub fn start(accounts: std::sync::Arc<dyn Accounts>) -> UsageSink {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_batches(accounts, rx));
-        UsageSink { tx }
+    /// Starts the writer task on `accounts`; it ends once every sink is dropped.
+    pub fn start(accounts: Arc<dyn Accounts>) -> UsageSink {
+        let buffer = Arc::new(Buffer { pending: Mutex::new(Vec::with_capacity(BATCH)), full: Notify::new(), writing: tokio::sync::Mutex::new(()), accounts });
+        tokio::spawn(write_batches(Arc::downgrade(&buffer)));
+        UsageSink { buffer }
     }
 
     pub fn record(&self, record: UsageRecord) {
-        if self.tx.send(Message::Record(record)).is_err() {
-            tracing::error!("usage writer is gone; a usage row was lost");
+        let waiting = {
+            let mut pending = self.buffer.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            pending.push(record);
+            pending.len()
+        };
+        if waiting == BATCH {
+            self.buffer.full.notify_one();
         }
     }
 
     /// Waits until every row recorded before this call is in the database.
     pub async fn flush(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.tx.send(Message::Flush(done)).is_ok() {
-            let _ = wait.await;
-        }
+        self.buffer.write_pending().await;
     }
 }
 
-async fn write_batches(accounts: std::sync::Arc<dyn Accounts>, mut rx: mpsc::UnboundedReceiver<Message>) {
-    let mut batch: Vec<UsageRecord> = Vec::with_capacity(BATCH);
-    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let deadline = tokio::time::Instant::now() + LINGER;
-        let mut next = Some(first);
-        loop {
-            match next.take() {
-                Some(Message::Record(record)) => batch.push(record),
-                Some(Message::Flush(done)) => {
-                    waiters.push(done);
-                    break;
-                }
-                None => {}
-            }
-            if batch.len() >= BATCH {
-                break;
-            }
-            next = match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(message)) => Some(message),
-                Ok(None) | Err(_) => break,
-            };
-        }
-        write(&*accounts, &mut batch).await;
-        for done in waiters.drain(..) {
-            let _ = done.send(());
-        }
+impl Buffer {
+    async fn write_pending(&self) {
+        let _writing = self.writing.lock().await;
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        write(&*self.accounts, batch).await;
     }
-    write(&*accounts, &mut batch).await;
+}
+
+async fn write_batches(buffer: Weak<Buffer>) {
+    loop {
+        let Some(strong) = buffer.upgrade() else { return };
+        let _ = tokio::time::timeout(LINGER, strong.full.notified()).await;
+        strong.write_pending().await;
+    }
 }
 
 /// Writes a batch, retrying while the database is unreachable: losing rows would under-bill.
-async fn write(accounts: &dyn Accounts, batch: &mut Vec<UsageRecord>) {
+async fn write(accounts: &dyn Accounts, batch: Vec<UsageRecord>) {
     if batch.is_empty() {
         return;
     }
     let mut wait = Duration::from_millis(100);
     for attempt in 1.. {
-        match accounts.record_usage(batch).await {
+        match accounts.record_usage(&batch).await {
             Ok(()) => break,
             Err(e) if attempt < 8 => {
                 tracing::warn!(error = %e, rows = batch.len(), attempt, "usage write failed; retrying");
@@ -94,5 +87,4 @@ async fn write(accounts: &dyn Accounts, batch: &mut Vec<UsageRecord>) {
             }
         }
     }
-    batch.clear();
 }
