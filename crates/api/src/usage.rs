@@ -1,6 +1,6 @@
-//! Usage metering off the hot path: a request appends its row to a shared buffer (no task wake-up,
-//! no allocation beyond the row), one writer task inserts the buffer in batches every `LINGER`, and
-//! shutdown flushes everything recorded before it (rows == requests answered).
+//! Usage metering off the hot path: a request appends its row to a shared buffer (no timer and no task
+//! wake-up per request), one writer task inserts the buffer in batches every `LINGER`, and shutdown
+//! flushes everything recorded before it (rows == requests answered).
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -29,7 +29,7 @@ pub struct UsageSink {
 impl UsageSink {
     /// Starts the writer task on `accounts`; it ends once every sink is dropped.
     pub fn start(accounts: Arc<dyn Accounts>) -> UsageSink {
-        let buffer = Arc::new(Buffer { pending: Mutex::new(Vec::with_capacity(BATCH)), full: Notify::new(), writing: tokio::sync::Mutex::new(()), accounts });
+        let buffer = Arc::new(Buffer { pending: Mutex::new(Vec::new()), full: Notify::new(), writing: tokio::sync::Mutex::new(()), accounts });
         tokio::spawn(write_batches(Arc::downgrade(&buffer)));
         UsageSink { buffer }
     }
