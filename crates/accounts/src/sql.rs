@@ -25,7 +25,7 @@ use crate::{
 /// Rows per multi-row INSERT (and keys per `last_used_at` UPDATE). A statement may carry at most
 /// 32,766 bind parameters in SQLite and 65,535 in Postgres; at five per usage row this stays well
 /// below both. 100 rather than 1,000: the benchmark's cached `/price` served 10–15 % more requests
-/// per second on one core (SQLite's writer thread then holds the core in shorter bursts).
+/// per second with the server on one core (measured, two runs each; why is not established).
 const ROWS_PER_STATEMENT: usize = 100;
 const _: () = assert!(ROWS_PER_STATEMENT * 5 <= 32_766);
 
