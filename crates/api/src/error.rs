@@ -36,6 +36,17 @@ pub enum ApiError {
     Unavailable(&'static str),
     #[error("internal error")]
     Panic,
+    /// A failure of ours that is not a panic; the detail is logged, never shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// A request the protocol layer refused before any handler saw it (wrong method, media type,
+    /// size), with the refusal's own status and words.
+    #[error("{message}")]
+    Protocol { status: StatusCode, message: String },
+    /// A relayed upstream (the LLM) refused the request, failed or timed out; `status` is what we
+    /// answer with (its client errors pass through, its failures are 502/503/504).
+    #[error("{message}")]
+    Upstream { status: StatusCode, message: String, retry_after_secs: Option<u64> },
     #[error(transparent)]
     Market(#[from] MarketError),
     #[error(transparent)]
@@ -61,7 +72,8 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Panic => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Panic | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Protocol { status, .. } | ApiError::Upstream { status, .. } => *status,
             ApiError::Market(e) => match e {
                 M::InvalidInput { .. } | M::NotTradingDay { .. } => StatusCode::BAD_REQUEST,
                 M::NotFound(_) => StatusCode::NOT_FOUND,
@@ -99,7 +111,20 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Unavailable(_) => "unavailable",
-            ApiError::Panic => "internal",
+            ApiError::Panic | ApiError::Internal(_) => "internal",
+            ApiError::Protocol { status, .. } => match *status {
+                StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+                StatusCode::NOT_ACCEPTABLE => "not_acceptable",
+                StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+                _ => "invalid_request",
+            },
+            ApiError::Upstream { status, .. } => match *status {
+                StatusCode::GATEWAY_TIMEOUT => "upstream_timeout",
+                StatusCode::TOO_MANY_REQUESTS => "upstream_throttled",
+                s if s.is_client_error() => "upstream_rejected",
+                _ => "upstream_error",
+            },
             ApiError::Market(e) => match e {
                 M::InvalidInput { .. } => "invalid_input",
                 M::NotTradingDay { .. } => "not_trading_day",
@@ -136,10 +161,12 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The JSON every error answers with, `{"error":{"code","message"[,"field"]…}}`, over HTTP and
+    /// as an MCP tool error alike. Internal details are logged here, never shown; upstream and
+    /// client errors are safe to explain.
+    pub(crate) fn body(&self) -> serde_json::Value {
         let status = self.status_code();
-        // Internal details are logged, never shown; upstream and client errors are safe to explain.
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, "internal error");
             "internal error; it has been logged".to_string()
@@ -153,16 +180,25 @@ impl IntoResponse for ApiError {
         if let Some(field) = self.field() {
             body["field"] = field.into();
         }
-        if let ApiError::Market(MarketError::NotTradingDay { previous: Some(previous), .. }) = &self {
+        if let ApiError::Market(MarketError::NotTradingDay { previous: Some(previous), .. }) = self {
             body["applies"] = twilight_core::compact(*previous).into();
         }
-        let mut response = (status, Json(json!({ "error": body }))).into_response();
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            body["retry_after_secs"] = (*retry_after_secs).into();
+        }
+        json!({ "error": body })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status_code(), Json(self.body())).into_response();
         let headers = response.headers_mut();
         match &self {
             ApiError::MissingToken | ApiError::UnknownToken => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::RateLimited { retry_after_secs } => {
+            ApiError::RateLimited { retry_after_secs } | ApiError::Upstream { retry_after_secs: Some(retry_after_secs), .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             ApiError::Market(MarketError::Throttled { .. }) => {

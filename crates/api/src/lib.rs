@@ -7,6 +7,8 @@ pub mod data;
 pub mod error;
 pub mod extract;
 pub mod limit;
+pub mod llm;
+pub mod mcp;
 pub mod onboarding;
 pub mod payments;
 pub mod qr;
@@ -47,6 +49,8 @@ pub struct Shared {
     pub usage: usage::UsageSink,
     /// Checkout and the payment webhook; `None` when no processor is configured.
     pub payments: Option<Arc<payments::Payments>>,
+    /// The LLM relay; `None` when no upstream is configured (its endpoints answer 503).
+    pub llm: Option<Arc<llm::Relay>>,
     /// Where the sandbox's stand-ins for the payer's and the pairing user's phone live; `Some`
     /// only in sandbox mode, where the pages link to them (labelled as the sandbox).
     pub sandbox_links: Option<SandboxLinks>,
@@ -75,8 +79,15 @@ impl SandboxLinks {
 
 impl ApiContext {
     /// Wires the shared pieces; starts the usage writer task (call inside a tokio runtime).
-    /// `payments` and `sandbox_links` are `None` where there is no processor or no sandbox.
-    pub fn new(accounts: Arc<dyn Accounts>, market: Arc<Market>, payments: Option<Arc<payments::Payments>>, sandbox_links: Option<SandboxLinks>) -> Self {
+    /// `payments`, `llm` and `sandbox_links` are `None` where there is no processor, no LLM upstream
+    /// or no sandbox.
+    pub fn new(
+        accounts: Arc<dyn Accounts>,
+        market: Arc<Market>,
+        payments: Option<Arc<payments::Payments>>,
+        llm: Option<Arc<llm::Relay>>,
+        sandbox_links: Option<SandboxLinks>,
+    ) -> Self {
         ApiContext(Arc::new(Shared {
             auth: Arc::new(auth::Authenticator::new(accounts.clone())),
             limits: Arc::new(limit::RateLimits::default()),
@@ -84,6 +95,7 @@ impl ApiContext {
             accounts,
             market,
             payments,
+            llm,
             sandbox_links,
         }))
     }
@@ -93,14 +105,15 @@ impl ApiContext {
 pub fn router(ctx: ApiContext) -> Router {
     Router::new()
         .merge(data::router(ctx.clone()))
+        .merge(mcp::router(ctx.clone()))
+        .merge(llm::router(ctx.clone()))
         .merge(admin::router(ctx.clone()))
         .merge(payments::router())
         .merge(onboarding::router())
         .merge(web::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
-            (StatusCode::METHOD_NOT_ALLOWED, axum::Json(serde_json::json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this endpoint"}})))
-                .into_response()
+            ApiError::Protocol { status: StatusCode::METHOD_NOT_ALLOWED, message: "method not allowed on this endpoint".into() }
         })
         .layer(CatchPanicLayer::custom(|_| ApiError::Panic.into_response()))
         .layer(TraceLayer::new_for_http())

@@ -24,7 +24,12 @@ impl Default for RateLimits {
 impl RateLimits {
     /// Takes one token from the key's bucket, or says how long until one is free.
     pub fn check(&self, key: &UserKey) -> Result<(), ApiError> {
-        let per_min = key.rate_limit_per_min;
+        self.check_per_min(key, key.rate_limit_per_min)
+    }
+
+    /// Like [`Self::check`] with a bucket of `per_min` instead of the key's own limit (the LLM relay
+    /// keeps its buckets in a `RateLimits` of its own).
+    pub fn check_per_min(&self, key: &UserKey, per_min: u32) -> Result<(), ApiError> {
         let mut bucket = self.buckets.get_with(key.digest, || Arc::new(new_bucket(per_min)));
         if bucket.0 != per_min {
             bucket = Arc::new(new_bucket(per_min));

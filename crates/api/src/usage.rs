@@ -5,8 +5,11 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use chrono::Utc;
 use tokio::sync::Notify;
 use twilight_accounts::{Accounts, UsageRecord};
+
+use crate::auth::UserKey;
 
 const BATCH: usize = 2_000;
 const LINGER: Duration = Duration::from_millis(200);
@@ -34,7 +37,19 @@ impl UsageSink {
         UsageSink { buffer }
     }
 
-    pub fn record(&self, record: UsageRecord) {
+    /// Meters one answered call of `key` (an HTTP request or an MCP tool call) to `endpoint`.
+    pub fn record_call(&self, key: &UserKey, endpoint: impl Into<String>, status: u16, upstream_cost_pts: i32) {
+        self.record(UsageRecord {
+            user_id: key.user_id,
+            key_hash: key.key_hash.to_string(),
+            endpoint: endpoint.into(),
+            occurred_at: Utc::now(),
+            upstream_cost_pts,
+            status,
+        });
+    }
+
+    fn record(&self, record: UsageRecord) {
         let waiting = {
             let mut pending = self.buffer.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             pending.push(record);

@@ -57,6 +57,30 @@ pub enum Error {
     #[error("path {0} cannot be written into a systemd unit")]
     UnitPath(PathBuf),
 
+    /// An OS user lookup failed (not: the user does not exist).
+    #[error("looking up OS user {user}: {source}")]
+    UserLookup { user: String, source: std::io::Error },
+
+    /// useradd succeeded but the user cannot be found.
+    #[error("OS user {0} is missing right after useradd")]
+    NoSuchUser(String),
+
+    /// A gateway's own user could not reach what it runs or where it lives.
+    #[error(
+        "gateway user {user} cannot reach {path}: {blocked} is not searchable by it. Keep the hermes venv (and the \
+         interpreter it was made from) and HERMES_HOME outside private home directories, e.g. /opt/twilight/hermes-venv \
+         and /var/lib/twilight/hermes, or allow others to search {blocked} (chmod o+x)"
+    )]
+    Unreachable { user: String, path: PathBuf, blocked: PathBuf },
+
+    /// A configured value that would not be one line of a systemd unit's setting.
+    #[error("{value:?} is not a valid {key}= for a systemd unit")]
+    UnitValue { key: &'static str, value: String },
+
+    /// Something only root may do, asked of a process that is not root.
+    #[error("creating {0} needs root")]
+    NeedsRoot(&'static str),
+
     /// The service manager does not know the profile (never installed, or already uninstalled).
     #[error("no gateway service installed for profile {0}")]
     NotInstalled(String),

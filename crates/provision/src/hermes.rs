@@ -4,6 +4,7 @@
 //! deleting one that does not, succeeds. hermes runs with a clean environment (see [`HermesCli::command`])
 //! so nothing of the backend's own environment — database URLs, upstream tokens — reaches a user's agent.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ use crate::soul::{self, BotName};
 
 /// Variables a hermes process inherits from ours; everything else is dropped.
 const INHERITED_ENV: [&str; 7] = ["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"];
+/// All a gateway inherits from ours (the rest is [`HermesCli::gateway_env`]).
+const GATEWAY_INHERITED_ENV: [&str; 3] = ["LANG", "LC_ALL", "TZ"];
 
 /// Written by `hermes profile create --no-skills`; keeps `hermes update` from seeding ~100 bundled skills.
 /// `--clone-from` does not copy it, so [`HermesCli::create_profile`] does.
@@ -134,8 +137,8 @@ impl HermesCli {
     }
 
     /// `hermes ARGS…` with `HERMES_HOME`, `HERMES_DISABLE_LAZY_INSTALLS=1` (never pip-install at run time),
-    /// stdin from /dev/null, and an environment reduced to PATH, HOME, USER, LOGNAME, LANG, LC_ALL and TZ. The gateway runs from this
-    /// too ([`crate::ChildSupervisor`]), so a user's agent never sees the backend's variables.
+    /// stdin from /dev/null, and an environment reduced to PATH, HOME, USER, LOGNAME, LANG, LC_ALL and TZ:
+    /// the profile commands the provisioner runs. Gateways get even less ([`HermesCli::gateway_command`]).
     pub fn command(&self) -> Command {
         let mut command = Command::new(&self.bin);
         command.env_clear();
@@ -148,11 +151,40 @@ impl HermesCli {
         command
     }
 
-    /// `hermes --profile NAME gateway run`, the foreground gateway a supervisor keeps alive.
+    /// `hermes --profile NAME gateway run`, the foreground gateway a supervisor keeps alive, in the profile
+    /// directory with [`HermesCli::gateway_env`] plus LANG, LC_ALL and TZ if we have them, and nothing else
+    /// of ours. The profile's secrets reach it through its `.env`, which hermes loads itself.
     pub fn gateway_command(&self, profile: &ProfileName) -> Command {
-        let mut command = self.command();
+        let mut command = Command::new(&self.bin);
+        command.env_clear();
+        for key in GATEWAY_INHERITED_ENV {
+            if let Some(value) = std::env::var_os(key) {
+                command.env(key, value);
+            }
+        }
+        command.envs(self.gateway_env(profile));
         command.args(["--profile", profile.as_str(), "gateway", "run"]).current_dir(self.profile_dir(profile));
         command
+    }
+
+    /// A gateway's environment, whoever starts it (the supervisor, a unit's `Environment=` lines): the hermes
+    /// root; HOME and the kanban board inside the profile (hermes otherwise keeps one board for all profiles
+    /// in its root, which a gateway confined to its profile cannot and should not write); no package
+    /// installs at run time; the venv first on PATH.
+    pub fn gateway_env(&self, profile: &ProfileName) -> Vec<(&'static str, OsString)> {
+        let dir = self.profile_dir(profile);
+        let venv_bin = self.bin.parent().unwrap_or(Path::new("/"));
+        let venv = venv_bin.parent().unwrap_or(Path::new("/"));
+        let mut path = venv_bin.as_os_str().to_owned();
+        path.push(":/usr/local/bin:/usr/bin:/bin");
+        vec![
+            ("HERMES_HOME", self.home.clone().into()),
+            ("HERMES_KANBAN_HOME", dir.clone().into()),
+            ("HOME", dir.into()),
+            ("HERMES_DISABLE_LAZY_INSTALLS", "1".into()),
+            ("VIRTUAL_ENV", venv.into()),
+            ("PATH", path),
+        ]
     }
 
     async fn run<const N: usize>(&self, args: [&str; N]) -> Result<()> {
@@ -271,12 +303,28 @@ mod tests {
     fn commands_carry_hermes_home_and_no_foreign_environment() {
         let cli = HermesCli::new("/venv/bin/hermes", "/srv/hermes");
         assert_eq!(cli.python(), Path::new("/venv/bin/python"));
+        let envs = |command: &Command| -> Vec<(String, Option<String>)> {
+            command.as_std().get_envs().map(|(k, v)| (k.to_str().unwrap().to_owned(), v.map(|v| v.to_str().unwrap().to_owned()))).collect()
+        };
+        let cli_envs = envs(&cli.command());
+        assert!(cli_envs.contains(&("HERMES_HOME".into(), Some("/srv/hermes".into()))));
+        assert!(cli_envs.iter().all(|(k, _)| k == "HERMES_HOME" || k == "HERMES_DISABLE_LAZY_INSTALLS" || INHERITED_ENV.contains(&k.as_str())));
+
         let profile = ProfileName::parse("user-1").unwrap();
         let gateway = cli.gateway_command(&profile);
         assert_eq!(command::describe(&gateway), "/venv/bin/hermes --profile user-1 gateway run");
-        let envs: Vec<_> = gateway.as_std().get_envs().map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned()))).collect();
-        assert!(envs.contains(&("HERMES_HOME".into(), Some("/srv/hermes".into()))));
-        assert!(envs.contains(&("HERMES_DISABLE_LAZY_INSTALLS".into(), Some("1".into()))));
-        assert!(envs.iter().all(|(k, _)| k == "HERMES_HOME" || k == "HERMES_DISABLE_LAZY_INSTALLS" || INHERITED_ENV.contains(&k.to_str().unwrap())));
+        let gateway_envs = envs(&gateway);
+        for (key, value) in [
+            ("HERMES_HOME", "/srv/hermes"),
+            ("HERMES_KANBAN_HOME", "/srv/hermes/profiles/user-1"),
+            ("HOME", "/srv/hermes/profiles/user-1"),
+            ("HERMES_DISABLE_LAZY_INSTALLS", "1"),
+            ("VIRTUAL_ENV", "/venv"),
+            ("PATH", "/venv/bin:/usr/local/bin:/usr/bin:/bin"),
+        ] {
+            assert!(gateway_envs.contains(&(key.into(), Some(value.into()))), "{key} in {gateway_envs:?}");
+        }
+        let allowed = |k: &str| GATEWAY_INHERITED_ENV.contains(&k) || cli.gateway_env(&profile).iter().any(|(key, _)| *key == k);
+        assert!(gateway_envs.iter().all(|(k, _)| allowed(k)), "{gateway_envs:?}");
     }
 }

@@ -8,7 +8,8 @@
 //! - [`SecretStore`] keeps per-user secrets ([`FileStore`], [`PassStore`], [`SystemdCredsStore`]) and
 //!   [`plant_secrets`] makes them visible to the gateway the way the store requires ([`SecretDelivery`]).
 //! - [`ServiceManager`] keeps one gateway per profile running: [`SystemdManager`] in production,
-//!   [`ChildSupervisor`] where there is no systemd (the embedded default, CI).
+//!   [`ChildSupervisor`] where there is no systemd (the embedded default, CI). Run as root, both give
+//!   every gateway an OS user of its own ([`GatewayUser`]) that alone owns its profile.
 //!
 //! Secret values are [`secrecy::SecretString`]s: no type here prints one in `Debug`, no error carries one,
 //! and they reach child processes on stdin, never in argv.
@@ -30,6 +31,6 @@ pub use error::{Error, Result};
 pub use hermes::HermesCli;
 pub use names::{EnvKey, ProfileName, TEMPLATE_PROFILE};
 pub use secrets::{plant_secrets, FileStore, PassStore, SecretDelivery, SecretStore, SystemdCredsStore};
-pub use service::{Backoff, ChildSupervisor, Launcher, ServiceManager, ServiceStatus, SystemdManager, SystemdScope};
+pub use service::{Account, Backoff, ChildSupervisor, GatewayUser, Launcher, ServiceManager, ServiceStatus, SystemdManager, SystemdScope};
 pub use provisioner::{Outcome, Provisioner, ProvisionerConfig};
 pub use soul::BotName;

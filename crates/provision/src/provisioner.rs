@@ -42,7 +42,8 @@ pub const GATEWAY_RUNNING: &str = "gateway_running";
 pub const API_TOKEN: &str = "TWILIGHT_API_TOKEN";
 /// Where the skill calls the data plane.
 pub const API_BASE: &str = "TWILIGHT_API_BASE";
-/// The LLM (hermes' `alibaba` provider).
+/// The LLM (hermes' `alibaba` provider), which is our relay: the user's own key (the same as
+/// [`API_TOKEN`]) and `<api_base>/llm/v1`. No upstream LLM key is ever planted.
 pub const DASHSCOPE_API_KEY: &str = "DASHSCOPE_API_KEY";
 pub const DASHSCOPE_BASE_URL: &str = "DASHSCOPE_BASE_URL";
 /// The paired bot's token, planted for the gateway's WeChat adapter.
@@ -57,12 +58,8 @@ pub struct ProvisionerConfig {
     pub worker_id: String,
     /// Recorded as the profile's host.
     pub host: String,
-    /// The data plane the user's agent calls (`TWILIGHT_API_BASE`).
+    /// The data plane the user's agent calls (`TWILIGHT_API_BASE`); its LLM relay is under `/llm/v1`.
     pub api_base: String,
-    /// The LLM key planted into every profile.
-    pub dashscope_api_key: SecretString,
-    /// An OpenAI-compatible LLM endpoint other than DashScope's (the sandbox's); production leaves it out.
-    pub dashscope_base_url: Option<String>,
     /// The template profile users are cloned from.
     pub template: ProfileName,
     /// How long a claimed job stays ours without a word from us.
@@ -86,8 +83,15 @@ impl std::fmt::Debug for ProvisionerConfig {
             .field("worker_id", &self.worker_id)
             .field("host", &self.host)
             .field("api_base", &self.api_base)
-            .field("dashscope_base_url", &self.dashscope_base_url)
             .finish_non_exhaustive()
+    }
+}
+
+impl ProvisionerConfig {
+    /// The LLM relay as hermes' `alibaba` provider reaches it (`DASHSCOPE_BASE_URL`; hermes appends
+    /// `/chat/completions`).
+    pub fn llm_base_url(&self) -> String {
+        format!("{}/llm/v1", self.api_base.trim_end_matches('/'))
     }
 }
 
@@ -274,28 +278,34 @@ impl Provisioner {
     /// Makes sure the profile holds exactly one live key of the user and the other secrets. A key
     /// planted by an earlier attempt is kept if it is still the user's live key; otherwise every
     /// key of the user is revoked and a new one is made, planted, then stored by hash — so a crash
-    /// anywhere in between leaves at most a planted key that matches nothing and is replaced.
+    /// anywhere in between leaves at most a planted key that matches nothing and is replaced. The
+    /// same key is the profile's LLM key (our relay's); the raw key is held only in memory here.
     async fn plant_key_and_secrets(&self, job: &ProvisioningJob, profile: &ProfileName) -> Result<()> {
         let token_key = env_key(API_TOKEN);
         let planted = match self.secrets.get(profile, &token_key).await {
-            Ok(raw) => self.accounts.api_key(&hash_hex(raw.expose_secret())).await?.filter(|key| key.user_id == job.user_id && !key.is_revoked()),
+            Ok(raw) => {
+                let live = self.accounts.api_key(&hash_hex(raw.expose_secret())).await?.is_some_and(|key| key.user_id == job.user_id && !key.is_revoked());
+                live.then_some(raw)
+            }
             Err(Error::SecretNotFound { .. }) => None,
             Err(error) => return Err(error),
         };
-        if planted.is_none() {
-            self.accounts.revoke_user_keys(job.user_id).await?;
-            let raw = RawToken::generate();
-            self.secrets.put(profile, &token_key, &SecretString::from(raw.expose())).await?;
-            let new_key = NewApiKey { key_hash: raw.hash(), user_id: job.user_id, scope: "data:read".into(), rate_limit_per_min: RATE_LIMIT_PER_MIN };
-            self.accounts.insert_api_key(new_key).await?;
-        }
+        let raw = match planted {
+            Some(raw) => raw,
+            None => {
+                self.accounts.revoke_user_keys(job.user_id).await?;
+                let raw = RawToken::generate();
+                let secret = SecretString::from(raw.expose());
+                self.secrets.put(profile, &token_key, &secret).await?;
+                let new_key = NewApiKey { key_hash: raw.hash(), user_id: job.user_id, scope: "data:read".into(), rate_limit_per_min: RATE_LIMIT_PER_MIN };
+                self.accounts.insert_api_key(new_key).await?;
+                secret
+            }
+        };
         self.secrets.put(profile, &env_key(API_BASE), &SecretString::from(self.config.api_base.clone())).await?;
-        self.secrets.put(profile, &env_key(DASHSCOPE_API_KEY), &self.config.dashscope_api_key).await?;
-        let mut keys = vec![token_key, env_key(API_BASE), env_key(DASHSCOPE_API_KEY)];
-        if let Some(base_url) = &self.config.dashscope_base_url {
-            self.secrets.put(profile, &env_key(DASHSCOPE_BASE_URL), &SecretString::from(base_url.clone())).await?;
-            keys.push(env_key(DASHSCOPE_BASE_URL));
-        }
+        self.secrets.put(profile, &env_key(DASHSCOPE_API_KEY), &raw).await?;
+        self.secrets.put(profile, &env_key(DASHSCOPE_BASE_URL), &SecretString::from(self.config.llm_base_url())).await?;
+        let keys = [token_key, env_key(API_BASE), env_key(DASHSCOPE_API_KEY), env_key(DASHSCOPE_BASE_URL)];
         plant_secrets(self.secrets.as_ref(), profile, &keys, &self.hermes.env_file(profile)).await
     }
 

@@ -9,8 +9,9 @@ use std::path::Path;
 use serde_json::Value;
 use twilight_provision::{BotName, DotEnv, EnvKey, HermesCli, ProfileName};
 
-/// Asks hermes' own code how it sees a profile: the LLM runtime it would use, the WeChat tool set, whether
-/// SOUL.md passes its prompt-injection scan, and whether our skill loads with its variables present.
+/// Asks hermes' own code how it sees a profile: the LLM runtime it would use, the WeChat tool set, the MCP
+/// servers with their `${VAR}`s filled in from the profile's `.env`, whether SOUL.md passes its
+/// prompt-injection scan, and whether our skill loads.
 const INSPECT_PROFILE: &str = r#"
 import json, os
 home = os.environ["HERMES_HOME"]
@@ -21,6 +22,7 @@ from hermes_cli.config import load_config
 from hermes_cli.tools_config import _get_platform_tools
 from agent.prompt_builder import _scan_context_content
 from tools.skills_tool import skill_view
+from tools.mcp_tool import _load_mcp_config
 rt = resolve_runtime_provider()
 soul = open(os.path.join(home, "SOUL.md"), encoding="utf-8").read()
 view = json.loads(skill_view("twilight-market-data"))
@@ -31,8 +33,7 @@ print(json.dumps({
     "soul": _scan_context_content(soul, "SOUL.md"),
     "skill_loaded": view.get("success"),
     "skill_content": view.get("content", ""),
-    "skill_env": [v["name"] for v in view.get("required_environment_variables", [])],
-    "skill_missing_env": view.get("missing_required_environment_variables"),
+    "mcp_servers": _load_mcp_config(),
     "token": os.environ.get("TWILIGHT_API_TOKEN"),
 }, ensure_ascii=False))
 "#;
@@ -124,17 +125,15 @@ async fn template_clone_plant_name_and_delete_with_real_hermes() {
     assert_eq!(seen["base_url"], "http://127.0.0.1:9/v1", "DASHSCOPE_BASE_URL decides the endpoint");
     assert_eq!(seen["model"], "qwen3.7-plus");
     let tools: Vec<&str> = seen["weixin_tools"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
-    for needed in ["terminal", "skills"] {
-        assert!(tools.contains(&needed), "{tools:?}");
-    }
-    for dropped in ["file", "browser", "code_execution", "delegation"] {
-        assert!(!tools.contains(&dropped), "{tools:?}");
-    }
+    // `kanban` is listed for every platform but only activates inside a kanban worker, which the
+    // template's `kanban.dispatch_in_gateway: false` never spawns.
+    assert_eq!(tools, ["clarify", "kanban", "memory", "session_search", "skills", "todo", "twilight"], "only tools that run no code and touch no files outside the profile");
+    let twilight = &seen["mcp_servers"]["twilight"];
+    assert_eq!(twilight["url"], "http://127.0.0.1:8080/mcp", "{twilight}");
+    assert_eq!(twilight["headers"]["Authorization"], format!("Bearer {token}"), "the user's own key, from the profile's .env");
     assert_eq!(seen["soul"].as_str().unwrap(), soul, "hermes' injection scan let SOUL.md through unchanged");
     assert_eq!(seen["skill_loaded"], true);
-    assert!(seen["skill_content"].as_str().unwrap().contains("$TWILIGHT_API_BASE/price?code=600519.SH&metric=pe_ttm"));
-    assert_eq!(seen["skill_env"], serde_json::json!(["TWILIGHT_API_TOKEN", "TWILIGHT_API_BASE"]));
-    assert_eq!(seen["skill_missing_env"], serde_json::json!([]));
+    assert!(seen["skill_content"].as_str().unwrap().contains("mcp__twilight__price"));
     assert_eq!(seen["token"], token.as_str());
 
     cli.delete_profile(&user).await.unwrap();

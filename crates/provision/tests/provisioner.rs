@@ -19,7 +19,8 @@ use twilight_core::token::hash_hex;
 use twilight_ilink::IlinkClient;
 use twilight_provision::provisioner::{AWAITING_SCAN, BOT_NAMED, PAIRED, PROFILE_CREATED, SECRETS_PLANTED};
 use twilight_provision::{
-    Backoff, ChildSupervisor, DotEnv, EnvKey, FileStore, HermesCli, Outcome, ProfileName, Provisioner, ProvisionerConfig, SecretStore, ServiceManager,
+    Backoff, ChildSupervisor, DotEnv, EnvKey, FileStore, GatewayUser, HermesCli, Outcome, ProfileName, Provisioner, ProvisionerConfig, SecretStore,
+    ServiceManager,
 };
 use twilight_sandbox::{serve, IlinkSim, IlinkSimConfig};
 use uuid::Uuid;
@@ -55,8 +56,6 @@ impl Harness {
             worker_id: worker.into(),
             host: "test-host".into(),
             api_base: "http://127.0.0.1:9/".into(),
-            dashscope_api_key: "sk-sandbox".to_string().into(),
-            dashscope_base_url: Some("http://127.0.0.1:9/compatible-mode/v1".into()),
             template: ProfileName::template(),
             lease: Duration::from_secs(30),
             max_attempts: 3,
@@ -235,6 +234,10 @@ async fn a_paid_user_gets_a_paired_named_running_bot_with_one_planted_key(h: Har
     assert_eq!((key.user_id, key.is_revoked()), (user_id, false));
     let db = dump(url).await;
     assert!(!db.contains(&raw), "the raw key is in the database");
+    // The profile's LLM is our relay, reached with that same key: no upstream LLM key is planted.
+    let planted = |key: &str| env.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).map(|v| v.trim_matches('\'').trim_matches('"').to_string());
+    assert_eq!(planted("DASHSCOPE_API_KEY").as_deref(), Some(raw.as_str()), "the LLM key is the user's own key");
+    assert_eq!(planted("DASHSCOPE_BASE_URL").as_deref(), Some("http://127.0.0.1:9/llm/v1"));
 
     // Nothing happens until the user names the bot; then the gateway comes up.
     tokio::time::sleep(Duration::from_millis(60)).await;
@@ -255,6 +258,16 @@ async fn a_paid_user_gets_a_paired_named_running_bot_with_one_planted_key(h: Har
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(h.ilink.calls("POST /ilink/bot/getupdates") > 0, "the gateway never polled iLink");
+    let gateway_user = GatewayUser::for_profile(&profile);
+    if common::is_root() {
+        // As root the gateway runs as the profile's own user, which owns the profile.
+        let account = gateway_user.lookup().unwrap().expect("the gateway's OS user exists");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", status.pid.unwrap())).unwrap();
+        assert!(status.lines().any(|l| l == format!("Uid:\t{0}\t{0}\t{0}\t{0}", account.uid)), "{status}");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&profile_dir).unwrap().uid(), account.uid);
+        assert_eq!(mode(&profile_dir), 0o700);
+    }
 
     // A refund's deprovisioning takes it all down.
     h.accounts.refund_payment(&h.accounts.payment(h.accounts.job(job_id).await.unwrap().unwrap().payment_id.unwrap()).await.unwrap().unwrap().out_trade_no, Utc::now()).await.unwrap();
@@ -265,6 +278,7 @@ async fn a_paid_user_gets_a_paired_named_running_bot_with_one_planted_key(h: Har
     assert!(h.secrets.get(&profile, &EnvKey::parse("TWILIGHT_API_TOKEN").unwrap()).await.is_err());
     assert!(h.accounts.api_key(&hash_hex(&raw)).await.unwrap().unwrap().is_revoked());
     assert_eq!(h.accounts.profile_for_user(user_id).await.unwrap().unwrap().status, ProfileStatus::Deprovisioned);
+    assert_eq!(gateway_user.lookup().unwrap(), None, "the gateway's OS user is deleted");
     drop(h.home);
 }
 
@@ -376,7 +390,7 @@ async fn a_crash_after_any_step_converges_to_one_profile_key_and_gateway(h: Harn
     assert_eq!(gateways(&profile), 1);
     // Exactly one live key in all: revoking the user's keys revokes one.
     assert_eq!(h.accounts.revoke_user_keys(user_id).await.unwrap(), 1);
-    h.services.stop(&profile).await.unwrap();
+    h.services.uninstall(&profile).await.unwrap();
     drop(h.home);
 }
 
@@ -394,6 +408,7 @@ async fn permanent_failure_is_compensated_completely(h: Harness, _url: &str) {
     assert!(!h.hermes.profile_exists(&profile).await.unwrap(), "the profile is deleted");
     assert!(h.secrets.get(&profile, &EnvKey::parse("TWILIGHT_API_TOKEN").unwrap()).await.is_err(), "secrets are removed");
     assert!(!h.services.status(&profile).await.unwrap().installed);
+    assert_eq!(GatewayUser::for_profile(&profile).lookup().unwrap(), None, "no OS user is left behind");
     let stored = h.accounts.profile_for_user(user_id).await.unwrap().unwrap();
     assert_eq!(stored.status, ProfileStatus::Error);
     assert!(provisioner.run_once().await.unwrap().is_none(), "a failed job is not run again");

@@ -1,6 +1,7 @@
 //! Service managers: the child supervisor with real processes (a script, and the real hermes gateway),
 //! and the systemd manager's unit file and systemctl command lines (systemd does not run here, so a
-//! stand-in `systemctl` records its arguments).
+//! stand-in `systemctl` records its arguments), with the system unit checked by `systemd-analyze`.
+//! Run as root, the gateways run as OS users of their own, and the tests check that they do.
 
 mod common;
 
@@ -11,8 +12,11 @@ use std::time::Duration;
 
 use tokio::process::Command;
 use twilight_provision::{
-    Backoff, ChildSupervisor, Error, HermesCli, ProfileName, SecretDelivery, ServiceManager, SystemdManager, SystemdScope,
+    Backoff, ChildSupervisor, Error, GatewayUser, HermesCli, ProfileName, SecretDelivery, ServiceManager, SystemdManager, SystemdScope,
 };
+
+/// A variable of the backend's own that must never reach a gateway.
+const CANARY: &str = "TWILIGHT_CANARY_SECRET";
 
 fn profile() -> ProfileName {
     ProfileName::for_user(uuid::Uuid::new_v4())
@@ -100,9 +104,26 @@ async fn stop_escalates_to_sigkill_for_a_gateway_ignoring_sigterm() {
     eventually("the grandchild is gone", || async { !alive(grandchild) }).await;
 }
 
+/// `/proc/<pid>/status`'s value for `key` (e.g. `Uid`, `Groups`).
+fn proc_status(pid: u32, key: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix(&format!("{key}:"))).unwrap().trim().to_owned()
+}
+
+/// `cat path` as `uid:gid` with no supplementary groups: what a gateway of that user could read.
+fn cat_as(uid: u32, gid: u32, path: &Path) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args([format!("--reuid={uid}"), format!("--regid={gid}"), "--clear-groups".into(), "cat".into()])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_real_hermes_gateway_is_supervised_restarted_and_stopped() {
     let Some(bin) = common::hermes_bin() else { return };
+    // Set before any gateway starts; nothing else in this binary reads it.
+    std::env::set_var(CANARY, "hunter2-backend-only");
     let home = common::test_home();
     let cli = HermesCli::new(bin, home.path());
     let template = ProfileName::template();
@@ -119,10 +140,37 @@ async fn the_real_hermes_gateway_is_supervised_restarted_and_stopped() {
     let first = supervisor.status(&p).await.unwrap().pid.unwrap();
     assert!(std::fs::read_to_string(&gateway_pid).unwrap().contains(&format!("\"pid\": {first}")));
     let environ = std::fs::read(format!("/proc/{first}/environ")).unwrap();
-    let environ = String::from_utf8_lossy(&environ);
-    assert!(environ.contains(&format!("HERMES_HOME={}", home.path().display())), "{environ}");
-    assert!(environ.contains("HERMES_DISABLE_LAZY_INSTALLS=1"));
-    assert!(!environ.contains("CARGO"), "the backend's environment does not reach the gateway");
+    let environ: Vec<String> = environ.split(|&b| b == 0).filter(|v| !v.is_empty()).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+    for expected in [
+        format!("HERMES_HOME={}", home.path().display()),
+        format!("HOME={}", dir.display()),
+        format!("HERMES_KANBAN_HOME={}", dir.display()),
+        "HERMES_DISABLE_LAZY_INSTALLS=1".to_owned(),
+    ] {
+        assert!(environ.contains(&expected), "{expected} missing from {environ:?}");
+    }
+    let allowed = ["HERMES_HOME", "HOME", "HERMES_KANBAN_HOME", "HERMES_DISABLE_LAZY_INSTALLS", "VIRTUAL_ENV", "PATH", "LANG", "LC_ALL", "TZ"];
+    for variable in &environ {
+        let key = variable.split('=').next().unwrap();
+        assert!(allowed.contains(&key), "the backend's {key} reached the gateway");
+    }
+    assert!(!environ.iter().any(|v| v.contains(CANARY) || v.contains("hunter2") || v.starts_with("CARGO")), "{environ:?}");
+
+    let user = GatewayUser::for_profile(&p);
+    if common::is_root() {
+        let account = user.lookup().unwrap().expect("install created the gateway's user");
+        assert_eq!(proc_status(first, "Uid"), format!("{0}\t{0}\t{0}\t{0}", account.uid), "the gateway runs as its own user");
+        assert_eq!(proc_status(first, "Gid"), format!("{0}\t{0}\t{0}\t{0}", account.gid));
+        assert_eq!(proc_status(first, "Groups"), "", "no supplementary groups");
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (account.uid, account.gid, 0o700), "the profile is the user's alone");
+        let env_file = std::fs::metadata(dir.join(".env")).unwrap();
+        assert_eq!((env_file.uid(), env_file.mode() & 0o777), (account.uid, 0o600));
+        assert!(std::fs::metadata(dir.join("state.db")).unwrap().uid() == account.uid, "hermes' own files are the user's");
+    } else {
+        common::skip("not root: gateways share the test's uid, so their OS users are not checked");
+    }
 
     // A crash (SIGKILL leaves a stale pid file behind) is followed by a restart that hermes accepts.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(first as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
@@ -145,7 +193,150 @@ async fn the_real_hermes_gateway_is_supervised_restarted_and_stopped() {
     assert_eq!(status.pid, None);
     assert_ne!(status.last_exit.as_deref(), Some("signal: 9 (SIGKILL)"), "hermes honoured SIGTERM within the grace period");
     assert!(!alive(second));
+    supervisor.uninstall(&p).await.unwrap();
+    assert_eq!(user.lookup().unwrap(), None, "uninstall deleted the gateway's user");
+    supervisor.uninstall(&p).await.unwrap();
     cli.delete_profile(&p).await.unwrap();
+}
+
+/// Two profiles as root: each gateway user reads its own `.env` and neither the other's nor the list of
+/// profiles; a HERMES_HOME the users cannot reach is refused by name.
+#[tokio::test]
+async fn gateway_users_cannot_read_each_other() {
+    let Some(bin) = common::hermes_bin() else { return };
+    if !common::is_root() {
+        common::skip("not root: no OS user per gateway to check");
+        return;
+    }
+    let home = common::test_home();
+    let cli = HermesCli::new(bin.clone(), home.path().join("hermes"));
+    let template = ProfileName::template();
+    cli.install_template(&common::template_dir(), &template).await.unwrap();
+    let supervisor = ChildSupervisor::new(cli.clone());
+    let (a, b) = (profile(), profile());
+    for p in [&a, &b] {
+        cli.create_profile(p, &template).await.unwrap();
+        std::fs::write(cli.env_file(p), format!("TWILIGHT_API_TOKEN=secret-of-{p}\n")).unwrap();
+        supervisor.install(p).await.unwrap();
+    }
+    let account_a = GatewayUser::for_profile(&a).lookup().unwrap().unwrap();
+    let account_b = GatewayUser::for_profile(&b).lookup().unwrap().unwrap();
+    assert_ne!(account_a, account_b);
+
+    let own = cat_as(account_a.uid, account_a.gid, &cli.env_file(&a));
+    assert!(own.status.success(), "{}", String::from_utf8_lossy(&own.stderr));
+    assert_eq!(String::from_utf8_lossy(&own.stdout), format!("TWILIGHT_API_TOKEN=secret-of-{a}\n"));
+    let other = cat_as(account_a.uid, account_a.gid, &cli.env_file(&b));
+    assert!(!other.status.success() && String::from_utf8_lossy(&other.stderr).contains("Permission denied"), "{other:?}");
+    assert!(other.stdout.is_empty());
+    let logs = cli.home().join("logs");
+    if logs.is_dir() {
+        assert_eq!(std::fs::metadata(&logs).unwrap().permissions().mode() & 0o777, 0o700, "our own hermes logs are ours");
+    }
+    let listing = std::process::Command::new("setpriv")
+        .args([format!("--reuid={}", account_b.uid), format!("--regid={}", account_b.gid), "--clear-groups".into(), "ls".into()])
+        .arg(cli.home().join("profiles"))
+        .output()
+        .unwrap();
+    assert!(!listing.status.success(), "the profiles cannot be listed: {}", String::from_utf8_lossy(&listing.stdout));
+
+    for p in [&a, &b] {
+        supervisor.uninstall(p).await.unwrap();
+        assert_eq!(GatewayUser::for_profile(p).lookup().unwrap(), None);
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(cli.profile_dir(p)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "a profile outliving its user goes back to root, not to a later user with the same uid");
+        cli.delete_profile(p).await.unwrap();
+    }
+
+    // A HERMES_HOME inside a directory only root may enter.
+    let private = common::test_home();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let hidden = HermesCli::new(bin, private.path().join("hermes"));
+    hidden.install_template(&common::template_dir(), &template).await.unwrap();
+    let c = profile();
+    hidden.create_profile(&c, &template).await.unwrap();
+    let supervisor = ChildSupervisor::new(hidden.clone());
+    let err = supervisor.install(&c).await.unwrap_err();
+    assert!(matches!(&err, Error::Unreachable { blocked, .. } if blocked == private.path()), "{err}");
+    assert!(err.to_string().contains(&private.path().display().to_string()), "{err}");
+    supervisor.uninstall(&c).await.unwrap();
+    assert_eq!(GatewayUser::for_profile(&c).lookup().unwrap(), None);
+}
+
+/// A system unit as root, with a stand-in `systemctl`: install creates the profile's user and hands it the
+/// profile before writing a unit that runs as it; uninstall deletes the user.
+#[tokio::test]
+async fn systemd_system_units_get_a_user_of_their_own() {
+    let Some(bin) = common::hermes_bin() else { return };
+    if !common::is_root() {
+        common::skip("not root: a system unit's gateway user cannot be created");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let systemctl = fake_systemctl(dir.path());
+    let home = common::test_home();
+    let cli = HermesCli::new(bin, home.path().join("hermes"));
+    let template = ProfileName::template();
+    cli.install_template(&common::template_dir(), &template).await.unwrap();
+    let p = profile();
+    let profile_dir = cli.create_profile(&p, &template).await.unwrap();
+    let manager = SystemdManager::new(cli.clone(), SystemdScope::System, SecretDelivery::ProfileEnv)
+        .with_unit_dir(dir.path().join("units"))
+        .with_systemctl(&systemctl)
+        .with_hidden_paths([home.path().to_owned()])
+        .with_memory_max("256M")
+        .unwrap();
+    manager.install(&p).await.unwrap();
+    let user = GatewayUser::for_profile(&p);
+    let account = user.lookup().unwrap().expect("install created the user");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&profile_dir).unwrap().uid(), account.uid);
+    let unit = std::fs::read_to_string(manager.unit_path(&p)).unwrap();
+    for line in [format!("User={user}"), format!("Group={user}"), format!("TemporaryFileSystem={}:ro", home.path().display()), format!("BindPaths={}", profile_dir.display()), "MemoryMax=256M".into()] {
+        assert!(unit.lines().any(|l| l == line), "missing {line:?} in\n{unit}");
+    }
+    manager.start(&p).await.unwrap();
+    manager.uninstall(&p).await.unwrap();
+    assert_eq!(user.lookup().unwrap(), None, "uninstall deleted the user");
+    assert!(!manager.unit_path(&p).exists());
+    manager.uninstall(&p).await.unwrap();
+    cli.delete_profile(&p).await.unwrap();
+}
+
+/// The system unit for the real venv as `systemd-analyze` sees it: `verify` accepts it, and `security`
+/// rates its exposure at most 2.0 (0 best, 10 worst).
+#[tokio::test]
+async fn the_system_unit_passes_systemd_analyze() {
+    let Some(bin) = common::hermes_bin() else { return };
+    let Some(analyze) = common::systemd_analyze() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cli = HermesCli::new(bin, "/var/lib/twilight/hermes");
+    let manager = SystemdManager::new(cli, SystemdScope::System, SecretDelivery::ProfileEnv)
+        .with_unit_dir(dir.path())
+        .with_hidden_paths(["/var/lib/twilight", "/var/lib/twilight/secrets", "/etc/twilight"])
+        .with_memory_max("512M")
+        .unwrap();
+    let p = profile();
+    let unit = manager.unit_path(&p);
+    std::fs::write(&unit, manager.unit_text(&p).unwrap()).unwrap();
+
+    let verify = std::process::Command::new(&analyze).arg("verify").arg(&unit).output().unwrap();
+    let complaints = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success(), "systemd-analyze verify failed:\n{complaints}");
+    let (unit_name, user) = (SystemdManager::unit_name(&p), GatewayUser::for_profile(&p));
+    assert!(!complaints.lines().any(|l| l.contains(&unit_name) || l.contains(user.as_str())), "systemd-analyze verify complained:\n{complaints}");
+
+    let security = std::process::Command::new(&analyze).args(["security", "--offline=yes", "--threshold=20"]).arg(&unit).output().unwrap();
+    let report = String::from_utf8_lossy(&security.stdout);
+    let overall = report.lines().find_map(|l| l.split_once(&format!("Overall exposure level for {unit_name}: "))).map(|(_, rest)| rest.to_owned());
+    let overall = overall.unwrap_or_else(|| panic!("no overall exposure in:\n{report}\n{}", String::from_utf8_lossy(&security.stderr)));
+    let score: f64 = overall.split_whitespace().next().unwrap().parse().unwrap();
+    {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "systemd-analyze security: {overall}");
+    }
+    assert!(score <= 2.0 && security.status.success(), "exposure {overall} above 2.0:\n{report}");
 }
 
 /// A stand-in `systemctl` that records its arguments and answers `show` like systemd.

@@ -17,8 +17,9 @@ async fn harness() -> Harness {
     Harness { sim, url: format!("http://{addr}/compatible-mode/v1"), http: reqwest::Client::new() }
 }
 
-fn terminal_tool() -> Value {
-    json!([{"type": "function", "function": {"name": "terminal", "description": "run", "parameters": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}}])
+/// Our MCP `price` tool as hermes offers it to the model.
+fn price_tool() -> Value {
+    json!([{"type": "function", "function": {"name": "mcp__twilight__price", "description": "one number", "parameters": {"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]}}}])
 }
 
 /// What the next turn looks like: the tool call (name, arguments, id) or the text.
@@ -35,7 +36,7 @@ impl Harness {
 
     /// One completion, streamed or not, decoded the way the OpenAI SDK accumulates it.
     async fn ask(&self, messages: Value, stream: bool) -> Said {
-        let response = self.raw(json!({"model": "qwen-plus", "messages": messages, "tools": terminal_tool(), "stream": stream, "stream_options": {"include_usage": true}})).await;
+        let response = self.raw(json!({"model": "qwen-plus", "messages": messages, "tools": price_tool(), "stream": stream, "stream_options": {"include_usage": true}})).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["x-twilight-sandbox"], "llm");
         if !stream {
@@ -86,18 +87,16 @@ fn price_answer() -> Value {
 }
 
 #[tokio::test]
-async fn the_default_rule_curls_the_data_plane_then_quotes_value_and_cite() {
+async fn the_default_rule_calls_the_price_tool_then_quotes_value_and_cite() {
     let h = harness().await;
     for stream in [false, true] {
         let question = json!([{"role": "system", "content": "You are a bot."}, {"role": "user", "content": "查 600519 的 P/E"}]);
         let Said::Tool(name, arguments, id) = h.ask(question.clone(), stream).await else { panic!("expected a tool call") };
-        assert_eq!(name, "terminal");
-        let command = arguments["command"].as_str().unwrap();
-        assert!(command.contains(r#"Authorization: Bearer $TWILIGHT_API_TOKEN"#) && command.contains("$TWILIGHT_API_BASE/price?code=600519&metric=pe_ttm"), "{command}");
+        assert_eq!((name.as_str(), &arguments), ("mcp__twilight__price", &json!({"code": "600519", "metric": "pe_ttm"})));
 
         let mut messages = question.as_array().unwrap().clone();
         messages.push(json!({"role": "assistant", "content": null, "tool_calls": [{"id": id, "type": "function", "function": {"name": name, "arguments": arguments.to_string()}}]}));
-        messages.push(json!({"role": "tool", "tool_call_id": id, "content": json!({"output": price_answer().to_string(), "exit_code": 0, "error": null}).to_string()}));
+        messages.push(json!({"role": "tool", "tool_call_id": id, "content": json!({"result": price_answer().to_string(), "structuredContent": price_answer()}).to_string()}));
         let Said::Text(text) = h.ask(Value::Array(messages), stream).await else { panic!("expected text") };
         for part in ["27.93", "贵州茅台", "sandbox:tushare", "daily_basic", "2026-04-30T11:00:00Z", "tc_stub_1"] {
             assert!(text.contains(part), "{part} missing from {text}");
@@ -110,7 +109,7 @@ async fn the_default_rule_curls_the_data_plane_then_quotes_value_and_cite() {
 #[tokio::test]
 async fn scripted_turns_come_first_and_only_for_agent_requests() {
     let h = harness().await;
-    h.sim.script([Turn::terminal("echo 42"), Turn::final_text("The tool said: {tool_result}")]);
+    h.sim.script([Turn::tool("terminal", json!({"command": "echo 42"})), Turn::final_text("The tool said: {tool_result}")]);
     let title = h.raw(json!({"model": "qwen-plus", "messages": [{"role": "user", "content": "name this chat"}]})).await.json::<Value>().await.unwrap();
     assert!(title["choices"][0]["message"]["content"].as_str().unwrap().contains("name this chat"), "a request without tools leaves the script alone");
     let Said::Tool(name, arguments, _) = h.ask(json!([{"role": "user", "content": "anything"}]), true).await else { panic!() };

@@ -10,6 +10,7 @@ use anyhow::Context;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use twilight_accounts::{Accounts, SqlAccounts};
+use twilight_api::llm::{Relay, RelayConfig};
 use twilight_api::payments::{Payments, NOTIFY_PATH};
 use twilight_api::{ApiContext, SandboxLinks};
 use twilight_billing::{ApiV3Key, Billing, BillingConfig, MerchantKey, StaticPublicKey, WechatPayClient, WechatPayConfig};
@@ -27,6 +28,8 @@ pub const SANDBOX_TUSHARE_TOKEN: &str = "sandbox-tushare-token";
 /// The merchant the sandbox WeChat Pay serves.
 pub const SANDBOX_MCHID: &str = "1900000109";
 pub const SANDBOX_APPID: &str = "wxsandbox0000000001";
+/// The backend's key for the sandbox LLM (which checks only that there is one).
+pub const SANDBOX_LLM_KEY: &str = "sk-sandbox";
 
 /// The simulators started in-process by the embedded default.
 #[derive(Clone)]
@@ -160,8 +163,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let payments = payments(config, &accounts, sandbox.as_ref(), addr)?;
 
+    let llm = llm_relay(config, sandbox.as_ref());
     let sandbox_links = sandbox.as_ref().map(|s| SandboxLinks { wechatpay: s.wechatpay_url.clone(), ilink: s.ilink_url.clone() });
-    let ctx = ApiContext::new(accounts.clone(), Arc::new(market), payments.clone(), sandbox_links);
+    let ctx = ApiContext::new(accounts.clone(), Arc::new(market), payments.clone(), llm, sandbox_links);
     let shutdown = CancellationToken::new();
     tokio::spawn(ctx.auth.clone().watch_revocations(REVOCATION_POLL, shutdown.clone()));
     if config.scheduler.in_process {
@@ -206,6 +210,33 @@ pub fn payments(config: &Config, accounts: &Arc<dyn Accounts>, sandbox: Option<&
         ..BillingConfig::default()
     };
     Ok(Some(Arc::new(Payments { billing: Billing::new(accounts.clone(), processor, billing_config) })))
+}
+
+/// The LLM relay to the sandbox LLM or the configured upstream. Without an upstream key the rest
+/// of the server still works and `/llm/v1/*` answers 503 (logged as an error at start).
+pub fn llm_relay(config: &Config, sandbox: Option<&Sandbox>) -> Option<Arc<Relay>> {
+    let upstream = match sandbox {
+        Some(sandbox) => Ok((format!("{}/compatible-mode/v1", sandbox.llm_url), SANDBOX_LLM_KEY.to_string().into())),
+        None => config.llm_api_key().map(|key| (config.llm.base_url.clone(), key)),
+    };
+    let relay = upstream.and_then(|(base_url, api_key)| {
+        let relay = Relay::new(RelayConfig {
+            base_url,
+            api_key,
+            timeout: config.llm_timeout(),
+            daily_token_budget: config.llm.daily_token_budget,
+            allowed_models: config.llm.allowed_models.clone(),
+            rate_limit_per_min: config.llm.rate_limit_per_min.max(1),
+        })?;
+        Ok(relay)
+    });
+    match relay {
+        Ok(relay) => Some(Arc::new(relay)),
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "the LLM relay is off: the users' bots cannot reach their model");
+            None
+        }
+    }
 }
 
 /// `addr`, or the loopback address on its port when it listens on all interfaces.

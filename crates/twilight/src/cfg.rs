@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 /// Top-level config keys the environment may set; other `TWILIGHT_*` variables (secrets such as
 /// `TWILIGHT_TUSHARE_TOKEN`, `TWILIGHT_LOG`, test switches) are not configuration.
-const CONFIG_KEYS: [&str; 9] = ["listen", "data_dir", "accounts_url", "warehouse_path", "tushare", "sandbox", "payments", "scheduler", "provisioner"];
+const CONFIG_KEYS: [&str; 10] = ["listen", "data_dir", "accounts_url", "warehouse_path", "tushare", "sandbox", "payments", "scheduler", "provisioner", "llm"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +32,7 @@ pub struct Config {
     pub payments: PaymentsSection,
     pub scheduler: SchedulerSection,
     pub provisioner: ProvisionerSection,
+    pub llm: LlmSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,8 +111,8 @@ pub struct ProvisionerSection {
     /// Run the provisioner inside `serve` (the embedded default); production runs
     /// `twilight provisioner` as its own service.
     pub in_process: bool,
-    /// The venv's `hermes`; default `$TWILIGHT_HERMES_BIN`, else `~/.cache/twilight-hermes-venv/bin/hermes`
-    /// (what `scripts/install-hermes` makes).
+    /// The venv's `hermes`; default `$TWILIGHT_HERMES_BIN`, else `~/.cache/twilight-hermes-venv/bin/hermes`,
+    /// or for root `/opt/twilight/hermes-venv/bin/hermes` (what `scripts/install-hermes` makes).
     pub hermes_bin: Option<PathBuf>,
     /// `HERMES_HOME` of the users' profiles; default `<data_dir>/hermes` (never under /tmp: hermes
     /// refuses to run services from there).
@@ -124,18 +125,41 @@ pub struct ProvisionerSection {
     pub secrets_dir: Option<PathBuf>,
     /// How gateways run: `supervisor` (child processes of the provisioner) or `systemd-user` / `systemd-system`.
     pub service_manager: String,
+    /// The most memory one gateway may use (systemd's `MemoryMax=`: `512M`, `1G`, `10%`, `infinity`);
+    /// applies to systemd units, not to the supervisor's children.
+    pub gateway_memory_max: String,
     /// The data plane URL planted into profiles; default `http://<listen>`.
     pub api_base: Option<String>,
     pub ilink_base_url: String,
     pub ilink_cdn_base_url: String,
-    /// An OpenAI-compatible LLM endpoint instead of DashScope's (the sandbox sets its own).
-    pub dashscope_base_url: Option<String>,
-    /// A file holding the DashScope key planted into profiles; the alternative is `TWILIGHT_DASHSCOPE_API_KEY`.
-    pub dashscope_api_key_file: Option<PathBuf>,
     pub max_attempts: i32,
     /// Milliseconds between looks for due jobs (and at parked jobs waiting for the user).
     pub idle_poll_ms: u64,
 }
+
+/// The LLM relay (`serve`'s `/llm/v1`): the upstream the users' bots reach through it. The profiles
+/// hold no upstream key; this section's key never leaves the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSection {
+    /// An OpenAI-compatible base URL (`/chat/completions` and `/models` are appended); default
+    /// DashScope's compatible mode on the mainland.
+    pub base_url: String,
+    /// A file holding the upstream key; the alternative is `TWILIGHT_LLM_API_KEY`.
+    pub api_key_file: Option<PathBuf>,
+    /// The longest wait to connect, for an answer to begin, and between two pieces of a streamed one.
+    pub timeout_secs: u64,
+    /// Tokens per user per UTC day before a warning is logged (soft: nothing is refused; 0 = no warning).
+    pub daily_token_budget: u64,
+    /// Models the bots may ask for (the template's `model.default`; hermes' auxiliary calls use the
+    /// same model for the `alibaba` provider). Empty allows any model.
+    pub allowed_models: Vec<String>,
+    /// Relayed requests per minute per user key, a bucket separate from the data plane's.
+    pub rate_limit_per_min: u32,
+}
+
+/// DashScope's OpenAI-compatible endpoint (Beijing region).
+pub const DEFAULT_LLM_BASE_URL: &str = "https://dashscope.aliyuncs.com/compatible-mode/v1";
 
 impl Default for Config {
     fn default() -> Self {
@@ -161,13 +185,20 @@ impl Default for Config {
                 secret_store: "file".into(),
                 secrets_dir: None,
                 service_manager: "supervisor".into(),
+                gateway_memory_max: "512M".into(),
                 api_base: None,
                 ilink_base_url: twilight_ilink::DEFAULT_BASE_URL.into(),
                 ilink_cdn_base_url: "https://novac2c.cdn.weixin.qq.com/c2c".into(),
-                dashscope_base_url: None,
-                dashscope_api_key_file: None,
                 max_attempts: 8,
                 idle_poll_ms: 1000,
+            },
+            llm: LlmSection {
+                base_url: DEFAULT_LLM_BASE_URL.into(),
+                api_key_file: None,
+                timeout_secs: 120,
+                daily_token_budget: 200_000,
+                allowed_models: vec!["qwen3.7-plus".into()],
+                rate_limit_per_min: 60,
             },
         }
     }
@@ -189,6 +220,9 @@ impl Config {
             figment = figment.merge(Serialized::defaults(defaults)).merge(Toml::file(path));
             if figment.find_value("tushare.token").is_ok() {
                 bail!("{}: secrets do not belong in the config file; set TWILIGHT_TUSHARE_TOKEN or tushare.token_file", path.display());
+            }
+            if figment.find_value("llm.api_key").is_ok() {
+                bail!("{}: secrets do not belong in the config file; set TWILIGHT_LLM_API_KEY or llm.api_key_file", path.display());
             }
         } else {
             figment = figment.merge(Serialized::defaults(defaults));
@@ -237,6 +271,10 @@ impl Config {
         if let Some(bin) = std::env::var_os("TWILIGHT_HERMES_BIN") {
             return bin.into();
         }
+        // Root's gateways run as users of their own, who cannot enter /root.
+        if twilight_provision::GatewayUser::supported() {
+            return PathBuf::from("/opt/twilight/hermes-venv/bin/hermes");
+        }
         let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
         home.join(".cache/twilight-hermes-venv/bin/hermes")
     }
@@ -250,17 +288,21 @@ impl Config {
         absolute(self.provisioner.secrets_dir.clone().unwrap_or_else(|| self.data_dir.join("secrets")))
     }
 
-    /// The DashScope key planted into profiles, from `TWILIGHT_DASHSCOPE_API_KEY` or
-    /// `provisioner.dashscope_api_key_file`.
-    pub fn dashscope_api_key(&self) -> anyhow::Result<SecretString> {
-        if let Ok(key) = std::env::var("TWILIGHT_DASHSCOPE_API_KEY") {
-            return Ok(key.into());
+    /// The LLM relay's upstream key (DashScope), from `TWILIGHT_LLM_API_KEY` or `llm.api_key_file`.
+    /// Only `serve` reads it; no profile ever holds it.
+    pub fn llm_api_key(&self) -> anyhow::Result<SecretString> {
+        if let Ok(key) = std::env::var("TWILIGHT_LLM_API_KEY") {
+            return Ok(key.trim().to_string().into());
         }
-        let Some(file) = &self.provisioner.dashscope_api_key_file else {
-            bail!("no DashScope key: set TWILIGHT_DASHSCOPE_API_KEY or provisioner.dashscope_api_key_file (or run the sandbox)");
+        let Some(file) = &self.llm.api_key_file else {
+            bail!("no LLM key: set TWILIGHT_LLM_API_KEY or llm.api_key_file (or run the sandbox)");
         };
-        let key = std::fs::read_to_string(file).with_context(|| format!("reading provisioner.dashscope_api_key_file {}", file.display()))?;
+        let key = std::fs::read_to_string(file).with_context(|| format!("reading llm.api_key_file {}", file.display()))?;
         Ok(key.trim().to_string().into())
+    }
+
+    pub fn llm_timeout(&self) -> Duration {
+        Duration::from_secs(self.llm.timeout_secs.max(1))
     }
 
     pub fn reconcile_interval(&self) -> Duration {
@@ -335,5 +377,42 @@ mod tests {
         let typo = dir.path().join("typo.toml");
         std::fs::write(&typo, "lisen = \"x\"\n").unwrap();
         assert!(Config::load(Some(&typo)).is_err());
+    }
+
+    #[test]
+    fn the_llm_section_keeps_its_key_out_of_the_file() {
+        let config = Config::load(None).unwrap();
+        assert_eq!((config.llm.base_url.as_str(), config.llm.daily_token_budget), (DEFAULT_LLM_BASE_URL, 200_000));
+        assert_eq!(config.llm.allowed_models, ["qwen3.7-plus"]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("ok.toml");
+        std::fs::write(&ok, "[llm]\nbase_url = \"http://llm.invalid/v1\"\ndaily_token_budget = 5\nallowed_models = []\n").unwrap();
+        let config = Config::load(Some(&ok)).unwrap();
+        assert_eq!((config.llm.base_url.as_str(), config.llm.daily_token_budget, config.llm.timeout_secs), ("http://llm.invalid/v1", 5, 120));
+        assert!(config.llm.allowed_models.is_empty());
+
+        let secret = dir.path().join("secret.toml");
+        std::fs::write(&secret, "[llm]\napi_key = \"sk-in-the-file\"\n").unwrap();
+        let err = Config::load(Some(&secret)).unwrap_err().to_string();
+        assert!(err.contains("secrets do not belong") && !err.contains("sk-in-the-file"), "{err}");
+        // The key moved from the provisioner to [llm]: the old setting is refused, not ignored.
+        let old = dir.path().join("old.toml");
+        std::fs::write(&old, "[provisioner]\ndashscope_api_key_file = \"/etc/twilight/dashscope-key\"\n").unwrap();
+        assert!(Config::load(Some(&old)).is_err());
+
+        let key_file = dir.path().join("llm-key");
+        std::fs::write(&key_file, "sk-from-file\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TWILIGHT_LLM__DAILY_TOKEN_BUDGET", "7");
+            let mut config = Config::load(None).unwrap();
+            assert_eq!(config.llm.daily_token_budget, 7);
+            assert!(config.llm_api_key().is_err(), "no key anywhere");
+            config.llm.api_key_file = Some(key_file.clone());
+            assert_eq!(secrecy::ExposeSecret::expose_secret(&config.llm_api_key().unwrap()), "sk-from-file");
+            jail.set_env("TWILIGHT_LLM_API_KEY", "sk-from-env");
+            assert_eq!(secrecy::ExposeSecret::expose_secret(&config.llm_api_key().unwrap()), "sk-from-env");
+            Ok(())
+        });
     }
 }

@@ -1,6 +1,7 @@
 //! Building the provisioner from configuration: hermes on this host, the chosen secret store and
 //! service manager, iLink (or the sandbox's), and what every profile gets planted.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +16,8 @@ use twilight_provision::{
 use crate::app::Sandbox;
 use crate::cfg::Config;
 
-/// The key the sandbox LLM is called with; it checks nothing.
-const SANDBOX_DASHSCOPE_KEY: &str = "sk-sandbox";
+/// Where production keeps the configuration and the key files it names.
+const CONFIG_DIR: &str = "/etc/twilight";
 
 /// A provisioner for this host, with the profile template installed (or updated) in hermes.
 /// `api_base` is the data plane's URL as the users' agents reach it.
@@ -36,29 +37,32 @@ pub async fn provisioner(config: &Config, accounts: Arc<dyn Accounts>, sandbox: 
     };
     let services: Arc<dyn ServiceManager> = match section.service_manager.as_str() {
         "supervisor" => Arc::new(ChildSupervisor::new(hermes.clone())),
-        "systemd-user" => Arc::new(SystemdManager::new(hermes.clone(), SystemdScope::User, secrets.delivery())),
-        "systemd-system" => Arc::new(SystemdManager::new(hermes.clone(), SystemdScope::System { run_as: None }, secrets.delivery())),
+        "systemd-user" => {
+            Arc::new(SystemdManager::new(hermes.clone(), SystemdScope::User, secrets.delivery()).with_memory_max(&section.gateway_memory_max).context("provisioner.gateway_memory_max")?)
+        }
+        // Each gateway as its own OS user, in a sandbox that hides our data, secrets and configuration.
+        "systemd-system" => Arc::new(
+            SystemdManager::new(hermes.clone(), SystemdScope::System, secrets.delivery())
+                .with_hidden_paths(gateway_hidden_paths(config)?)
+                .with_memory_max(&section.gateway_memory_max)
+                .context("provisioner.gateway_memory_max")?,
+        ),
         other => bail!("provisioner.service_manager {other:?}: expected supervisor, systemd-user or systemd-system"),
     };
     if matches!(secrets.delivery(), SecretDelivery::SystemdCredentials { .. }) && section.service_manager == "supervisor" {
         bail!("provisioner.secret_store systemd-creds needs a systemd service manager");
     }
-    let (ilink_url, cdn_url, dashscope_api_key, dashscope_base_url) = match sandbox {
-        Some(sandbox) => (
-            sandbox.ilink_url.clone(),
-            format!("{}/c2c", sandbox.ilink_url),
-            SANDBOX_DASHSCOPE_KEY.to_string().into(),
-            Some(format!("{}/compatible-mode/v1", sandbox.llm_url)),
-        ),
-        None => (section.ilink_base_url.clone(), section.ilink_cdn_base_url.clone(), config.dashscope_api_key()?, section.dashscope_base_url.clone()),
+    // The profiles' LLM is our relay at `<api_base>/llm/v1` (the user's own key); the upstream key
+    // stays with `serve` (`[llm]`).
+    let (ilink_url, cdn_url) = match sandbox {
+        Some(sandbox) => (sandbox.ilink_url.clone(), format!("{}/c2c", sandbox.ilink_url)),
+        None => (section.ilink_base_url.clone(), section.ilink_cdn_base_url.clone()),
     };
     let ilink = IlinkClient::new(&ilink_url).context("provisioner.ilink_base_url")?;
     let provisioner_config = ProvisionerConfig {
         worker_id: format!("{}-{}-{:08x}", hostname(), std::process::id(), rand::random::<u32>()),
         host: hostname(),
         api_base: section.api_base.clone().unwrap_or(api_base),
-        dashscope_api_key,
-        dashscope_base_url,
         template: ProfileName::template(),
         lease: Duration::from_secs(120),
         max_attempts: section.max_attempts.max(1),
@@ -76,6 +80,13 @@ pub async fn install_template(config: &Config, hermes: &HermesCli) -> anyhow::Re
     let dir = &config.provisioner.template_dir;
     hermes.install_template(dir, &ProfileName::template()).await.with_context(|| format!("installing the profile template from {}", dir.display()))?;
     Ok(())
+}
+
+/// What a system unit's gateway must not see: our data directory (accounts DB, warehouse, other
+/// profiles), the warehouse and secret store wherever they are, and the configuration with its key files.
+fn gateway_hidden_paths(config: &Config) -> anyhow::Result<Vec<PathBuf>> {
+    let absolute = |path: &Path| std::path::absolute(path).with_context(|| format!("resolving {}", path.display()));
+    Ok(vec![absolute(&config.data_dir)?, absolute(&config.warehouse_path())?, config.secrets_dir()?, PathBuf::from(CONFIG_DIR)])
 }
 
 fn hostname() -> String {

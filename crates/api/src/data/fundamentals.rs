@@ -1,5 +1,6 @@
 use axum::extract::State;
 use chrono::Utc;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use twilight_core::{compact, Cite, TsCode};
 
@@ -7,10 +8,17 @@ use super::{optional_date, required_code, tool_call_id, Answer};
 use crate::extract::ApiQuery;
 use crate::{ApiContext, ApiResult};
 
-#[derive(Deserialize)]
+/// The inputs of `/fundamentals` and the MCP `fundamentals` tool (see [`super::price::PriceParams`]
+/// on why every field is optional to serde).
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FundamentalsParams {
+    /// Stock code: `600519.SH`, `000001.SZ`, `830799.BJ`; a bare `600519` or `sh600519` is accepted too.
+    #[schemars(required, with = "String")]
     code: Option<String>,
+    /// Report period end as `YYYYMMDD`: `0331`, `0630`, `0930` or `1231` of a year (e.g. `20251231`).
+    /// Leave it out for the latest reported period.
+    #[schemars(pattern(r"^(\d{8}|\d{4}-\d{2}-\d{2})$"))]
     period: Option<String>,
 }
 
@@ -32,9 +40,14 @@ pub struct FundamentalsBody {
     claims: Vec<ClaimBody>,
 }
 
-/// `GET /fundamentals?code=600519.SH[&period=YYYYMMDD]` — financial indicators of a report period plus
-/// the latest valuation, each number with its own cite.
-pub async fn fundamentals(State(ctx): State<ApiContext>, ApiQuery(params): ApiQuery<FundamentalsParams>) -> ApiResult<Answer<FundamentalsBody>> {
+/// `GET /fundamentals?code=600519.SH[&period=YYYYMMDD]`
+pub async fn get(State(ctx): State<ApiContext>, ApiQuery(params): ApiQuery<FundamentalsParams>) -> ApiResult<Answer<FundamentalsBody>> {
+    fundamentals(&ctx, params).await
+}
+
+/// Financial indicators of a report period plus the latest valuation, each number with its own
+/// cite: the operation behind `/fundamentals` and the MCP `fundamentals` tool.
+pub async fn fundamentals(ctx: &ApiContext, params: FundamentalsParams) -> ApiResult<Answer<FundamentalsBody>> {
     let code = required_code(params.code.as_deref())?;
     let period = optional_date("period", params.period.as_deref())?;
     let answer = ctx.market.fundamentals(code, period).await?;

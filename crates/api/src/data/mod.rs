@@ -1,25 +1,23 @@
 //! The data plane the agent's skill calls: authenticated by user keys, rate limited, metered.
 
-mod fundamentals;
+pub(crate) mod fundamentals;
 mod health;
-mod price;
+pub(crate) mod price;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::Utc;
 use serde::Serialize;
-use twilight_accounts::UsageRecord;
 use twilight_core::TsCode;
 
 use crate::{ApiContext, ApiError, ApiResult};
 
 pub fn router(ctx: ApiContext) -> Router<ApiContext> {
     let metered = Router::new()
-        .route("/price", get(price::price))
-        .route("/fundamentals", get(fundamentals::fundamentals))
+        .route("/price", get(price::get))
+        .route("/fundamentals", get(fundamentals::get))
         .route("/reports/search", get(reports_search))
         .route_layer(middleware::from_fn_with_state(ctx, gate));
     Router::new().route("/healthz", get(health::healthz)).merge(metered)
@@ -32,14 +30,8 @@ async fn gate(State(ctx): State<ApiContext>, mut request: Request, next: Next) -
     let endpoint = request.extensions().get::<MatchedPath>().map_or_else(|| request.uri().path().to_string(), |p| p.as_str().to_string());
     request.extensions_mut().insert(key.clone());
     let response = next.run(request).await;
-    ctx.usage.record(UsageRecord {
-        user_id: key.user_id,
-        key_hash: key.key_hash.to_string(),
-        endpoint,
-        occurred_at: Utc::now(),
-        upstream_cost_pts: response.extensions().get::<UpstreamCost>().map_or(0, |c| c.0),
-        status: response.status().as_u16(),
-    });
+    let cost = response.extensions().get::<UpstreamCost>().map_or(0, |c| c.0);
+    ctx.usage.record_call(&key, endpoint, response.status().as_u16(), cost);
     Ok(response)
 }
 
@@ -48,9 +40,9 @@ async fn gate(State(ctx): State<ApiContext>, mut request: Request, next: Next) -
 struct UpstreamCost(i32);
 
 /// A JSON answer that carries its upstream cost to the metering gate.
-struct Answer<T> {
-    body: T,
-    cost_pts: i32,
+pub(crate) struct Answer<T> {
+    pub body: T,
+    pub cost_pts: i32,
 }
 
 impl<T: Serialize> IntoResponse for Answer<T> {

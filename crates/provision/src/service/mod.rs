@@ -5,6 +5,7 @@
 //! embedded default, containers, CI). Every method is idempotent: installing twice, starting a running
 //! gateway, stopping a stopped one and uninstalling a missing one all succeed.
 
+mod identity;
 mod supervisor;
 mod systemd;
 
@@ -13,6 +14,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::names::ProfileName;
 
+pub use identity::{Account, GatewayUser};
 pub use supervisor::{Backoff, ChildSupervisor, Launcher};
 pub use systemd::{SystemdManager, SystemdScope};
 

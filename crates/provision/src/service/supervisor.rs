@@ -1,6 +1,10 @@
 //! Gateways as our own child processes, for machines without systemd: each profile's gateway is started,
 //! restarted with capped exponential backoff whenever it exits, and stopped with SIGTERM then SIGKILL —
 //! what `Restart=`, `KillMode=mixed` and `TimeoutStopSec=` do in the unit.
+//!
+//! Run as root, each gateway runs as its profile's own OS user ([`super::GatewayUser`]; uid and gid, no
+//! supplementary groups) with an environment of its own ([`HermesCli::gateway_command`]). Run as anyone
+//! else, the gateways share our uid: a normal user cannot switch to another.
 
 use std::collections::HashMap;
 use std::process::{ExitStatus, Stdio};
@@ -14,6 +18,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::identity::{Account, Isolation};
 use super::{ServiceManager, ServiceStatus};
 use crate::error::{Error, Result};
 use crate::hermes::HermesCli;
@@ -42,6 +47,8 @@ impl Default for Backoff {
 /// Supervises one gateway child per started profile. Dropping it kills the children.
 pub struct ChildSupervisor {
     launcher: Launcher,
+    /// Per-gateway OS users; `None` when not root, or for launchers other than hermes'.
+    isolation: Option<Isolation>,
     backoff: Backoff,
     grace: Duration,
     profiles: Mutex<HashMap<ProfileName, Entry>>,
@@ -58,14 +65,18 @@ struct Running {
 }
 
 impl ChildSupervisor {
-    /// Runs `hermes --profile NAME gateway run` ([`HermesCli::gateway_command`]).
+    /// Runs `hermes --profile NAME gateway run` ([`HermesCli::gateway_command`]); as root, as the profile's
+    /// own user, which `install` and `start` create and hand the profile to, and `uninstall` deletes.
     pub fn new(hermes: HermesCli) -> ChildSupervisor {
-        ChildSupervisor::with_launcher(Arc::new(move |profile: &ProfileName| hermes.gateway_command(profile)))
+        let isolation = Isolation::detect(&hermes);
+        let mut supervisor = ChildSupervisor::with_launcher(Arc::new(move |profile: &ProfileName| hermes.gateway_command(profile)));
+        supervisor.isolation = isolation;
+        supervisor
     }
 
-    /// Runs whatever `launcher` builds (tests; other runtimes).
+    /// Runs whatever `launcher` builds (tests; other runtimes), as we run.
     pub fn with_launcher(launcher: Launcher) -> ChildSupervisor {
-        ChildSupervisor { launcher, backoff: Backoff::default(), grace: Duration::from_secs(15), profiles: Mutex::default() }
+        ChildSupervisor { launcher, isolation: None, backoff: Backoff::default(), grace: Duration::from_secs(15), profiles: Mutex::default() }
     }
 
     pub fn with_backoff(mut self, backoff: Backoff) -> ChildSupervisor {
@@ -81,6 +92,15 @@ impl ChildSupervisor {
 
     fn profiles(&self) -> MutexGuard<'_, HashMap<ProfileName, Entry>> {
         self.profiles.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The account the profile's gateway runs as, with the profile handed to it and everything it needs
+    /// checked to be reachable; `None` without isolation.
+    async fn prepare(&self, profile: &ProfileName) -> Result<Option<Account>> {
+        let Some(isolation) = &self.isolation else { return Ok(None) };
+        let (user, account) = isolation.prepare(profile).await?;
+        isolation.check_reachable(profile, &user, account, &[])?;
+        Ok(Some(account))
     }
 }
 
@@ -98,6 +118,7 @@ impl Drop for ChildSupervisor {
 #[async_trait]
 impl ServiceManager for ChildSupervisor {
     async fn install(&self, profile: &ProfileName) -> Result<()> {
+        self.prepare(profile).await?;
         self.profiles().entry(profile.clone()).or_insert_with(|| Entry {
             state: Arc::new(Mutex::new(ServiceStatus { installed: true, ..ServiceStatus::default() })),
             running: None,
@@ -106,6 +127,12 @@ impl ServiceManager for ChildSupervisor {
     }
 
     async fn start(&self, profile: &ProfileName) -> Result<()> {
+        if !self.profiles().contains_key(profile) {
+            return Err(Error::NotInstalled(profile.to_string()));
+        }
+        // Again, even for a running gateway: the provisioner may have written into the profile (as root)
+        // since `install`, and the gateway rereads its files when it restarts.
+        let account = self.prepare(profile).await?;
         let mut profiles = self.profiles();
         let entry = profiles.get_mut(profile).ok_or_else(|| Error::NotInstalled(profile.to_string()))?;
         if entry.running.as_ref().is_some_and(|r| !r.task.is_finished()) {
@@ -115,6 +142,7 @@ impl ServiceManager for ChildSupervisor {
         let task = tokio::spawn(supervise(
             profile.clone(),
             self.launcher.clone(),
+            account,
             self.backoff,
             self.grace,
             entry.state.clone(),
@@ -137,10 +165,15 @@ impl ServiceManager for ChildSupervisor {
         Ok(self.profiles().get(profile).map(|e| lock(&e.state).clone()).unwrap_or_default())
     }
 
+    /// Also deletes the profile's OS user, whether or not this supervisor installed the gateway (a
+    /// restarted provisioner deprovisioning a user it never started).
     async fn uninstall(&self, profile: &ProfileName) -> Result<()> {
         self.stop(profile).await?;
         self.profiles().remove(profile);
-        Ok(())
+        match &self.isolation {
+            Some(isolation) => isolation.remove(profile).await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -152,6 +185,7 @@ fn lock(state: &Mutex<ServiceStatus>) -> MutexGuard<'_, ServiceStatus> {
 async fn supervise(
     profile: ProfileName,
     launcher: Launcher,
+    account: Option<Account>,
     backoff: Backoff,
     grace: Duration,
     state: Arc<Mutex<ServiceStatus>>,
@@ -164,6 +198,10 @@ async fn supervise(
         // Its own process group, so whatever the gateway spawned goes with it. hermes keeps its own logs
         // under the profile's logs/.
         command.process_group(0).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
+        if let Some(account) = account {
+            // Setting the uid as root also drops every supplementary group (std calls setgroups(0, NULL)).
+            command.uid(account.uid).gid(account.gid);
+        }
         match command.spawn() {
             Err(e) => {
                 tracing::error!(%profile, error = %e, "gateway could not start");

@@ -4,7 +4,7 @@
 //! `/chat/completions` to `DASHSCOPE_BASE_URL`), with `GET …/models` beside each.
 //!
 //! What it answers is decided by [`reply`]: a queue of scripted [`Turn`]s for agent requests (those
-//! offering `tools`), else a deterministic rule that looks a P/E up with hermes' `terminal` tool
+//! offering `tools`), else a deterministic rule that looks a P/E up with our MCP `price` tool
 //! and quotes the result. Answers come as one JSON object, or as server-sent events when the
 //! request says `stream: true` (hermes streams by default), tool-call deltas included.
 
@@ -44,6 +44,8 @@ struct Inner {
 struct SimState {
     script: VecDeque<Turn>,
     requests: Vec<Value>,
+    /// The bearer token of every chat-completions and models request, oldest first.
+    keys: Vec<String>,
     next_id: u64,
 }
 
@@ -73,6 +75,12 @@ impl LlmSim {
         self.state().requests.clone()
     }
 
+    /// The bearer token (`Authorization: Bearer <key>`) of every chat-completions and models
+    /// request received so far, oldest first; empty for a request without one.
+    pub fn keys(&self) -> Vec<String> {
+        self.state().keys.clone()
+    }
+
     pub fn set_fault(&self, fault: Fault) {
         self.inner.switchboard.set_fault(fault);
     }
@@ -93,8 +101,15 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// The request's bearer token (empty without one), recorded for [`LlmSim::keys`].
+fn bearer(sim: &LlmSim, headers: &HeaderMap) -> String {
+    let key = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default().to_string();
+    sim.state().keys.push(key.clone());
+    key
+}
+
 async fn completions(State(sim): State<LlmSim>, headers: HeaderMap, body: Bytes) -> Response {
-    let key = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default();
+    let key = bearer(&sim, &headers);
     if key.trim().is_empty() {
         return error(StatusCode::UNAUTHORIZED, "invalid_api_key", "Incorrect API key provided.");
     }
@@ -118,7 +133,8 @@ async fn completions(State(sim): State<LlmSim>, headers: HeaderMap, body: Bytes)
     wire::respond(&reply, id, messages, streamed, include_usage)
 }
 
-async fn models() -> Json<Value> {
+async fn models(State(sim): State<LlmSim>, headers: HeaderMap) -> Json<Value> {
+    bearer(&sim, &headers);
     let model = |id: &str| json!({"id": id, "object": "model", "created": 0, "owned_by": "twilight-sandbox"});
     Json(json!({"object": "list", "data": [model(MODEL), model("qwen-plus"), model("qwen-max")]}))
 }

@@ -1,11 +1,12 @@
 //! What the simulated model says: the next scripted [`Turn`], or a deterministic rule good enough
-//! for the product's one question ("查 600519 的 P/E"): ask hermes' `terminal` tool to curl the
-//! data plane, then state the value and its cite from what the tool returned.
+//! for the product's one question ("查 600519 的 P/E"): call our MCP `price` tool (as hermes names
+//! it), then state the value and its cite from what the tool returned.
 
 use serde_json::{json, Value};
 
-/// hermes-agent's shell tool and its one required argument (`tools/terminal_tool.py`).
-pub const TERMINAL_TOOL: &str = "terminal";
+/// Our MCP server's `price` tool as hermes offers it to the model: `mcp__<server>__<tool>`
+/// (`tools/mcp_tool.py`), the server being `twilight` in the profile template.
+pub const PRICE_TOOL: &str = "mcp__twilight__price";
 
 /// One scripted model answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,9 +19,9 @@ pub enum Turn {
 }
 
 impl Turn {
-    /// A call of hermes' `terminal` tool running `command`.
-    pub fn terminal(command: impl Into<String>) -> Turn {
-        Turn::ToolCall { name: TERMINAL_TOOL.into(), arguments: json!({"command": command.into()}) }
+    /// A call of tool `name` with `arguments`.
+    pub fn tool(name: impl Into<String>, arguments: Value) -> Turn {
+        Turn::ToolCall { name: name.into(), arguments }
     }
 
     pub fn final_text(text_template: impl Into<String>) -> Turn {
@@ -36,7 +37,7 @@ pub enum Reply {
 }
 
 /// The reply to `messages`: `scripted` when given, else the default rule (a tool call only when
-/// the request offers `terminal`).
+/// the request offers [`PRICE_TOOL`]).
 pub fn answer(scripted: Option<Turn>, messages: &[Value], tools: &Value) -> Reply {
     match scripted {
         Some(Turn::ToolCall { name, arguments }) => Reply::ToolCall { name, arguments: arguments.to_string() },
@@ -52,20 +53,14 @@ fn default_rule(messages: &[Value], tools: &Value) -> Reply {
         return Reply::Text(quote_tool_result(&latest(messages, "tool")));
     }
     let question = latest(messages, "user");
-    let offers_terminal = tools.as_array().is_some_and(|tools| tools.iter().any(|t| t["function"]["name"] == TERMINAL_TOOL));
+    let offers_price = tools.as_array().is_some_and(|tools| tools.iter().any(|t| t["function"]["name"] == PRICE_TOOL));
     match six_digit_code(&question) {
-        Some(code) if offers_terminal && asks_for_pe(&question) => Reply::ToolCall {
-            name: TERMINAL_TOOL.into(),
-            arguments: json!({"command": price_command(code)}).to_string(),
+        Some(code) if offers_price && asks_for_pe(&question) => Reply::ToolCall {
+            name: PRICE_TOOL.into(),
+            arguments: json!({"code": code, "metric": "pe_ttm"}).to_string(),
         },
         _ => Reply::Text(format!("（sandbox-qwen）收到：{question}")),
     }
-}
-
-/// The shell command the default rule asks for: the data plane's P/E (TTM) with the user's key,
-/// both read from the environment the gateway gives its tools.
-pub fn price_command(code: &str) -> String {
-    format!(r#"curl -sS -H "Authorization: Bearer $TWILIGHT_API_TOKEN" "$TWILIGHT_API_BASE/price?code={code}&metric=pe_ttm""#)
 }
 
 /// The text of the latest message with `role` (string content, or the text parts of a list).
@@ -101,7 +96,7 @@ fn asks_for_pe(text: &str) -> bool {
 }
 
 /// A sentence stating the value and every cite field of the data-plane answer inside `content`
-/// (hermes wraps a command's output in its own JSON), or the content itself when none is found.
+/// (hermes wraps a tool's output in its own JSON), or the content itself when none is found.
 fn quote_tool_result(content: &str) -> String {
     let Some(answer) = find_cited(&Value::String(content.to_string())) else {
         return format!("工具返回：{content}");
@@ -147,8 +142,8 @@ fn find_cited(value: &Value) -> Option<Value> {
 mod tests {
     use super::*;
 
-    fn terminal_tools() -> Value {
-        json!([{"type": "function", "function": {"name": "terminal", "parameters": {}}}])
+    fn price_tools() -> Value {
+        json!([{"type": "function", "function": {"name": PRICE_TOOL, "parameters": {}}}])
     }
 
     #[test]
@@ -161,18 +156,18 @@ mod tests {
     }
 
     #[test]
-    fn asks_the_terminal_then_quotes_the_cite() {
+    fn calls_the_price_tool_then_quotes_the_cite() {
         let question = [json!({"role": "user", "content": "查 600519 的 P/E"})];
-        let Reply::ToolCall { name, arguments } = answer(None, &question, &terminal_tools()) else { panic!("expected a tool call") };
-        assert_eq!(name, "terminal");
-        let command: Value = serde_json::from_str(&arguments).unwrap();
-        assert!(command["command"].as_str().unwrap().contains("$TWILIGHT_API_BASE/price?code=600519&metric=pe_ttm"));
+        let Reply::ToolCall { name, arguments } = answer(None, &question, &price_tools()) else { panic!("expected a tool call") };
+        assert_eq!(name, PRICE_TOOL);
+        assert_eq!(serde_json::from_str::<Value>(&arguments).unwrap(), json!({"code": "600519", "metric": "pe_ttm"}));
         assert_eq!(answer(None, &question, &Value::Null), Reply::Text("（sandbox-qwen）收到：查 600519 的 P/E".into()));
 
         let body = json!({"code": "600519.SH", "name": "贵州茅台", "metric": "pe_ttm", "value": 28.5, "as_of": "20260430",
             "cite": {"source": "sandbox:tushare", "table": "daily_basic", "tool_call_id": "tc_42"}});
-        let tool = json!({"role": "tool", "content": json!({"output": body.to_string(), "exit_code": 0}).to_string()});
-        let Reply::Text(text) = answer(None, &[question[0].clone(), tool], &terminal_tools()) else { panic!("expected text") };
+        // hermes hands an MCP result to the model as {"result": <text>, "structuredContent": <json>}.
+        let tool = json!({"role": "tool", "content": json!({"result": body.to_string(), "structuredContent": body}).to_string()});
+        let Reply::Text(text) = answer(None, &[question[0].clone(), tool], &price_tools()) else { panic!("expected text") };
         assert!(text.contains("28.5") && text.contains("tc_42") && text.contains("sandbox:tushare") && text.contains("daily_basic"), "{text}");
     }
 

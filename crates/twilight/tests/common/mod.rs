@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value;
 use twilight::app::{self, Running};
@@ -58,16 +59,17 @@ impl TestApp {
     /// profiles under the returned HERMES_HOME (outside /tmp: hermes refuses to run services from
     /// there; removed on drop). `None` when hermes is not installed outside CI (CI must have it).
     pub async fn start_provisioning(backend: Backend, prefix: &str) -> Option<(TestApp, tempfile::TempDir)> {
-        let bin = Config::load(None).unwrap().hermes_bin();
-        if !bin.is_file() {
-            let required = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") || std::env::var("TWILIGHT_REQUIRE_HERMES").as_deref() == Ok("1");
-            assert!(!required, "hermes not found at {} (run scripts/install-hermes)", bin.display());
-            eprintln!("\n!!!!! SKIPPED: no hermes at {} !!!!!\n", bin.display());
-            return None;
-        }
-        let root = PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/twilight-test-homes");
+        hermes_bin()?;
+        // As root each gateway runs as its own OS user, which must reach HERMES_HOME: not under /root (0700).
+        use std::os::unix::fs::PermissionsExt;
+        let root = match nix::unistd::geteuid().is_root() {
+            true => PathBuf::from("/var/cache/twilight-test-homes"),
+            false => PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/twilight-test-homes"),
+        };
         std::fs::create_dir_all(&root).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
         let home = tempfile::Builder::new().prefix(&format!("{prefix}-")).tempdir_in(root).unwrap();
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
         let app = TestApp::start_with(backend, |config| {
             config.provisioner.in_process = true;
             config.provisioner.idle_poll_ms = 100;
@@ -151,6 +153,44 @@ impl Stopped {
             db.cleanup().await;
         }
     }
+}
+
+/// Everything the app logs in this test binary, at debug level, as JSON lines (installed as the
+/// global subscriber on first use).
+pub fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let sink = logs.clone();
+        tracing_subscriber::fmt().with_env_filter("debug").json().with_writer(move || LogWriter(sink.clone())).init();
+        logs
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The hermes CLI the embedded default would run; `None` (said loudly) when it is not installed
+/// outside CI (CI must have it).
+pub fn hermes_bin() -> Option<PathBuf> {
+    let bin = Config::load(None).unwrap().hermes_bin();
+    if !bin.is_file() {
+        let required = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") || std::env::var("TWILIGHT_REQUIRE_HERMES").as_deref() == Ok("1");
+        assert!(!required, "hermes not found at {} (run scripts/install-hermes)", bin.display());
+        eprintln!("\n!!!!! SKIPPED: no hermes at {} !!!!!\n", bin.display());
+        return None;
+    }
+    Some(bin)
 }
 
 /// Generates one test per backend from an `async fn(TestApp)`.
