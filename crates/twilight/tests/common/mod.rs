@@ -58,7 +58,7 @@ impl TestApp {
     /// Like [`TestApp::start`] with the provisioner running in-process against the real hermes, its
     /// profiles under the returned HERMES_HOME (outside /tmp: hermes refuses to run services from
     /// there; removed on drop). `None` when hermes is not installed outside CI (CI must have it).
-    pub async fn start_provisioning(backend: Backend, prefix: &str) -> Option<(TestApp, tempfile::TempDir)> {
+    pub async fn start_provisioning(backend: Backend, prefix: &str) -> Option<(TestApp, ProvisioningHome)> {
         hermes_bin()?;
         // As root each gateway runs as its own OS user, which must reach HERMES_HOME: not under /root (0700).
         use std::os::unix::fs::PermissionsExt;
@@ -77,7 +77,7 @@ impl TestApp {
             config.provisioner.template_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../template");
         })
         .await?;
-        Some((app, home))
+        Some((app, ProvisioningHome(home)))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -138,6 +138,36 @@ impl TestApp {
         let accounts = self.running.accounts.clone();
         self.running.shutdown().await.unwrap();
         Stopped { accounts, pg: self.pg, _dir: self._dir }
+    }
+}
+
+/// A test's HERMES_HOME. Dropped, it removes the directory and, as root, the OS users its gateways
+/// ran as (a refund's deprovisioning would delete them; a test ends before any), so test runs on one
+/// machine do not pile up `tw-` users.
+pub struct ProvisioningHome(tempfile::TempDir);
+
+impl ProvisioningHome {
+    pub fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl Drop for ProvisioningHome {
+    fn drop(&mut self) {
+        if !twilight_provision::GatewayUser::supported() {
+            return;
+        }
+        let profiles = std::fs::read_dir(self.path().join("hermes/profiles")).into_iter().flatten().flatten();
+        for name in profiles.filter_map(|entry| entry.file_name().into_string().ok()).filter(|name| name.starts_with("user-")) {
+            let Ok(profile) = twilight_provision::ProfileName::parse(&name) else { continue };
+            let user = twilight_provision::GatewayUser::for_profile(&profile);
+            if !matches!(user.lookup(), Ok(Some(_))) {
+                continue;
+            }
+            // The killed gateway stays a zombie of this test process until it exits, which plain
+            // userdel counts as the user still running something.
+            let _ = std::process::Command::new("userdel").args(["--force", user.as_str()]).status();
+        }
     }
 }
 
