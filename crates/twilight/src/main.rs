@@ -185,7 +185,8 @@ onboarding link: {link}
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TWILIGHT_LOG").unwrap_or_else(|_| "info".into());
+    // rmcp logs three info lines per stateless MCP request (one server per request); ours say more.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TWILIGHT_LOG").unwrap_or_else(|_| "info,rmcp=warn".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
