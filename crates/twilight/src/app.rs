@@ -138,6 +138,9 @@ pub async fn signal() -> anyhow::Result<()> {
 
 /// Starts everything `config` asks for and begins serving.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    // Everything we write (accounts DB, warehouse, secrets, profiles) is for our own uid alone: the
+    // gateways run as users of their own and are handed their profile explicitly.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let accounts = connect_accounts(config).await?;
     let sandbox = if config.sandbox.enabled { Some(Sandbox::start().await?) } else { None };
     let tushare = match &sandbox {

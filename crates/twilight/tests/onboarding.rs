@@ -116,6 +116,10 @@ async fn pay_pair_name_and_chat(backend: Backend) {
     let env = std::fs::read_to_string(&env_file).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&env_file).unwrap().permissions().mode() & 0o777, 0o600);
+    // What the backend wrote is for its own uid only; the gateway's user was handed its profile.
+    for ours in [app.data_dir().join("warehouse.duckdb"), app.data_dir().join("admin-token")] {
+        assert_eq!(std::fs::metadata(&ours).unwrap().permissions().mode() & 0o077, 0, "{} is readable by others", ours.display());
+    }
     let raw_key = env.lines().find_map(|l| l.strip_prefix("TWILIGHT_API_TOKEN=")).unwrap().trim_matches(['\'', '"']).to_string();
     let key = app.running.accounts.api_key(&hash_hex(&raw_key)).await.unwrap().expect("the planted key is stored by hash");
     assert_eq!((key.user_id, key.is_revoked()), (user_id, false));
