@@ -137,10 +137,16 @@ pub async fn signal() -> anyhow::Result<()> {
 }
 
 /// Starts everything `config` asks for and begins serving.
-pub async fn start(config: &Config) -> anyhow::Result<Running> {
-    // Everything we write (accounts DB, warehouse, secrets, profiles) is for our own uid alone: the
-    // gateways run as users of their own and are handed their profile explicitly.
+/// Makes everything this process writes from now on (accounts DB, warehouse, secrets, profiles)
+/// readable by its own uid alone: the gateways run as users of their own and are handed their
+/// profile explicitly. Every subcommand calls it first; so does [`start`], for tests that run the
+/// app in-process.
+pub fn own_files_only() {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+}
+
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    own_files_only();
     let accounts = connect_accounts(config).await?;
     let sandbox = if config.sandbox.enabled { Some(Sandbox::start().await?) } else { None };
     let tushare = match &sandbox {

@@ -85,6 +85,7 @@ enum AdminCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    app::own_files_only();
     init_logging(cli.log_format);
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
