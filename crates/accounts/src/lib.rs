@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod issue;
 mod model;
 mod sql;
 pub mod testing;
@@ -17,22 +18,12 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use error::{AccountsError, Result};
+pub use issue::{create_user_with_key, user_overview, UserOverview, DATA_SCOPE, DEFAULT_RATE_LIMIT_PER_MIN};
 pub use model::{
-    AdminToken, ApiKey, HermesProfile, JobKind, JobUpdate, NewApiKey, NewOrder, NewUser, Payment, PaymentState, Plan,
-    ProfileStatus, ProvisioningJob, RefundRecorded, SettleOutcome, Settled, Settlement, UnknownValue, UsageDay,
-    UsageRecord, User, UserStatus,
+    AdminToken, ApiKey, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, NewOrder, NewUser, Payment, PaymentState,
+    Plan, ProfileStatus, ProvisioningJob, RefundNotice, RefundRecorded, SettleOutcome, Settled, Settlement, UnknownValue,
+    UsageDay, UsageRecord, User, UserStatus,
 };
-
-/// The `state` of a provisioning job nobody has worked on yet.
-pub const JOB_CREATED: &str = "created";
-/// The `state` of a provisioning job that finished: the user's bot is set up.
-pub const JOB_ACTIVE: &str = "active";
-/// The `state` of a provisioning job that failed for good and was compensated.
-pub const JOB_FAILED: &str = "failed";
-/// The `state` of a finished deprovisioning job.
-pub const JOB_DONE: &str = "done";
-/// States in which a job has nothing left to do.
-pub const FINAL_JOB_STATES: [&str; 3] = [JOB_ACTIVE, JOB_FAILED, JOB_DONE];
 pub use sql::SqlAccounts;
 
 /// Storage of accounts, keys and usage. Every timestamp is set by the caller's clock (never the
@@ -54,6 +45,23 @@ pub trait Accounts: Send + Sync + 'static {
 
     async fn user(&self, user_id: Uuid) -> Result<Option<User>>;
 
+    /// Users newest first, only those in `status` if given; `limit` from `offset`.
+    async fn list_users(&self, status: Option<UserStatus>, limit: i64, offset: i64) -> Result<Vec<User>>;
+
+    /// The user a renewal link (`/renew/{code}`) names.
+    async fn user_by_renewal_code(&self, code: &str) -> Result<Option<User>>;
+
+    /// Ends the service of every `active` user whose `paid_until` is before `paid_before` (the
+    /// caller's now minus the grace): in one transaction they become `expired`, the auth epoch is
+    /// bumped (cached keys are looked up again and answer 402), and each gets a `suspend` job
+    /// (stop the gateway, keep the profile). Returns them; none a second time.
+    async fn expire_users(&self, paid_before: DateTime<Utc>) -> Result<Vec<User>>;
+
+    /// Enqueues a `deprovision` job for every `expired` user whose `paid_until` is before
+    /// `paid_before` (now minus grace and retention) and who still has a profile that is not
+    /// deprovisioned, unless one is already open. Returns the jobs enqueued.
+    async fn retire_expired(&self, paid_before: DateTime<Utc>) -> Result<Vec<ProvisioningJob>>;
+
     /// Stores a key. `Conflict` if the hash exists, `NotFound("user")` if the user does not.
     async fn insert_api_key(&self, new: NewApiKey) -> Result<ApiKey>;
 
@@ -72,6 +80,9 @@ pub trait Accounts: Send + Sync + 'static {
     async fn insert_admin_token(&self, token_hash: &str, label: &str) -> Result<AdminToken>;
 
     async fn admin_token(&self, token_hash: &str) -> Result<Option<AdminToken>>;
+
+    /// Every admin token, revoked or not, oldest first.
+    async fn admin_tokens(&self) -> Result<Vec<AdminToken>>;
 
     /// Revokes an admin token and bumps the auth epoch; `false` if unknown or already revoked.
     async fn revoke_admin_token(&self, token_hash: &str) -> Result<bool>;
@@ -100,15 +111,20 @@ pub trait Accounts: Send + Sync + 'static {
 
     async fn payment_by_out_trade_no(&self, out_trade_no: &str) -> Result<Option<Payment>>;
 
+    /// The user's orders, newest first, at most `limit`.
+    async fn payments_for_user(&self, user_id: Uuid, limit: i64) -> Result<Vec<Payment>>;
+
     async fn payment_by_onboarding_token(&self, token_hash: &str) -> Result<Option<Payment>>;
 
     /// Pending orders, oldest first, at most `limit`: what reconciliation asks the processor about.
     async fn pending_payments(&self, limit: i64) -> Result<Vec<Payment>>;
 
     /// Records a confirmed payment in one transaction: the order becomes `paid`; a first purchase
-    /// creates the user (`paid_until` one month after payment), a renewal extends the user's
-    /// `paid_until` by a month from whichever is later, then or now paid; either way a `provision`
-    /// job is enqueued. Idempotent: settling the same `processor_ref` again changes nothing and
+    /// creates the user (`paid_until` one month after payment) and enqueues a `provision` job. A
+    /// renewal extends the user's `paid_until` by a month from whichever is later, then or now
+    /// paid, makes an expired user active again, and enqueues only what the user's bot needs: a
+    /// `resume` job for a suspended one, a `provision` job if there is none (never provisioned,
+    /// failed or deprovisioned), nothing for a bot that is running or still being set up. Idempotent: settling the same `processor_ref` again changes nothing and
     /// answers [`SettleOutcome::AlreadyPaid`], however many deliveries race.
     ///
     /// `NotFound("order")` for an unknown `out_trade_no`; `Rejected` when the amount or currency
@@ -116,10 +132,13 @@ pub trait Accounts: Send + Sync + 'static {
     /// on any error.
     async fn settle_payment(&self, settlement: &Settlement) -> Result<Settled>;
 
-    /// Records a refund of a paid order in one transaction: the order becomes `refunded`, its user
-    /// `refunded` with every key revoked (bumping the auth epoch), and a `deprovision` job is
-    /// enqueued. Idempotent. `NotFound("order")` if unknown, `Rejected` if it was never paid.
-    async fn refund_payment(&self, out_trade_no: &str, refunded_at: DateTime<Utc>) -> Result<RefundRecorded>;
+    /// Records a refund of a paid order in one transaction. A partial refund (the refunds so far
+    /// add up to less than the payment) is recorded and changes nothing else. Once the whole
+    /// payment is refunded the order becomes `refunded`, its user `refunded` with every key revoked
+    /// (bumping the auth epoch), every unfinished `provision`/`resume` job of the user `cancelled`,
+    /// and a `deprovision` job enqueued. Idempotent per `out_refund_no`. `NotFound("order")` if
+    /// unknown, `Rejected` if it was never paid or the refunds would exceed the payment.
+    async fn refund_payment(&self, refund: &RefundNotice) -> Result<RefundRecorded>;
 
     /// Keeps the processor's payment link of a pending order, for its payment page to show again
     /// as a QR code. `Rejected` if the order is not pending.
@@ -137,13 +156,19 @@ pub trait Accounts: Send + Sync + 'static {
     async fn job_by_onboarding_token(&self, token_hash: &str) -> Result<Option<ProvisioningJob>>;
 
     /// Leases the most overdue runnable job to `worker` until `lease_until`: one not finished, due
-    /// by `now`, and not leased to anyone (or whose lease ran out, e.g. its worker crashed). Two
-    /// workers never hold the same job (Postgres: `FOR UPDATE SKIP LOCKED`; SQLite: one writer).
+    /// by `now`, and not leased to anyone (or whose lease ran out, e.g. its worker crashed), whose
+    /// user has no other job leased — so a refund's `deprovision` waits for a step in flight to end.
+    /// Two workers never hold the same job (Postgres: `FOR UPDATE SKIP LOCKED`; SQLite: one writer).
     async fn claim_job(&self, worker: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<ProvisioningJob>>;
 
     /// Records the progress of a job `worker` holds and extends its lease to `lease_until`, or
-    /// releases it when `None`. `false`, with nothing written, when `worker` no longer holds it.
+    /// releases it when `None`. `false`, with nothing written, when `worker` no longer holds it or
+    /// the job was finished meanwhile (cancelled by a refund).
     async fn update_job(&self, job_id: Uuid, worker: &str, update: &JobUpdate, lease_until: Option<DateTime<Utc>>) -> Result<bool>;
+
+    /// Gives up `worker`'s lease on a job whatever its state (after [`Accounts::update_job`] was
+    /// refused because the job was cancelled), so the user's next job can run at once.
+    async fn release_job(&self, job_id: Uuid, worker: &str) -> Result<()>;
 
     /// Posts the pairing QR (`None` clears it) and status for the onboarding page.
     async fn set_pairing(&self, job_id: Uuid, qr: Option<&str>, status: &str) -> Result<()>;
@@ -169,4 +194,7 @@ pub trait Accounts: Send + Sync + 'static {
     async fn upsert_profile(&self, profile: &HermesProfile) -> Result<()>;
 
     async fn profile_for_user(&self, user_id: Uuid) -> Result<Option<HermesProfile>>;
+
+    /// Every profile on `host` in `status`, for a provisioner starting up to bring their gateways back.
+    async fn profiles_on_host(&self, host: &str, status: ProfileStatus) -> Result<Vec<HermesProfile>>;
 }

@@ -70,6 +70,9 @@ text_enum! {
     /// Whether a user's keys may be used at all; anything but `Active` means no service.
     UserStatus {
         Active = "active",
+        /// The paid period and its grace ran out: keys answer 402, the gateway is stopped, the
+        /// profile is kept for a while in case they renew.
+        Expired = "expired",
         Suspended = "suspended",
         Refunded = "refunded",
         Cancelled = "cancelled",
@@ -83,8 +86,39 @@ text_enum! {
 }
 
 text_enum! {
-    /// What a provisioning job does for its user.
-    JobKind { Provision = "provision", Deprovision = "deprovision" }
+    /// What a provisioning job does for its user: set the bot up (and pair it), take everything
+    /// down, or stop and start its gateway around an expiry and a renewal.
+    JobKind { Provision = "provision", Deprovision = "deprovision", Suspend = "suspend", Resume = "resume" }
+}
+
+text_enum! {
+    /// Where a job stands. A `provision` job walks
+    /// `created → profile_created → secrets_planted → awaiting_scan → paired → bot_named →
+    /// gateway_running → active`; the other kinds go from `created` straight to `done`. `failed`
+    /// (compensated after too many failures) and `cancelled` (a refund or expiry overtook it) end
+    /// any kind.
+    JobState {
+        Created = "created",
+        ProfileCreated = "profile_created",
+        SecretsPlanted = "secrets_planted",
+        AwaitingScan = "awaiting_scan",
+        Paired = "paired",
+        BotNamed = "bot_named",
+        GatewayRunning = "gateway_running",
+        Active = "active",
+        Done = "done",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
+}
+
+impl JobState {
+    /// States in which a job has nothing left to do.
+    pub const FINAL: [JobState; 4] = [JobState::Active, JobState::Done, JobState::Failed, JobState::Cancelled];
+
+    pub fn is_final(self) -> bool {
+        Self::FINAL.contains(&self)
+    }
 }
 
 text_enum! {
@@ -92,6 +126,8 @@ text_enum! {
     ProfileStatus {
         Provisioning = "provisioning",
         Active = "active",
+        /// Its user expired: the gateway is stopped, everything else kept.
+        Suspended = "suspended",
         Error = "error",
         Deprovisioned = "deprovisioned",
     }
@@ -110,6 +146,11 @@ pub struct User {
     pub status: UserStatus,
     pub created_at: DateTime<Utc>,
     pub paid_until: Option<DateTime<Utc>>,
+    /// Names the user in their renewal link (`/renew/{code}`); it only lets its holder pay the
+    /// user's renewal.
+    pub renewal_code: String,
+    /// The `paid_until` the renewal reminder was sent for, if it was.
+    pub reminded_for: Option<DateTime<Utc>>,
 }
 
 /// Input of [`crate::Accounts::create_user`]; the id, status (`Active`) and `created_at` are
@@ -243,7 +284,8 @@ pub struct Settlement {
 pub enum SettleOutcome {
     /// A first purchase: a new user and a provisioning job.
     NewUser,
-    /// A renewal: the user's `paid_until` moved on by one period.
+    /// A renewal: the user's `paid_until` moved on by one period (a job only if the user has no
+    /// bot to keep, or an expired one to start again).
     Renewed,
     /// Already settled earlier (a repeated notification): nothing changed.
     AlreadyPaid,
@@ -255,18 +297,33 @@ pub struct Settled {
     pub outcome: SettleOutcome,
     pub payment: Payment,
     pub user: User,
-    /// The provisioning job enqueued with the payment, if it has one.
+    /// The job enqueued with the payment, if it has one: `provision` for a user without a bot,
+    /// `resume` for an expired one; none for a renewal of a running bot.
     pub job: Option<ProvisioningJob>,
+}
+
+/// A refund the processor completed, as [`crate::Accounts::refund_payment`] takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundNotice {
+    pub out_trade_no: String,
+    /// The refund's own number: the same refund notified twice counts once.
+    pub out_refund_no: String,
+    /// In the currency's minor unit; at most what is left of the payment.
+    pub amount_cents: i64,
+    pub refunded_at: DateTime<Utc>,
 }
 
 /// The result of [`crate::Accounts::refund_payment`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundRecorded {
-    /// `false` when the payment was already refunded (a repeated notification).
-    pub newly_refunded: bool,
+    /// `false` when this refund was recorded before (a repeated notification).
+    pub newly_recorded: bool,
+    /// Refunded so far, this refund included.
+    pub refunded_cents: i64,
     pub payment: Payment,
-    /// The deprovisioning job for the payment's user.
-    pub job: ProvisioningJob,
+    /// The deprovisioning job, once the whole payment is refunded; `None` after a partial refund,
+    /// which ends nothing.
+    pub job: Option<ProvisioningJob>,
 }
 
 /// A unit of provisioner work, persisted so it survives restarts.
@@ -277,8 +334,9 @@ pub struct ProvisioningJob {
     #[sqlx(try_from = "String")]
     pub kind: JobKind,
     pub payment_id: Option<Uuid>,
-    /// The step reached; [`JOB_CREATED`](crate::JOB_CREATED) until a provisioner picks it up.
-    pub state: String,
+    /// The step reached; `Created` until a provisioner picks it up.
+    #[sqlx(try_from = "String")]
+    pub state: JobState,
     pub attempts: i32,
     pub last_error: Option<String>,
     pub next_attempt_at: DateTime<Utc>,
@@ -301,14 +359,14 @@ pub struct ProvisioningJob {
 impl ProvisioningJob {
     /// Whether the job has nothing left to do.
     pub fn is_finished(&self) -> bool {
-        crate::FINAL_JOB_STATES.contains(&self.state.as_str())
+        self.state.is_final()
     }
 }
 
 /// A job's progress, as the provisioner holding it records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobUpdate {
-    pub state: String,
+    pub state: JobState,
     pub attempts: i32,
     pub last_error: Option<String>,
     pub next_attempt_at: DateTime<Utc>,
@@ -325,6 +383,8 @@ pub struct HermesProfile {
     #[sqlx(try_from = "String")]
     pub status: ProfileStatus,
     pub created_at: DateTime<Utc>,
+    /// When the bot greeted its owner in WeChat, once.
+    pub welcomed_at: Option<DateTime<Utc>>,
 }
 
 /// Requests and upstream cost of one user on one endpoint during one UTC day.

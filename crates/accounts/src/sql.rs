@@ -17,9 +17,9 @@ use uuid::Uuid;
 
 use crate::error::classify;
 use crate::{
-    Accounts, AccountsError, AdminToken, ApiKey, HermesProfile, JobKind, JobUpdate, NewApiKey, NewOrder, NewUser, Payment,
-    PaymentState, ProvisioningJob, RefundRecorded, Result, SettleOutcome, Settled, Settlement,
-    UsageDay, UsageRecord, User, UserStatus, JOB_CREATED,
+    Accounts, AccountsError, AdminToken, ApiKey, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, NewOrder, NewUser,
+    Payment, PaymentState, ProfileStatus, ProvisioningJob, RefundNotice, RefundRecorded, Result, SettleOutcome, Settled,
+    Settlement, UsageDay, UsageRecord, User, UserStatus,
 };
 
 /// Rows per multi-row INSERT (and keys per `last_used_at` UPDATE). A statement may carry at most
@@ -32,29 +32,38 @@ const _: () = assert!(ROWS_PER_STATEMENT * 5 <= 32_766);
 const BUMP_AUTH_EPOCH: &str = "UPDATE auth_epoch SET version = version + 1 WHERE id = 1";
 
 const USER_COLUMNS: &str =
-    "user_id, email, weixin_openid, display_name, plan, status, created_at, paid_until";
+    "user_id, email, weixin_openid, display_name, plan, status, created_at, paid_until, renewal_code, reminded_for";
 const INSERT_USER: &str = "INSERT INTO users (user_id, email, weixin_openid, display_name, plan, \
-    status, created_at, paid_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+    status, created_at, paid_until, renewal_code) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 const PAYMENT_COLUMNS: &str = "payment_id, user_id, out_trade_no, plan, amount_cents, currency, \
     processor, processor_ref, status, created_at, expires_at, paid_at, refunded_at, \
     onboarding_token_hash, code_url";
 
-/// The SQL condition "this job is not finished", from [`crate::FINAL_JOB_STATES`].
+/// The SQL condition "this job is not finished", from [`JobState::FINAL`].
 fn unfinished_job() -> String {
-    let finished = crate::FINAL_JOB_STATES.map(|state| format!("'{state}'")).join(", ");
+    let finished = JobState::FINAL.map(|state| format!("'{state}'")).join(", ");
     format!("state NOT IN ({finished})")
+}
+
+/// Enqueues a `created` job due now (`$1` id, `$2` user, `$3` kind, `$4` payment, `$5` now, `$6`
+/// onboarding token hash) unless the user already has an unfinished job of that kind, or the
+/// payment one of that kind (a repeated notification); `rows_affected` says whether it did.
+fn enqueue_job() -> String {
+    let unfinished = unfinished_job();
+    format!(
+        "INSERT INTO provisioning_jobs (job_id, user_id, kind, payment_id, state, next_attempt_at, \
+         onboarding_token_hash, created_at, updated_at) \
+         SELECT $1, $2, $3, $4, '{created}', $5, $6, $5, $5 \
+         WHERE NOT EXISTS (SELECT 1 FROM provisioning_jobs WHERE user_id = $2 AND kind = $3 AND {unfinished}) \
+         ON CONFLICT (payment_id, kind) DO NOTHING",
+        created = JobState::Created
+    )
 }
 
 const JOB_COLUMNS: &str = "job_id, user_id, kind, payment_id, state, attempts, last_error, \
     next_attempt_at, locked_by, locked_until, pairing_qr, pairing_status, verify_code, bot_name, \
     created_at, updated_at";
-const PROFILE_COLUMNS: &str = "profile_name, user_id, host, weixin_bot_id, status, created_at";
-/// Enqueues a job for a payment; a second one of the same kind is a no-op, so a repeated
-/// notification cannot enqueue twice.
-const INSERT_JOB: &str = "INSERT INTO provisioning_jobs (job_id, user_id, kind, payment_id, state, \
-    next_attempt_at, onboarding_token_hash, created_at, updated_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $6) ON CONFLICT (payment_id, kind) DO NOTHING";
-const PAYMENT_JOB: &str = "WHERE payment_id = $1 AND kind = $2";
+const PROFILE_COLUMNS: &str = "profile_name, user_id, host, weixin_bot_id, status, created_at, welcomed_at";
 
 /// The connected database. Debug output shows pool sizes only, never connect options.
 #[derive(Debug)]
@@ -154,6 +163,8 @@ fn new_user(new: NewUser) -> User {
         status: UserStatus::Active,
         created_at: now(),
         paid_until: new.paid_until,
+        renewal_code: Uuid::new_v4().simple().to_string(),
+        reminded_for: None,
     }
 }
 
@@ -169,6 +180,7 @@ where
     &'q str: Encode<'q, DB> + Type<DB>,
     DateTime<Utc>: Encode<'q, DB> + Type<DB>,
     Option<DateTime<Utc>>: Encode<'q, DB> + Type<DB>,
+    String: Encode<'q, DB> + Type<DB>,
 {
     query
         .bind(user.user_id)
@@ -179,12 +191,55 @@ where
         .bind(user.status.as_str())
         .bind(user.created_at)
         .bind(user.paid_until)
+        .bind(user.renewal_code.clone())
 }
 
 /// One subscription period after `from`: the same day of the next month (or its last day).
 fn one_period_after(from: DateTime<Utc>) -> DateTime<Utc> {
     from.checked_add_months(Months::new(1))
         .expect("a month after a payment is within chrono's range")
+}
+
+/// What a renewal enqueues, given the user's profile: nothing for a bot that runs (or is being
+/// set up: the guard in [`enqueue_job`] sees its open job), its gateway started again if it was
+/// suspended, and a new bot only where there is none.
+fn renewal_job(profile: Option<ProfileStatus>) -> Option<JobKind> {
+    match profile {
+        Some(ProfileStatus::Active) => None,
+        Some(ProfileStatus::Suspended) => Some(JobKind::Resume),
+        Some(ProfileStatus::Provisioning | ProfileStatus::Error | ProfileStatus::Deprovisioned) | None => Some(JobKind::Provision),
+    }
+}
+
+/// A job for [`enqueue_job`].
+struct NewJob {
+    job_id: Uuid,
+    user_id: Uuid,
+    kind: JobKind,
+    payment_id: Option<Uuid>,
+    at: DateTime<Utc>,
+    onboarding_token_hash: Option<String>,
+}
+
+impl NewJob {
+    fn due_now(user_id: Uuid, kind: JobKind, payment_id: Option<Uuid>, onboarding_token_hash: Option<String>) -> NewJob {
+        NewJob { job_id: Uuid::new_v4(), user_id, kind, payment_id, at: now(), onboarding_token_hash }
+    }
+
+    fn bind<'q, DB>(
+        self,
+        query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    ) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+    where
+        DB: sqlx::Database,
+        Uuid: Encode<'q, DB> + Type<DB>,
+        Option<Uuid>: Encode<'q, DB> + Type<DB>,
+        &'q str: Encode<'q, DB> + Type<DB>,
+        DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+        Option<String>: Encode<'q, DB> + Type<DB>,
+    {
+        query.bind(self.job_id).bind(self.user_id).bind(self.kind.as_str()).bind(self.payment_id).bind(self.at).bind(self.onboarding_token_hash)
+    }
 }
 
 /// Why a settlement claimed no pending order, given the order as stored: a repeat of the
@@ -281,7 +336,20 @@ impl Accounts for SqlAccounts {
     async fn migrate(&self) -> Result<()> {
         match &self.pool {
             Pool::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
-            Pool::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+            Pool::Sqlite(pool) => {
+                // Rebuilding a table others reference (SQLite's only way to change a CHECK) needs
+                // foreign keys off, a pragma that only takes effect outside a transaction: so on one
+                // connection, around the migrator's transactions, then every key is checked.
+                let mut conn = pool.acquire().await?;
+                sqlx::query("PRAGMA foreign_keys = OFF").execute(&mut *conn).await?;
+                let migrated = sqlx::migrate!("./migrations/sqlite").run_direct(&mut *conn).await;
+                let dangling = sqlx::query("PRAGMA foreign_key_check").fetch_all(&mut *conn).await;
+                sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                migrated?;
+                if !dangling?.is_empty() {
+                    return Err(sqlx::Error::Protocol("a migration left rows whose foreign keys point nowhere".into()).into());
+                }
+            }
         }
         Ok(())
     }
@@ -302,6 +370,71 @@ impl Accounts for SqlAccounts {
             .fetch_optional(pool)
             .await
         })?)
+    }
+
+    async fn list_users(&self, status: Option<UserStatus>, limit: i64, offset: i64) -> Result<Vec<User>> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE ($1 IS NULL OR status = $1) \
+             ORDER BY created_at DESC, user_id LIMIT $2 OFFSET $3"
+        );
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as::<_, User>(&sql).bind(status.map(UserStatus::as_str)).bind(limit).bind(offset).fetch_all(pool).await
+        })?)
+    }
+
+    async fn user_by_renewal_code(&self, code: &str) -> Result<Option<User>> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as::<_, User>(&format!("SELECT {USER_COLUMNS} FROM users WHERE renewal_code = $1"))
+                .bind(code)
+                .fetch_optional(pool)
+                .await
+        })?)
+    }
+
+    async fn expire_users(&self, paid_before: DateTime<Utc>) -> Result<Vec<User>> {
+        let expire = format!(
+            "UPDATE users SET status = '{expired}' WHERE status = '{active}' AND paid_until < $1 RETURNING {USER_COLUMNS}",
+            expired = UserStatus::Expired,
+            active = UserStatus::Active
+        );
+        let enqueue = enqueue_job();
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let expired = sqlx::query_as::<_, User>(&expire).bind(paid_before.trunc_subsecs(6)).fetch_all(&mut *tx).await?;
+            for user in &expired {
+                NewJob::due_now(user.user_id, JobKind::Suspend, None, None).bind(sqlx::query(&enqueue)).execute(&mut *tx).await?;
+            }
+            if !expired.is_empty() {
+                sqlx::query(BUMP_AUTH_EPOCH).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(expired)
+        })
+    }
+
+    async fn retire_expired(&self, paid_before: DateTime<Utc>) -> Result<Vec<ProvisioningJob>> {
+        let due = format!(
+            "SELECT users.user_id FROM users JOIN hermes_profiles ON hermes_profiles.user_id = users.user_id \
+             WHERE users.status = '{expired}' AND users.paid_until < $1 AND hermes_profiles.status <> '{deprovisioned}'",
+            expired = UserStatus::Expired,
+            deprovisioned = ProfileStatus::Deprovisioned
+        );
+        let enqueue = enqueue_job();
+        let select_job = format!("SELECT {JOB_COLUMNS} FROM provisioning_jobs WHERE job_id = $1");
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let users: Vec<Uuid> = sqlx::query_scalar(&due).bind(paid_before.trunc_subsecs(6)).fetch_all(&mut *tx).await?;
+            let mut enqueued = Vec::new();
+            for user_id in users {
+                let job = NewJob::due_now(user_id, JobKind::Deprovision, None, None);
+                let job_id = job.job_id;
+                if job.bind(sqlx::query(&enqueue)).execute(&mut *tx).await?.rows_affected() > 0 {
+                    enqueued.push(sqlx::query_as::<_, ProvisioningJob>(&select_job).bind(job_id).fetch_one(&mut *tx).await?);
+                }
+            }
+            tx.commit().await?;
+            Ok(enqueued)
+        })
     }
 
     async fn insert_api_key(&self, new: NewApiKey) -> Result<ApiKey> {
@@ -394,6 +527,14 @@ impl Accounts for SqlAccounts {
             .bind(token_hash)
             .fetch_optional(pool)
             .await
+        })?)
+    }
+
+    async fn admin_tokens(&self) -> Result<Vec<AdminToken>> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as::<_, AdminToken>("SELECT token_hash, label, created_at, revoked_at FROM admin_tokens ORDER BY created_at, token_hash")
+                .fetch_all(pool)
+                .await
         })?)
     }
 
@@ -538,6 +679,11 @@ impl Accounts for SqlAccounts {
         self.payment_where("out_trade_no = $1", out_trade_no.to_owned()).await
     }
 
+    async fn payments_for_user(&self, user_id: Uuid, limit: i64) -> Result<Vec<Payment>> {
+        let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE user_id = $1 ORDER BY created_at DESC, payment_id LIMIT $2");
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, Payment>(&sql).bind(user_id).bind(limit).fetch_all(pool).await)?)
+    }
+
     async fn payment_by_onboarding_token(&self, token_hash: &str) -> Result<Option<Payment>> {
         self.payment_where("onboarding_token_hash = $1", token_hash.to_owned()).await
     }
@@ -561,7 +707,13 @@ impl Accounts for SqlAccounts {
         );
         let select_payment = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE out_trade_no = $1");
         let select_user = format!("SELECT {USER_COLUMNS} FROM users WHERE user_id = $1");
-        let select_job = format!("SELECT {JOB_COLUMNS} FROM provisioning_jobs {PAYMENT_JOB}");
+        let select_profile = format!("SELECT {PROFILE_COLUMNS} FROM hermes_profiles WHERE user_id = $1");
+        let select_job = format!(
+            "SELECT {JOB_COLUMNS} FROM provisioning_jobs WHERE payment_id = $1 AND kind IN ('{}', '{}')",
+            JobKind::Provision,
+            JobKind::Resume
+        );
+        let enqueue = enqueue_job();
         on_pool!(self, |pool| {
             // Claiming the order is the transaction's first statement and a write, so concurrent
             // deliveries queue on the row (Postgres) or the write lock (SQLite) and every one but
@@ -615,6 +767,8 @@ impl Accounts for SqlAccounts {
                         .bind(user.plan.as_str())
                         .execute(&mut *tx)
                         .await?;
+                    // Cached keys carry the old status and `paid_until`: have them looked up again.
+                    sqlx::query(BUMP_AUTH_EPOCH).execute(&mut *tx).await?;
                     (SettleOutcome::Renewed, payment, user)
                 }
             };
@@ -626,97 +780,104 @@ impl Accounts for SqlAccounts {
                     .await?;
                 payment.user_id = Some(user.user_id);
             }
-            if outcome != SettleOutcome::AlreadyPaid {
-                sqlx::query(INSERT_JOB)
-                    .bind(Uuid::new_v4())
-                    .bind(user.user_id)
-                    .bind(JobKind::Provision.as_str())
-                    .bind(payment.payment_id)
-                    .bind(JOB_CREATED)
-                    .bind(now())
-                    .bind(&payment.onboarding_token_hash)
-                    .execute(&mut *tx)
-                    .await?;
+            let kind = match outcome {
+                SettleOutcome::AlreadyPaid => None,
+                SettleOutcome::NewUser => Some(JobKind::Provision),
+                SettleOutcome::Renewed => {
+                    let profile = sqlx::query_as::<_, HermesProfile>(&select_profile).bind(user.user_id).fetch_optional(&mut *tx).await?;
+                    renewal_job(profile.map(|profile| profile.status))
+                }
+            };
+            if let Some(kind) = kind {
+                let job = NewJob::due_now(user.user_id, kind, Some(payment.payment_id), payment.onboarding_token_hash.clone());
+                job.bind(sqlx::query(&enqueue)).execute(&mut *tx).await?;
             }
-            let job = sqlx::query_as::<_, ProvisioningJob>(&select_job)
-                .bind(payment.payment_id)
-                .bind(JobKind::Provision.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
+            let job = sqlx::query_as::<_, ProvisioningJob>(&select_job).bind(payment.payment_id).fetch_optional(&mut *tx).await?;
             tx.commit().await?;
             Ok(Settled { outcome, payment, user, job })
         })
     }
 
-    async fn refund_payment(&self, out_trade_no: &str, refunded_at: DateTime<Utc>) -> Result<RefundRecorded> {
-        let refunded_at = refunded_at.trunc_subsecs(6);
-        let claim = format!(
-            "UPDATE payments SET status = 'refunded', refunded_at = $2 \
-             WHERE out_trade_no = $1 AND status = 'paid' RETURNING {PAYMENT_COLUMNS}"
+    async fn refund_payment(&self, refund: &RefundNotice) -> Result<RefundRecorded> {
+        let refunded_at = refund.refunded_at.trunc_subsecs(6);
+        // A write that changes nothing, first, so concurrent refunds of one order queue on its row.
+        let lock = format!("UPDATE payments SET status = status WHERE out_trade_no = $1 RETURNING {PAYMENT_COLUMNS}");
+        let finish = format!(
+            "UPDATE payments SET status = 'refunded', refunded_at = $2 WHERE payment_id = $1 AND status = 'paid' \
+             RETURNING {PAYMENT_COLUMNS}"
         );
-        let select_payment = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE out_trade_no = $1");
-        let select_job = format!("SELECT {JOB_COLUMNS} FROM provisioning_jobs {PAYMENT_JOB}");
+        let cancel = format!(
+            "UPDATE provisioning_jobs SET state = '{cancelled}', last_error = 'cancelled by a refund', updated_at = $2 \
+             WHERE user_id = $1 AND kind IN ('{provision}', '{resume}') AND {unfinished}",
+            cancelled = JobState::Cancelled,
+            provision = JobKind::Provision,
+            resume = JobKind::Resume,
+            unfinished = unfinished_job(),
+        );
+        let select_job = format!("SELECT {JOB_COLUMNS} FROM provisioning_jobs WHERE payment_id = $1 AND kind = 'deprovision'");
+        let enqueue = enqueue_job();
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let claimed = sqlx::query_as::<_, Payment>(&claim)
-                .bind(out_trade_no)
-                .bind(refunded_at)
+            let mut payment = sqlx::query_as::<_, Payment>(&lock)
+                .bind(&refund.out_trade_no)
                 .fetch_optional(&mut *tx)
-                .await?;
-            let newly_refunded = claimed.is_some();
-            let payment = match claimed {
-                Some(payment) => payment,
-                None => {
-                    let existing = sqlx::query_as::<_, Payment>(&select_payment)
-                        .bind(out_trade_no)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .ok_or(AccountsError::NotFound("order"))?;
-                    if existing.status != PaymentState::Refunded {
-                        return Err(AccountsError::Rejected(format!(
-                            "order {out_trade_no} is {}, not paid",
-                            existing.status
-                        )));
-                    }
-                    existing
-                }
-            };
-            let user_id = payment.user_id.expect("a paid order always has its user");
-            if newly_refunded {
-                sqlx::query("UPDATE users SET status = $2 WHERE user_id = $1")
-                    .bind(user_id)
-                    .bind(UserStatus::Refunded.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                let revoked = sqlx::query(
-                    "UPDATE api_keys SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
-                )
-                .bind(user_id)
-                .bind(refunded_at)
-                .execute(&mut *tx)
                 .await?
-                .rows_affected();
-                if revoked > 0 {
-                    sqlx::query(BUMP_AUTH_EPOCH).execute(&mut *tx).await?;
-                }
-                sqlx::query(INSERT_JOB)
-                    .bind(Uuid::new_v4())
-                    .bind(user_id)
-                    .bind(JobKind::Deprovision.as_str())
-                    .bind(payment.payment_id)
-                    .bind(JOB_CREATED)
-                    .bind(now())
-                    .bind(None::<String>)
-                    .execute(&mut *tx)
-                    .await?;
+                .ok_or(AccountsError::NotFound("order"))?;
+            if !matches!(payment.status, PaymentState::Paid | PaymentState::Refunded) {
+                return Err(AccountsError::Rejected(format!("order {} is {}, not paid", payment.out_trade_no, payment.status)));
             }
-            let job = sqlx::query_as::<_, ProvisioningJob>(&select_job)
+            let newly_recorded = sqlx::query(
+                "INSERT INTO refunds (out_refund_no, payment_id, amount_cents, refunded_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (out_refund_no) DO NOTHING",
+            )
+            .bind(&refund.out_refund_no)
+            .bind(payment.payment_id)
+            .bind(refund.amount_cents)
+            .bind(refunded_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|err| match &err {
+                sqlx::Error::Database(db) if db.is_check_violation() => AccountsError::Rejected("a refund amount must be positive".into()),
+                _ => err.into(),
+            })?
+            .rows_affected()
+                > 0;
+            let refunded_cents: i64 = sqlx::query_scalar("SELECT CAST(coalesce(sum(amount_cents), 0) AS BIGINT) FROM refunds WHERE payment_id = $1")
                 .bind(payment.payment_id)
-                .bind(JobKind::Deprovision.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
+            if refunded_cents > payment.amount_cents {
+                return Err(AccountsError::Rejected(format!(
+                    "refunds of order {} would add up to {refunded_cents}, more than its {}",
+                    payment.out_trade_no, payment.amount_cents
+                )));
+            }
+            let user_id = payment.user_id.expect("a paid order always has its user");
+            if refunded_cents == payment.amount_cents {
+                if let Some(finished) = sqlx::query_as::<_, Payment>(&finish).bind(payment.payment_id).bind(refunded_at).fetch_optional(&mut *tx).await? {
+                    payment = finished;
+                    sqlx::query("UPDATE users SET status = $2 WHERE user_id = $1")
+                        .bind(user_id)
+                        .bind(UserStatus::Refunded.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    let revoked = sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
+                        .bind(user_id)
+                        .bind(refunded_at)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if revoked > 0 {
+                        sqlx::query(BUMP_AUTH_EPOCH).execute(&mut *tx).await?;
+                    }
+                    sqlx::query(&cancel).bind(user_id).bind(now()).execute(&mut *tx).await?;
+                    let job = NewJob::due_now(user_id, JobKind::Deprovision, Some(payment.payment_id), None);
+                    job.bind(sqlx::query(&enqueue)).execute(&mut *tx).await?;
+                }
+            }
+            let job = sqlx::query_as::<_, ProvisioningJob>(&select_job).bind(payment.payment_id).fetch_optional(&mut *tx).await?;
             tx.commit().await?;
-            Ok(RefundRecorded { newly_refunded, payment, job })
+            Ok(RefundRecorded { newly_recorded, refunded_cents, payment, job })
         })
     }
 
@@ -771,9 +932,11 @@ impl Accounts for SqlAccounts {
         let unfinished = unfinished_job();
         let sql = format!(
             "UPDATE provisioning_jobs SET locked_by = $1, locked_until = $3, updated_at = $2 \
-             WHERE job_id = (SELECT job_id FROM provisioning_jobs \
+             WHERE job_id = (SELECT job_id FROM provisioning_jobs AS job \
              WHERE {unfinished} AND next_attempt_at <= $2 \
              AND (locked_until IS NULL OR locked_until < $2) \
+             AND NOT EXISTS (SELECT 1 FROM provisioning_jobs AS other WHERE other.user_id = job.user_id \
+                 AND other.job_id <> job.job_id AND other.locked_by IS NOT NULL AND other.locked_until >= $2) \
              ORDER BY next_attempt_at LIMIT 1 {skip_locked}) \
              RETURNING {JOB_COLUMNS}"
         );
@@ -789,26 +952,40 @@ impl Accounts for SqlAccounts {
     }
 
     async fn update_job(&self, job_id: Uuid, worker: &str, update: &JobUpdate, lease_until: Option<DateTime<Utc>>) -> Result<bool> {
+        let sql = format!(
+            "UPDATE provisioning_jobs SET state = $3, attempts = $4, last_error = $5, \
+             next_attempt_at = $6, locked_until = $7, \
+             locked_by = CASE WHEN $7 IS NULL THEN NULL ELSE locked_by END, updated_at = $8 \
+             WHERE job_id = $1 AND locked_by = $2 AND {}",
+            unfinished_job()
+        );
         let changed = on_pool!(self, |pool| {
-            sqlx::query(
-                "UPDATE provisioning_jobs SET state = $3, attempts = $4, last_error = $5, \
-                 next_attempt_at = $6, locked_until = $7, \
-                 locked_by = CASE WHEN $7 IS NULL THEN NULL ELSE locked_by END, updated_at = $8 \
-                 WHERE job_id = $1 AND locked_by = $2",
-            )
-            .bind(job_id)
-            .bind(worker)
-            .bind(&update.state)
-            .bind(update.attempts)
-            .bind(&update.last_error)
-            .bind(update.next_attempt_at.trunc_subsecs(6))
-            .bind(lease_until.map(|at| at.trunc_subsecs(6)))
-            .bind(now())
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected())
+            sqlx::query(&sql)
+                .bind(job_id)
+                .bind(worker)
+                .bind(update.state.as_str())
+                .bind(update.attempts)
+                .bind(&update.last_error)
+                .bind(update.next_attempt_at.trunc_subsecs(6))
+                .bind(lease_until.map(|at| at.trunc_subsecs(6)))
+                .bind(now())
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
         })?;
         Ok(changed > 0)
+    }
+
+    async fn release_job(&self, job_id: Uuid, worker: &str) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query("UPDATE provisioning_jobs SET locked_by = NULL, locked_until = NULL WHERE job_id = $1 AND locked_by = $2")
+                .bind(job_id)
+                .bind(worker)
+                .execute(pool)
+                .await
+                .map(drop)
+        })?;
+        Ok(())
     }
 
     async fn set_pairing(&self, job_id: Uuid, qr: Option<&str>, status: &str) -> Result<()> {
@@ -860,21 +1037,10 @@ impl Accounts for SqlAccounts {
         if let Some(job) = resumed {
             return Ok(job);
         }
-        let job_id = Uuid::new_v4();
-        on_pool!(self, |pool| {
-            sqlx::query(INSERT_JOB)
-                .bind(job_id)
-                .bind(user_id)
-                .bind(JobKind::Provision.as_str())
-                .bind(None::<Uuid>)
-                .bind(JOB_CREATED)
-                .bind(now())
-                .bind(onboarding_token_hash)
-                .execute(pool)
-                .await
-                .map(drop)
-        })
-        .map_err(|err| classify(err, "onboarding link"))?;
+        let job = NewJob::due_now(user_id, JobKind::Provision, None, Some(onboarding_token_hash.to_owned()));
+        let job_id = job.job_id;
+        let enqueue = enqueue_job();
+        on_pool!(self, |pool| job.bind(sqlx::query(&enqueue)).execute(pool).await.map(drop)).map_err(|err| classify(err, "onboarding link"))?;
         self.job(job_id).await?.ok_or(AccountsError::NotFound("job"))
     }
 
@@ -913,6 +1079,13 @@ impl Accounts for SqlAccounts {
         let sql = format!("SELECT {PROFILE_COLUMNS} FROM hermes_profiles WHERE user_id = $1");
         Ok(on_pool!(self, |pool| {
             sqlx::query_as::<_, HermesProfile>(&sql).bind(user_id).fetch_optional(pool).await
+        })?)
+    }
+
+    async fn profiles_on_host(&self, host: &str, status: ProfileStatus) -> Result<Vec<HermesProfile>> {
+        let sql = format!("SELECT {PROFILE_COLUMNS} FROM hermes_profiles WHERE host = $1 AND status = $2 ORDER BY created_at");
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as::<_, HermesProfile>(&sql).bind(host).bind(status.as_str()).fetch_all(pool).await
         })?)
     }
 }

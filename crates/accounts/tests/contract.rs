@@ -10,9 +10,9 @@ use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use twilight_accounts::testing::{dump, fresh_postgres, fresh_sqlite};
 use twilight_core::token::hash_hex;
 use twilight_accounts::{
-    Accounts, AccountsError, HermesProfile, JobKind, JobUpdate, NewApiKey, NewOrder, NewUser,
-    Payment, PaymentState, Plan, ProfileStatus, SettleOutcome, Settlement, UsageDay, UsageRecord,
-    User, UserStatus, JOB_ACTIVE, JOB_CREATED,
+    Accounts, AccountsError, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, NewOrder, NewUser,
+    Payment, PaymentState, Plan, ProfileStatus, RefundNotice, SettleOutcome, Settlement, UsageDay, UsageRecord,
+    User, UserStatus,
 };
 use uuid::Uuid;
 
@@ -77,7 +77,11 @@ contract! {
         close_only_pending_orders,
         code_url_is_kept_for_pending_orders_only,
         refund_ends_service_once,
+        partial_refunds_end_nothing_until_the_whole_payment_is_refunded,
+        renewal_enqueues_only_what_the_bot_needs,
+        expiry_and_retirement_happen_once,
         jobs_are_leased_to_one_worker_at_a_time,
+        a_users_jobs_never_run_at_once,
         concurrent_claims_never_share_a_job,
         onboarding_mailbox_and_profiles_round_trip,
     ],
@@ -470,6 +474,7 @@ async fn check_constraints_reject_junk(store: &dyn Accounts, url: &str) {
         "UPDATE users SET status = 'deleted'",
         "UPDATE api_keys SET rate_limit_per_min = 0",
         "UPDATE api_keys SET key_hash = 'not-a-sha256-hex'",
+        "UPDATE users SET renewal_code = 'not-32-hex'",
     ] {
         let err = raw_execute(url, sql).await.expect_err(sql);
         let kind = err.as_database_error().map(|db| db.kind());
@@ -478,6 +483,7 @@ async fn check_constraints_reject_junk(store: &dyn Accounts, url: &str) {
             "{sql}: {err}"
         );
     }
+    raw_execute(url, "UPDATE users SET status = 'expired'").await.unwrap();
     raw_execute(url, "UPDATE users SET plan = 'alpha'")
         .await
         .unwrap();
@@ -547,7 +553,7 @@ async fn settling_creates_one_user_and_one_job_then_repeats_change_nothing(store
     // One calendar month, clamped to the end of a shorter month.
     assert_eq!(settled.user.paid_until, Some(at(2026, 2, 28, 10, 0, 0)));
     let job = settled.job.clone().expect("a provisioning job");
-    assert_eq!((job.kind, job.state.as_str(), job.user_id), (JobKind::Provision, JOB_CREATED, settled.user.user_id));
+    assert_eq!((job.kind, job.state, job.user_id), (JobKind::Provision, JobState::Created, settled.user.user_id));
     assert_eq!(job.payment_id, Some(placed.payment_id));
     assert_eq!(store.user(settled.user.user_id).await.unwrap().as_ref(), Some(&settled.user));
     assert_eq!(store.payment(placed.payment_id).await.unwrap().as_ref(), Some(&settled.payment));
@@ -592,8 +598,9 @@ async fn renewal_extends_paid_until_from_the_later_of_then_and_now(store: &dyn A
     let late = store.settle_payment(&settlement("TD-renew-2", "4200000012", at(2026, 8, 20, 0, 0, 0))).await.unwrap();
     assert_eq!(late.user.paid_until, Some(at(2026, 9, 20, 0, 0, 0)));
     assert_eq!(store.user(user_id).await.unwrap().unwrap().paid_until, Some(at(2026, 9, 20, 0, 0, 0)));
-    // Each payment enqueues its own (idempotent) provisioning job.
-    assert_eq!(store.jobs_for_user(user_id).await.unwrap().len(), 3);
+    // The bot is still being set up by the first payment's job: renewals add none.
+    assert_eq!((early.job, late.job), (None, None));
+    assert_eq!(store.jobs_for_user(user_id).await.unwrap().len(), 1);
 }
 
 async fn code_url_is_kept_for_pending_orders_only(store: &dyn Accounts) {
@@ -632,23 +639,142 @@ async fn refund_ends_service_once(store: &dyn Accounts) {
     let epoch = store.auth_epoch().await.unwrap();
 
     let refunded_at = at(2026, 11, 2, 3, 4, 5);
-    let refund = store.refund_payment("TD-refund-1", refunded_at).await.unwrap();
-    assert!(refund.newly_refunded);
+    let refund = store.refund_payment(&refund_of("TD-refund-1", "RTD-refund-1", 19_800, refunded_at)).await.unwrap();
+    assert!(refund.newly_recorded);
+    assert_eq!(refund.refunded_cents, 19_800);
     assert_eq!(refund.payment.status, PaymentState::Refunded);
     assert_eq!(refund.payment.refunded_at, Some(refunded_at));
-    assert_eq!((refund.job.kind, refund.job.user_id), (JobKind::Deprovision, user_id));
+    let deprovision = refund.job.clone().expect("a deprovisioning job");
+    assert_eq!((deprovision.kind, deprovision.user_id), (JobKind::Deprovision, user_id));
     assert_eq!(store.user(user_id).await.unwrap().unwrap().status, UserStatus::Refunded);
     assert!(store.api_key(&hash_hex("refund-key")).await.unwrap().unwrap().is_revoked());
     assert_eq!(store.auth_epoch().await.unwrap(), epoch + 1);
+    // The provisioning job that had not finished is cancelled, so it plants nothing afterwards.
+    let provision = store.job(settled.job.unwrap().job_id).await.unwrap().unwrap();
+    assert_eq!(provision.state, JobState::Cancelled);
 
-    let again = store.refund_payment("TD-refund-1", Utc::now()).await.unwrap();
-    assert!(!again.newly_refunded);
+    let again = store.refund_payment(&refund_of("TD-refund-1", "RTD-refund-1", 19_800, Utc::now())).await.unwrap();
+    assert!(!again.newly_recorded);
     assert_eq!((again.payment, again.job), (refund.payment, refund.job));
     assert_eq!(store.auth_epoch().await.unwrap(), epoch + 1);
     assert_eq!(store.jobs_for_user(user_id).await.unwrap().len(), 2);
     // A refunded order cannot be paid again by a replayed notification of another transaction.
     let err = store.settle_payment(&settlement("TD-refund-1", "4200000031", Utc::now())).await.unwrap_err();
     assert!(matches!(err, AccountsError::Rejected(_)), "{err:?}");
+}
+
+fn refund_of(out_trade_no: &str, out_refund_no: &str, amount_cents: i64, refunded_at: DateTime<Utc>) -> RefundNotice {
+    RefundNotice { out_trade_no: out_trade_no.into(), out_refund_no: out_refund_no.into(), amount_cents, refunded_at }
+}
+
+async fn partial_refunds_end_nothing_until_the_whole_payment_is_refunded(store: &dyn Accounts) {
+    store.create_order(order("TD-part-1", None)).await.unwrap();
+    let settled = store.settle_payment(&settlement("TD-part-1", "4200000032", Utc::now())).await.unwrap();
+    let user_id = settled.user.user_id;
+    store.insert_api_key(new_key(user_id, "part-key")).await.unwrap();
+    let epoch = store.auth_epoch().await.unwrap();
+
+    let part = store.refund_payment(&refund_of("TD-part-1", "R1", 5_000, Utc::now())).await.unwrap();
+    assert!(part.newly_recorded);
+    assert_eq!((part.refunded_cents, part.payment.status, part.job), (5_000, PaymentState::Paid, None));
+    // The same refund notified again counts once.
+    let repeat = store.refund_payment(&refund_of("TD-part-1", "R1", 5_000, Utc::now())).await.unwrap();
+    assert_eq!((repeat.newly_recorded, repeat.refunded_cents), (false, 5_000));
+    assert_eq!(store.user(user_id).await.unwrap().unwrap().status, UserStatus::Active);
+    assert!(!store.api_key(&hash_hex("part-key")).await.unwrap().unwrap().is_revoked());
+    assert_eq!(store.auth_epoch().await.unwrap(), epoch);
+    assert_eq!(store.jobs_for_user(user_id).await.unwrap().len(), 1);
+
+    // The rest refunded: now the service ends.
+    let rest = store.refund_payment(&refund_of("TD-part-1", "R2", 14_800, Utc::now())).await.unwrap();
+    assert_eq!((rest.refunded_cents, rest.payment.status), (19_800, PaymentState::Refunded));
+    assert_eq!(rest.job.map(|job| job.kind), Some(JobKind::Deprovision));
+    assert_eq!(store.user(user_id).await.unwrap().unwrap().status, UserStatus::Refunded);
+    assert!(store.api_key(&hash_hex("part-key")).await.unwrap().unwrap().is_revoked());
+}
+
+/// Marks the user's provision job finished and their profile `status`, as a provisioner would.
+async fn provisioned(store: &dyn Accounts, job_id: Uuid, status: ProfileStatus) -> Uuid {
+    let soon = Utc::now() + TimeDelta::seconds(1);
+    let held = store.claim_job("w", soon, soon + TimeDelta::seconds(5)).await.unwrap().expect("the job is due");
+    assert_eq!(held.job_id, job_id);
+    assert!(store.update_job(job_id, "w", &progress(JobState::Active, 0, soon), None).await.unwrap());
+    store.upsert_profile(&profile_row(held.user_id, status)).await.unwrap();
+    held.user_id
+}
+
+fn profile_row(user_id: Uuid, status: ProfileStatus) -> HermesProfile {
+    HermesProfile {
+        profile_name: format!("user-{}", user_id.simple()),
+        user_id,
+        host: "test-host".into(),
+        weixin_bot_id: Some("bot@im.bot".into()),
+        status,
+        created_at: at(2026, 11, 1, 0, 0, 0),
+        welcomed_at: None,
+    }
+}
+
+async fn renewal_enqueues_only_what_the_bot_needs(store: &dyn Accounts) {
+    let user_id = provisioned(store, paid_job(store, "TD-life-0").await, ProfileStatus::Active).await;
+    let renew = |no: &'static str| async move {
+        store.create_order(order(no, Some(user_id))).await.unwrap();
+        store.settle_payment(&settlement(no, &format!("tx-{no}"), Utc::now())).await.unwrap()
+    };
+
+    // A running bot: nothing to do, and its key is looked up again (the new paid_until).
+    let epoch = store.auth_epoch().await.unwrap();
+    let running = renew("TD-life-1").await;
+    assert_eq!((running.outcome, running.job), (SettleOutcome::Renewed, None));
+    assert!(store.auth_epoch().await.unwrap() > epoch);
+    assert_eq!(store.jobs_for_user(user_id).await.unwrap().len(), 1);
+
+    // Expired, its gateway stopped: renewing starts that gateway again, no new pairing.
+    let lapsed = store.user(user_id).await.unwrap().unwrap().paid_until.unwrap() + TimeDelta::seconds(1);
+    assert_eq!(store.expire_users(lapsed).await.unwrap().len(), 1);
+    store.upsert_profile(&profile_row(user_id, ProfileStatus::Suspended)).await.unwrap();
+    let revived = renew("TD-life-2").await;
+    assert_eq!(revived.user.status, UserStatus::Active);
+    assert_eq!(revived.job.map(|job| (job.kind, job.state)), Some((JobKind::Resume, JobState::Created)));
+
+    // Deprovisioned after the retention: a new bot is set up.
+    store.upsert_profile(&profile_row(user_id, ProfileStatus::Deprovisioned)).await.unwrap();
+    let anew = renew("TD-life-3").await;
+    assert_eq!(anew.job.map(|job| job.kind), Some(JobKind::Provision));
+}
+
+async fn expiry_and_retirement_happen_once(store: &dyn Accounts) {
+    let paying = |until: Option<DateTime<Utc>>| async move {
+        store.create_user(NewUser { email: None, display_name: None, plan: Plan::Pro, paid_until: until }).await.unwrap()
+    };
+    let lapsed = paying(Some(at(2026, 10, 1, 0, 0, 0))).await;
+    let current = paying(Some(at(2026, 12, 1, 0, 0, 0))).await;
+    let unmetered = paying(None).await;
+    let epoch = store.auth_epoch().await.unwrap();
+
+    let cutoff = at(2026, 11, 1, 0, 0, 0);
+    let expired = store.expire_users(cutoff).await.unwrap();
+    assert_eq!(expired.iter().map(|u| u.user_id).collect::<Vec<_>>(), [lapsed.user_id]);
+    assert_eq!(expired[0].status, UserStatus::Expired);
+    assert_eq!(store.auth_epoch().await.unwrap(), epoch + 1);
+    let jobs = store.jobs_for_user(lapsed.user_id).await.unwrap();
+    assert_eq!(jobs.iter().map(|j| (j.kind, j.state)).collect::<Vec<_>>(), [(JobKind::Suspend, JobState::Created)]);
+    for user in [&current, &unmetered] {
+        assert_eq!(store.user(user.user_id).await.unwrap().unwrap().status, UserStatus::Active);
+        assert!(store.jobs_for_user(user.user_id).await.unwrap().is_empty());
+    }
+    // A second pass finds nobody new.
+    assert!(store.expire_users(cutoff).await.unwrap().is_empty());
+    assert_eq!(store.auth_epoch().await.unwrap(), epoch + 1);
+
+    // Retirement: only past the retention, only with a profile left, once.
+    store.upsert_profile(&profile_row(lapsed.user_id, ProfileStatus::Suspended)).await.unwrap();
+    assert!(store.retire_expired(at(2026, 9, 1, 0, 0, 0)).await.unwrap().is_empty());
+    let retired = store.retire_expired(cutoff).await.unwrap();
+    assert_eq!(retired.iter().map(|j| (j.user_id, j.kind)).collect::<Vec<_>>(), [(lapsed.user_id, JobKind::Deprovision)]);
+    assert!(store.retire_expired(cutoff).await.unwrap().is_empty(), "one open deprovisioning is enough");
+    store.upsert_profile(&profile_row(lapsed.user_id, ProfileStatus::Deprovisioned)).await.unwrap();
+    assert!(store.retire_expired(cutoff).await.unwrap().is_empty());
 }
 
 async fn rejected_settlements_write_nothing(store: &dyn Accounts, url: &str) {
@@ -680,10 +806,19 @@ async fn rejected_settlements_write_nothing(store: &dyn Accounts, url: &str) {
 async fn rejected_refunds_write_nothing(store: &dyn Accounts, url: &str) {
     store.create_order(order("TD-refund-x", None)).await.unwrap();
     let before = dump(url).await;
-    let unpaid = store.refund_payment("TD-refund-x", Utc::now()).await.unwrap_err();
+    let unpaid = store.refund_payment(&refund_of("TD-refund-x", "R-x", 19_800, Utc::now())).await.unwrap_err();
     assert!(matches!(unpaid, AccountsError::Rejected(_)), "{unpaid:?}");
-    let unknown = store.refund_payment("TD-refund-none", Utc::now()).await.unwrap_err();
+    let unknown = store.refund_payment(&refund_of("TD-refund-none", "R-none", 19_800, Utc::now())).await.unwrap_err();
     assert!(matches!(unknown, AccountsError::NotFound("order")), "{unknown:?}");
+    assert_eq!(dump(url).await, before);
+
+    // More than was paid, or nothing at all.
+    store.settle_payment(&settlement("TD-refund-x", "4200000050", Utc::now())).await.unwrap();
+    let before = dump(url).await;
+    let excess = store.refund_payment(&refund_of("TD-refund-x", "R-excess", 19_801, Utc::now())).await.unwrap_err();
+    assert!(matches!(&excess, AccountsError::Rejected(m) if m.contains("19801")), "{excess:?}");
+    let zero = store.refund_payment(&refund_of("TD-refund-x", "R-zero", 0, Utc::now())).await.unwrap_err();
+    assert!(matches!(zero, AccountsError::Rejected(_)), "{zero:?}");
     assert_eq!(dump(url).await, before);
 }
 
@@ -696,8 +831,8 @@ async fn paid_job(store: &dyn Accounts, no: &str) -> Uuid {
     settled.job.unwrap().job_id
 }
 
-fn progress(state: &str, attempts: i32, next: DateTime<Utc>) -> JobUpdate {
-    JobUpdate { state: state.into(), attempts, last_error: None, next_attempt_at: next }
+fn progress(state: JobState, attempts: i32, next: DateTime<Utc>) -> JobUpdate {
+    JobUpdate { state, attempts, last_error: None, next_attempt_at: next }
 }
 
 async fn jobs_are_leased_to_one_worker_at_a_time(store: &dyn Accounts) {
@@ -710,19 +845,19 @@ async fn jobs_are_leased_to_one_worker_at_a_time(store: &dyn Accounts) {
     assert_eq!(claimed.locked_by.as_deref(), Some("worker-a"));
     assert_eq!(store.claim_job("worker-b", now, lease).await.unwrap(), None, "leased to a");
     // Only the holder records progress.
-    assert!(!store.update_job(job_id, "worker-b", &progress("profile_created", 0, now), Some(lease)).await.unwrap());
-    assert!(store.update_job(job_id, "worker-a", &progress("profile_created", 0, now), Some(lease)).await.unwrap());
-    assert_eq!(store.job(job_id).await.unwrap().unwrap().state, "profile_created");
+    assert!(!store.update_job(job_id, "worker-b", &progress(JobState::ProfileCreated, 0, now), Some(lease)).await.unwrap());
+    assert!(store.update_job(job_id, "worker-a", &progress(JobState::ProfileCreated, 0, now), Some(lease)).await.unwrap());
+    assert_eq!(store.job(job_id).await.unwrap().unwrap().state, JobState::ProfileCreated);
 
     // A crashed worker's lease runs out and another takes over where it stopped.
     let later = lease + TimeDelta::seconds(1);
     let taken = store.claim_job("worker-b", later, later + TimeDelta::seconds(30)).await.unwrap().unwrap();
-    assert_eq!((taken.job_id, taken.state.as_str(), taken.locked_by.as_deref()), (job_id, "profile_created", Some("worker-b")));
-    assert!(!store.update_job(job_id, "worker-a", &progress("x", 0, now), None).await.unwrap());
+    assert_eq!((taken.job_id, taken.state, taken.locked_by.as_deref()), (job_id, JobState::ProfileCreated, Some("worker-b")));
+    assert!(!store.update_job(job_id, "worker-a", &progress(JobState::Paired, 0, now), None).await.unwrap());
 
     // A failed attempt released until later is not due before then.
     let retry_at = later + TimeDelta::seconds(60);
-    let mut failed = progress("profile_created", 1, retry_at);
+    let mut failed = progress(JobState::ProfileCreated, 1, retry_at);
     failed.last_error = Some("hermes timed out".into());
     assert!(store.update_job(job_id, "worker-b", &failed, None).await.unwrap());
     let stored = store.job(job_id).await.unwrap().unwrap();
@@ -731,10 +866,31 @@ async fn jobs_are_leased_to_one_worker_at_a_time(store: &dyn Accounts) {
     assert!(store.claim_job("worker-a", retry_at, retry_at + TimeDelta::seconds(30)).await.unwrap().is_some());
 
     // Finished jobs are never claimed again.
-    assert!(store.update_job(job_id, "worker-a", &progress(JOB_ACTIVE, 0, retry_at), None).await.unwrap());
+    assert!(store.update_job(job_id, "worker-a", &progress(JobState::Active, 0, retry_at), None).await.unwrap());
     assert!(store.job(job_id).await.unwrap().unwrap().is_finished());
     let far = retry_at + TimeDelta::days(1);
     assert_eq!(store.claim_job("worker-a", far, far + TimeDelta::seconds(30)).await.unwrap(), None);
+}
+
+async fn a_users_jobs_never_run_at_once(store: &dyn Accounts) {
+    let job_id = paid_job(store, "TD-serial-1").await;
+    let now = Utc::now() + TimeDelta::seconds(1);
+    let lease = now + TimeDelta::seconds(30);
+    let provision = store.claim_job("worker-a", now, lease).await.unwrap().unwrap();
+    assert_eq!(provision.job_id, job_id);
+
+    // A refund arrives while worker-a is mid-step: its job is cancelled, but the deprovisioning
+    // waits until worker-a lets go, so it cannot run before the step in flight has ended.
+    let refund = store.refund_payment(&refund_of("TD-serial-1", "R-serial", 19_800, Utc::now())).await.unwrap();
+    let deprovision = refund.job.unwrap();
+    assert_eq!(store.claim_job("worker-b", now, lease).await.unwrap(), None);
+    // worker-a's next write is refused (the job was finished under it); it lets go.
+    assert!(!store.update_job(job_id, "worker-a", &progress(JobState::ProfileCreated, 0, now), Some(lease)).await.unwrap());
+    assert_eq!(store.job(job_id).await.unwrap().unwrap().state, JobState::Cancelled);
+    store.release_job(job_id, "worker-b").await.unwrap();
+    assert_eq!(store.claim_job("worker-b", now, lease).await.unwrap(), None, "only the holder releases");
+    store.release_job(job_id, "worker-a").await.unwrap();
+    assert_eq!(store.claim_job("worker-b", now, lease).await.unwrap().map(|job| job.job_id), Some(deprovision.job_id));
 }
 
 async fn concurrent_claims_never_share_a_job(store: &dyn Accounts) {
@@ -777,7 +933,7 @@ async fn onboarding_mailbox_and_profiles_round_trip(store: &dyn Accounts) {
 
     // Waking makes a parked job due now; a finished one stays asleep.
     let later = Utc::now() + TimeDelta::hours(1);
-    let parked = JobUpdate { state: "paired".into(), attempts: 0, last_error: None, next_attempt_at: later };
+    let parked = JobUpdate { state: JobState::Paired, attempts: 0, last_error: None, next_attempt_at: later };
     let held = store.claim_job("w", Utc::now() + TimeDelta::seconds(1), Utc::now() + TimeDelta::seconds(5)).await.unwrap().unwrap();
     assert!(store.update_job(held.job_id, "w", &parked, None).await.unwrap());
     assert_eq!(store.claim_job("w", Utc::now() + TimeDelta::seconds(1), Utc::now() + TimeDelta::seconds(5)).await.unwrap(), None);
@@ -788,7 +944,7 @@ async fn onboarding_mailbox_and_profiles_round_trip(store: &dyn Accounts) {
     // The admin's manual path: a job with its own onboarding link, for an existing user only.
     let alpha = new_user(store).await;
     let manual = store.enqueue_provisioning(alpha.user_id, &hash_hex("manual-link")).await.unwrap();
-    assert_eq!((manual.kind, manual.state.as_str(), manual.payment_id), (JobKind::Provision, JOB_CREATED, None));
+    assert_eq!((manual.kind, manual.state, manual.payment_id), (JobKind::Provision, JobState::Created, None));
     assert_eq!(store.job_by_onboarding_token(&hash_hex("manual-link")).await.unwrap().unwrap().job_id, manual.job_id);
     // Asked again while unfinished: the same job, under a new link; the old link is dead.
     let again = store.enqueue_provisioning(alpha.user_id, &hash_hex("manual-link-2")).await.unwrap();
@@ -808,6 +964,7 @@ async fn onboarding_mailbox_and_profiles_round_trip(store: &dyn Accounts) {
         weixin_bot_id: None,
         status: ProfileStatus::Provisioning,
         created_at: at(2026, 11, 25, 10, 0, 0),
+        welcomed_at: None,
     };
     store.upsert_profile(&profile).await.unwrap();
     profile.weixin_bot_id = Some("abc123@im.bot".into());

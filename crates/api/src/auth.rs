@@ -1,14 +1,17 @@
 //! Bearer authentication for both token classes (user API keys and admin tokens), cached in memory.
 //!
 //! A lookup is cached by the token's sha256; a revocation made here empties the cache at once, and one
-//! made by another process (the CLI) is noticed by polling the accounts DB's `auth_epoch`.
+//! made by another process (the CLI) is noticed by polling the accounts DB's `auth_epoch`. The
+//! cached entry carries the user's status and `paid_until`, so an expired subscription is refused
+//! (402) without a query, at the moment its grace ends.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, HeaderMap};
-use twilight_accounts::Accounts;
+use chrono::{DateTime, Utc};
+use twilight_accounts::{Accounts, UserStatus};
 use twilight_core::token;
 use uuid::Uuid;
 
@@ -21,6 +24,25 @@ pub struct UserKey {
     pub key_hash: Arc<str>,
     pub digest: [u8; 32],
     pub rate_limit_per_min: u32,
+    status: UserStatus,
+    /// The end of the paid period; `None` for users who do not pay by period (operator-made).
+    paid_until: Option<DateTime<Utc>>,
+    renewal_code: Arc<str>,
+}
+
+/// How the subscription of a key's user is judged and where its renewal is.
+#[derive(Debug, Clone)]
+pub struct SubscriptionPolicy {
+    /// How long after `paid_until` service goes on.
+    pub grace: chrono::Duration,
+    /// The public base URL of our pages, for the renewal link (`{public_url}/renew/{code}`).
+    pub public_url: String,
+}
+
+impl SubscriptionPolicy {
+    pub fn renew_url(&self, renewal_code: &str) -> String {
+        format!("{}/renew/{renewal_code}", self.public_url.trim_end_matches('/'))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -33,6 +55,7 @@ enum Principal {
 
 pub struct Authenticator {
     accounts: Arc<dyn Accounts>,
+    policy: SubscriptionPolicy,
     cache: moka::sync::Cache<[u8; 32], Principal>,
     /// Bumped on every invalidation; a lookup that raced one does not cache its (maybe stale) answer.
     generation: AtomicU64,
@@ -40,23 +63,35 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(accounts: Arc<dyn Accounts>) -> Self {
+    pub fn new(accounts: Arc<dyn Accounts>, policy: SubscriptionPolicy) -> Self {
         Authenticator {
             accounts,
+            policy,
             cache: moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(600)).build(),
             generation: AtomicU64::new(0),
             seen_epoch: AtomicI64::new(i64::MIN),
         }
     }
 
-    /// A live user key from the `Authorization` header; admin tokens are refused here.
+    /// A live user key of a paying user from the `Authorization` header; admin tokens are refused here.
     pub async fn user(&self, headers: &HeaderMap) -> Result<Arc<UserKey>, ApiError> {
         let (principal, digest) = self.principal(headers).await?;
         match principal {
-            Principal::User(key) if token::matches(&key.key_hash, &digest) => Ok(key),
+            Principal::User(key) if token::matches(&key.key_hash, &digest) => self.paying(key),
             Principal::RevokedUser => Err(ApiError::Revoked),
             Principal::Admin { .. } | Principal::RevokedAdmin => Err(ApiError::Forbidden("admin tokens cannot read data as a user")),
             Principal::User(_) => Err(ApiError::UnknownToken),
+        }
+    }
+
+    /// The key if its user's subscription runs (its grace included); 402 with the renewal link if
+    /// it ran out, 403 if the user's service was ended otherwise (refunded, suspended, cancelled).
+    fn paying(&self, key: Arc<UserKey>) -> Result<Arc<UserKey>, ApiError> {
+        let lapsed = key.paid_until.is_some_and(|until| until + self.policy.grace < Utc::now());
+        match key.status {
+            UserStatus::Active if !lapsed => Ok(key),
+            UserStatus::Active | UserStatus::Expired => Err(ApiError::SubscriptionExpired { renew_url: self.policy.renew_url(&key.renewal_code) }),
+            UserStatus::Refunded | UserStatus::Suspended | UserStatus::Cancelled => Err(ApiError::Revoked),
         }
     }
 
@@ -85,15 +120,21 @@ impl Authenticator {
         let generation = self.generation.load(Ordering::Acquire);
         let hash = hex::encode(digest);
         let principal = if let Some(key) = self.accounts.api_key(&hash).await? {
-            if key.revoked_at.is_some() {
-                Principal::RevokedUser
-            } else {
-                Principal::User(Arc::new(UserKey {
+            let user = match key.revoked_at {
+                Some(_) => None,
+                None => self.accounts.user(key.user_id).await?,
+            };
+            match user {
+                None => Principal::RevokedUser,
+                Some(user) => Principal::User(Arc::new(UserKey {
                     user_id: key.user_id,
                     key_hash: key.key_hash.into(),
                     digest,
                     rate_limit_per_min: u32::try_from(key.rate_limit_per_min).unwrap_or(1).max(1),
-                }))
+                    status: user.status,
+                    paid_until: user.paid_until,
+                    renewal_code: user.renewal_code.into(),
+                })),
             }
         } else if let Some(admin) = self.accounts.admin_token(&hash).await? {
             if admin.revoked_at.is_some() {

@@ -20,6 +20,10 @@ pub enum ApiError {
     Revoked,
     #[error("{0}")]
     Forbidden(&'static str),
+    /// The key's user has not paid for the current period (its grace included); `renew_url` is
+    /// their renewal page, for the bot to show them.
+    #[error("the subscription has expired; renew at {renew_url}")]
+    SubscriptionExpired { renew_url: String },
     #[error("{message}")]
     InvalidInput { field: Option<&'static str>, message: String },
     #[error("{0}")]
@@ -66,6 +70,7 @@ impl ApiError {
         match self {
             ApiError::MissingToken | ApiError::UnknownToken => StatusCode::UNAUTHORIZED,
             ApiError::Revoked | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::SubscriptionExpired { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::InvalidInput { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -105,6 +110,7 @@ impl ApiError {
             ApiError::UnknownToken => "invalid_token",
             ApiError::Revoked => "revoked_key",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::SubscriptionExpired { .. } => "subscription_expired",
             ApiError::InvalidInput { .. } => "invalid_input",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
@@ -185,6 +191,9 @@ impl ApiError {
         }
         if let ApiError::RateLimited { retry_after_secs } = self {
             body["retry_after_secs"] = (*retry_after_secs).into();
+        }
+        if let ApiError::SubscriptionExpired { renew_url } = self {
+            body["renew_url"] = renew_url.as_str().into();
         }
         json!({ "error": body })
     }

@@ -87,9 +87,10 @@ impl ApiContext {
         payments: Option<Arc<payments::Payments>>,
         llm: Option<Arc<llm::Relay>>,
         sandbox_links: Option<SandboxLinks>,
+        subscriptions: auth::SubscriptionPolicy,
     ) -> Self {
         ApiContext(Arc::new(Shared {
-            auth: Arc::new(auth::Authenticator::new(accounts.clone())),
+            auth: Arc::new(auth::Authenticator::new(accounts.clone(), subscriptions)),
             limits: Arc::new(limit::RateLimits::default()),
             usage: usage::UsageSink::start(accounts.clone()),
             accounts,

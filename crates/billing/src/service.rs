@@ -10,7 +10,7 @@ use rand::distributions::Alphanumeric;
 use rand::Rng;
 use reqwest::header::HeaderMap;
 use twilight_accounts::{
-    Accounts, AccountsError, NewOrder, Payment, PaymentState, Plan, ProvisioningJob, Settled, Settlement, JOB_ACTIVE, JOB_CREATED, JOB_FAILED,
+    Accounts, AccountsError, JobState, NewOrder, Payment, PaymentState, Plan, ProvisioningJob, RefundNotice, Settled, Settlement,
 };
 use twilight_core::token::{hash_hex, RawToken};
 use uuid::Uuid;
@@ -65,7 +65,9 @@ pub struct Rejection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
     Settled(Box<Settled>),
-    Refunded { out_trade_no: String, newly: bool },
+    /// `full` once the refunds add up to the whole payment, which ends the user's service; a
+    /// partial refund changes nothing else.
+    Refunded { out_trade_no: String, newly: bool, full: bool },
     /// Verified, but an event the product does not act on.
     Ignored(String),
 }
@@ -161,16 +163,19 @@ impl Billing {
         Ok(*offer)
     }
 
-    /// Places an order for `plan`, renewing the user behind `renewal_token` (an onboarding link's
-    /// token) if given. The order is recorded before the processor is asked, so a crash in between
+    /// Places an order for `plan`, renewing the user behind `renewal_token` if given: the user's
+    /// renewal code (from their renewal link) or an onboarding link's token from an earlier order. The order is recorded before the processor is asked, so a crash in between
     /// leaves a pending order that reconciliation closes, never a payment we do not know of.
     pub async fn checkout(&self, plan: Plan, renewal_token: Option<&str>, now: DateTime<Utc>) -> Result<PlacedOrder, BillingError> {
         let offer = Self::offer(plan)?;
         let renews = match renewal_token {
             None => None,
             Some(token) => {
-                let earlier = self.accounts.payment_by_onboarding_token(&hash_hex(token)).await?;
-                Some(earlier.and_then(|payment| payment.user_id).ok_or(BillingError::UnknownRenewal)?)
+                let user = match self.accounts.user_by_renewal_code(token).await? {
+                    Some(user) => Some(user.user_id),
+                    None => self.accounts.payment_by_onboarding_token(&hash_hex(token)).await?.and_then(|payment| payment.user_id),
+                };
+                Some(user.ok_or(BillingError::UnknownRenewal)?)
             }
         };
         let onboarding_token = RawToken::generate();
@@ -280,9 +285,16 @@ impl Billing {
         match event.kind {
             EventKind::Paid(paid) => Ok(Handled::Settled(Box::new(self.settle(&paid).await.map_err(rejection)?))),
             EventKind::Refunded(refund) => {
-                let recorded = self.accounts.refund_payment(&refund.out_trade_no, now).await.map_err(rejection)?;
-                tracing::info!(out_trade_no = %refund.out_trade_no, newly = recorded.newly_refunded, "refund recorded");
-                Ok(Handled::Refunded { out_trade_no: refund.out_trade_no, newly: recorded.newly_refunded })
+                let notice = RefundNotice {
+                    out_trade_no: refund.out_trade_no.clone(),
+                    out_refund_no: refund.out_refund_no.clone(),
+                    amount_cents: refund.amount.amount,
+                    refunded_at: now,
+                };
+                let recorded = self.accounts.refund_payment(&notice).await.map_err(rejection)?;
+                let full = recorded.payment.status == PaymentState::Refunded;
+                tracing::info!(out_trade_no = %refund.out_trade_no, newly = recorded.newly_recorded, refunded_cents = recorded.refunded_cents, full, "refund recorded");
+                Ok(Handled::Refunded { out_trade_no: refund.out_trade_no, newly: recorded.newly_recorded, full })
             }
             EventKind::Other(event_type) => {
                 tracing::info!(%event_type, id = %event.id, "notification ignored");
@@ -377,10 +389,12 @@ fn stage(payment: &Payment, job: Option<&ProvisioningJob>, now: DateTime<Utc>) -
         PaymentState::Pending => OrderStage::Pending,
         PaymentState::Closed => OrderStage::Closed,
         PaymentState::Refunded => OrderStage::Refunded,
-        PaymentState::Paid => match job.map(|job| job.state.as_str()) {
-            None | Some(JOB_CREATED) => OrderStage::Paid,
-            Some(JOB_ACTIVE) => OrderStage::Ready,
-            Some(JOB_FAILED) => OrderStage::Failed,
+        PaymentState::Paid => match job.map(|job| job.state) {
+            // A renewal of a running bot: nothing to set up.
+            None => OrderStage::Ready,
+            Some(JobState::Created) => OrderStage::Paid,
+            Some(JobState::Active | JobState::Done) => OrderStage::Ready,
+            Some(JobState::Failed | JobState::Cancelled) => OrderStage::Failed,
             Some(_) => OrderStage::Provisioning,
         },
     }

@@ -7,6 +7,11 @@ use chrono_tz::Asia::Shanghai;
 #[error("'{0}' is not a date: expected YYYYMMDD, like 20260430")]
 pub struct DateError(pub String);
 
+/// `2026-04-30 19:30` on China's clock, as customers read a time (a subscription's end).
+pub fn china_minute(at: DateTime<Utc>) -> String {
+    at.with_timezone(&Shanghai).format("%Y-%m-%d %H:%M").to_string()
+}
+
 /// Parses `20260430` (Tushare's form) or `2026-04-30`.
 pub fn parse_date(input: &str) -> Result<NaiveDate, DateError> {
     let s = input.trim();

@@ -8,5 +8,5 @@ pub mod token;
 
 pub use cite::Cite;
 pub use code::{CodeError, Exchange, TsCode};
-pub use date::{china_today, compact, is_quarter_end, parse_date, DateError};
+pub use date::{china_minute, china_today, compact, is_quarter_end, parse_date, DateError};
 pub use token::RawToken;

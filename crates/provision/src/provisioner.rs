@@ -1,14 +1,18 @@
 //! The provisioner: a persisted state machine per job, leased from the accounts DB so several
 //! provisioners can run, each step idempotent so a step retried after a crash is harmless.
 //!
-//! A `provision` job walks
-//! `created → profile_created → secrets_planted → awaiting_scan → paired → bot_named →
-//! gateway_running → active`; a step that fails is retried with exponential backoff, and after
-//! [`ProvisionerConfig::max_attempts`] failures the job is compensated (gateway removed, profile
-//! deleted, secrets forgotten, keys revoked; the profile row says `error`) and ends `failed`.
-//! Waiting for the user (to scan, to type a code, to name the bot) is not failure: the job is
-//! parked and woken by the onboarding page. A `deprovision` job stops and removes everything the
-//! user had and ends `done`.
+//! A `provision` job walks the [`JobState`]s from `created` to `active`; a step that fails is
+//! retried with exponential backoff, and after [`ProvisionerConfig::max_attempts`] failures the job
+//! is compensated and ends `failed`. Compensation removes only what the job created: a profile that
+//! was already active (an operator re-pairing a working bot) is left as it was. Every step first
+//! checks that the user is still active; one refunded or expired meanwhile ends the job
+//! `cancelled`, compensated the same way. Waiting for the user (to scan, to type a code, to name
+//! the bot) is not failure: the job is parked and woken by the onboarding page.
+//!
+//! The other kinds are one step each and end `done`: `deprovision` removes everything the user had
+//! (unless they are active again), `suspend` stops an expired user's gateway and keeps the rest,
+//! `resume` starts a renewed user's gateway again. At start, [`Provisioner::run`] starts the
+//! gateway of every active profile on this host, which a restart of this process took down.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +21,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 use twilight_accounts::{
-    Accounts, HermesProfile, JobKind, JobUpdate, NewApiKey, ProfileStatus, ProvisioningJob, JOB_ACTIVE, JOB_CREATED, JOB_DONE, JOB_FAILED,
+    Accounts, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, ProfileStatus, ProvisioningJob, UserStatus, DEFAULT_RATE_LIMIT_PER_MIN,
 };
 use twilight_core::token::{hash_hex, RawToken};
 use twilight_ilink::{IlinkClient, PairingStatus};
@@ -31,13 +35,6 @@ use crate::secrets::{plant_secrets, SecretStore};
 use crate::service::ServiceManager;
 use crate::soul::BotName;
 
-pub const PROFILE_CREATED: &str = "profile_created";
-pub const SECRETS_PLANTED: &str = "secrets_planted";
-pub const AWAITING_SCAN: &str = "awaiting_scan";
-pub const PAIRED: &str = "paired";
-pub const BOT_NAMED: &str = "bot_named";
-pub const GATEWAY_RUNNING: &str = "gateway_running";
-
 /// The user's key, as the agent's skill reads it.
 pub const API_TOKEN: &str = "TWILIGHT_API_TOKEN";
 /// Where the skill calls the data plane.
@@ -48,8 +45,6 @@ pub const DASHSCOPE_API_KEY: &str = "DASHSCOPE_API_KEY";
 pub const DASHSCOPE_BASE_URL: &str = "DASHSCOPE_BASE_URL";
 /// The paired bot's token, planted for the gateway's WeChat adapter.
 pub const WEIXIN_TOKEN: &str = "WEIXIN_TOKEN";
-/// Requests per minute of the key a paid user gets.
-const RATE_LIMIT_PER_MIN: i32 = 60;
 
 /// Everything a provisioner needs to know about its host and the product.
 #[derive(Clone)]
@@ -98,15 +93,15 @@ impl ProvisionerConfig {
 /// What running a job for a while came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Reached a final state (`active`, `done`).
-    Finished(String),
+    /// Reached a final state (`active`, `done`, `cancelled`).
+    Finished(JobState),
     /// Waiting for the user; the job is parked in `state`.
-    Waiting(String),
+    Waiting(JobState),
     /// A step failed; retried later from `state`.
-    Retrying { state: String, error: String },
+    Retrying { state: JobState, error: String },
     /// Failed for good and compensated.
     Failed(String),
-    /// Another provisioner took the job over (our lease ran out).
+    /// Another provisioner took the job over (our lease ran out), or a refund cancelled it.
     LostLease,
 }
 
@@ -123,9 +118,9 @@ pub struct Provisioner {
 /// Where a step leaves the job.
 enum Step {
     /// Go on with this state.
-    Next(&'static str),
+    Next(JobState),
     /// Park in this state until the user acts (or the next look).
-    Wait(&'static str),
+    Wait(JobState),
 }
 
 impl Provisioner {
@@ -140,8 +135,11 @@ impl Provisioner {
         Provisioner { accounts, hermes, secrets, services, ilink, config }
     }
 
-    /// Works on due jobs until `shutdown`.
+    /// Brings back the gateways of this host's active profiles, then works on due jobs until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        if let Err(error) = self.restore_gateways().await {
+            tracing::error!(%error, "could not bring back the gateways of active profiles");
+        }
         loop {
             let worked = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -174,105 +172,207 @@ impl Provisioner {
         now + self.config.lease
     }
 
+    /// Starts the gateway of every active profile on this host: after a restart of this process
+    /// (supervised gateways died with it) or of the machine. Returns how many were started.
+    pub async fn restore_gateways(&self) -> Result<usize> {
+        let profiles = self.accounts.profiles_on_host(&self.config.host, ProfileStatus::Active).await?;
+        let mut started = 0;
+        for row in &profiles {
+            let Ok(profile) = ProfileName::parse(&row.profile_name) else {
+                tracing::warn!(profile = %row.profile_name, "not a profile name of ours; left alone");
+                continue;
+            };
+            // One broken profile must not keep the others down.
+            match self.start_gateway(&profile).await {
+                Ok(()) => started += 1,
+                Err(error) => tracing::error!(%profile, %error, "could not start the gateway of an active profile"),
+            }
+        }
+        tracing::info!(started, expected = profiles.len(), "gateways of active profiles started");
+        Ok(started)
+    }
+
+    async fn start_gateway(&self, profile: &ProfileName) -> Result<()> {
+        self.services.install(profile).await?;
+        self.services.start(profile).await
+    }
+
     async fn work(&self, job: &ProvisioningJob) -> Result<Outcome> {
         let profile = ProfileName::for_user(job.user_id);
-        let mut state = job.state.clone();
+        let mut state = job.state;
         loop {
             let step = match job.kind {
-                JobKind::Provision => self.provision_step(job, &profile, &state).await,
-                JobKind::Deprovision => self.deprovision(job, &profile).await.map(|()| Step::Next(JOB_DONE)),
+                JobKind::Provision => self.provision_step(job, &profile, state).await,
+                JobKind::Deprovision => self.deprovision_job(job, &profile).await,
+                JobKind::Suspend => self.suspend(job, &profile).await,
+                JobKind::Resume => self.resume(job, &profile).await,
             };
             match step {
                 Ok(Step::Next(next)) => {
-                    if !self.record(job, next, 0, None, Utc::now(), true).await? {
-                        return Ok(Outcome::LostLease);
+                    let finished = next.is_final();
+                    if !self.record(job, next, 0, None, Utc::now(), !finished).await? {
+                        return self.lost(job).await;
                     }
-                    state = next.to_string();
-                    if next == JOB_ACTIVE || next == JOB_DONE {
-                        self.record(job, next, 0, None, Utc::now(), false).await?;
-                        return Ok(Outcome::Finished(state));
+                    if finished {
+                        return Ok(Outcome::Finished(next));
                     }
+                    state = next;
                 }
                 Ok(Step::Wait(waiting)) => {
                     let wake = Utc::now() + self.config.idle_poll;
                     if !self.record(job, waiting, 0, None, wake, false).await? {
-                        return Ok(Outcome::LostLease);
+                        return self.lost(job).await;
                     }
-                    return Ok(Outcome::Waiting(waiting.to_string()));
+                    return Ok(Outcome::Waiting(waiting));
                 }
-                Err(error) => return self.failed(job, &state, error).await,
+                Err(error) => return self.failed(job, state, error).await,
             }
         }
     }
 
+    /// Our write was refused: another provisioner holds the job, or a refund cancelled it. In the
+    /// second case our lease still blocks the user's `deprovision`; give it up.
+    async fn lost(&self, job: &ProvisioningJob) -> Result<Outcome> {
+        self.accounts.release_job(job.job_id, &self.config.worker_id).await?;
+        Ok(Outcome::LostLease)
+    }
+
     /// A failed step: retried with backoff, or compensated once attempts run out.
-    async fn failed(&self, job: &ProvisioningJob, state: &str, error: Error) -> Result<Outcome> {
+    async fn failed(&self, job: &ProvisioningJob, state: JobState, error: Error) -> Result<Outcome> {
         let attempts = job.attempts + 1;
         let message = error.to_string();
         if attempts < self.config.max_attempts {
             let backoff = self.config.retry_base.saturating_mul(1 << (attempts - 1).clamp(0, 16) as u32).min(self.config.retry_max);
             tracing::warn!(job_id = %job.job_id, attempts, error = %message, "provisioning step failed; will retry");
-            return Ok(match self.record(job, state, attempts, Some(&message), Utc::now() + backoff, false).await? {
-                true => Outcome::Retrying { state: state.to_string(), error: message },
-                false => Outcome::LostLease,
-            });
+            return match self.record(job, state, attempts, Some(&message), Utc::now() + backoff, false).await? {
+                true => Ok(Outcome::Retrying { state, error: message }),
+                false => self.lost(job).await,
+            };
         }
         tracing::error!(job_id = %job.job_id, attempts, error = %message, "provisioning failed for good; compensating");
+        if job.kind != JobKind::Provision {
+            // Nothing to undo: these jobs change a running bot, and the next expiry check or
+            // renewal enqueues them again.
+            self.record(job, JobState::Failed, attempts, Some(&message), Utc::now(), false).await?;
+            return Ok(Outcome::Failed(message));
+        }
         let profile = ProfileName::for_user(job.user_id);
-        if let Err(compensation) = self.deprovision(job, &profile).await {
+        if let Err(compensation) = self.compensate(job, &profile).await {
             // Try again later: a half-compensated job must not be called failed.
             let message = format!("{message}; compensation failed: {compensation}");
             self.record(job, state, attempts, Some(&message), Utc::now() + self.config.retry_max, false).await?;
-            return Ok(Outcome::Retrying { state: state.to_string(), error: message });
+            return Ok(Outcome::Retrying { state, error: message });
         }
-        self.set_profile_status(job, &profile, ProfileStatus::Error, None).await?;
-        self.record(job, JOB_FAILED, attempts, Some(&message), Utc::now(), false).await?;
+        self.record(job, JobState::Failed, attempts, Some(&message), Utc::now(), false).await?;
         Ok(Outcome::Failed(message))
     }
 
+    /// Undoes a provision job that will not finish: everything it set up goes, unless the profile
+    /// was already active before it (an operator re-pairing a working bot), which is kept as it is.
+    async fn compensate(&self, job: &ProvisioningJob, profile: &ProfileName) -> Result<()> {
+        if self.profile_predates_job(job).await? {
+            tracing::warn!(job_id = %job.job_id, %profile, "the profile was active before this job; kept");
+            return Ok(());
+        }
+        self.remove_everything(job, profile).await?;
+        self.set_profile_status(job, profile, ProfileStatus::Error, None).await
+    }
+
+    /// Whether the user's profile was active (or suspended) before this job: the only job that
+    /// marks a profile active is the one that finishes, so a profile marked so now was not made by
+    /// a job still running.
+    async fn profile_predates_job(&self, job: &ProvisioningJob) -> Result<bool> {
+        let row = self.accounts.profile_for_user(job.user_id).await?;
+        Ok(row.is_some_and(|row| matches!(row.status, ProfileStatus::Active | ProfileStatus::Suspended)))
+    }
+
     /// Writes the job's progress; `keep_lease` extends our lease instead of releasing it.
-    async fn record(&self, job: &ProvisioningJob, state: &str, attempts: i32, error: Option<&str>, next: DateTime<Utc>, keep_lease: bool) -> Result<bool> {
-        let update = JobUpdate { state: state.into(), attempts, last_error: error.map(str::to_string), next_attempt_at: next };
+    async fn record(&self, job: &ProvisioningJob, state: JobState, attempts: i32, error: Option<&str>, next: DateTime<Utc>, keep_lease: bool) -> Result<bool> {
+        let update = JobUpdate { state, attempts, last_error: error.map(str::to_string), next_attempt_at: next };
         let lease = keep_lease.then(|| self.lease_from(Utc::now()));
         Ok(self.accounts.update_job(job.job_id, &self.config.worker_id, &update, lease).await?)
     }
 
-    async fn provision_step(&self, job: &ProvisioningJob, profile: &ProfileName, state: &str) -> Result<Step> {
+    /// The user's status now (not as the job was claimed: a refund may have come in since).
+    async fn user_status(&self, job: &ProvisioningJob) -> Result<Option<UserStatus>> {
+        Ok(self.accounts.user(job.user_id).await?.map(|user| user.status))
+    }
+
+    async fn provision_step(&self, job: &ProvisioningJob, profile: &ProfileName, state: JobState) -> Result<Step> {
+        if self.user_status(job).await? != Some(UserStatus::Active) {
+            tracing::info!(job_id = %job.job_id, "the user is no longer active; provisioning cancelled");
+            self.compensate(job, profile).await?;
+            return Ok(Step::Next(JobState::Cancelled));
+        }
         match state {
-            JOB_CREATED => {
+            JobState::Created => {
                 self.hermes.create_profile(profile, &self.config.template).await?;
-                self.set_profile_status(job, profile, ProfileStatus::Provisioning, None).await?;
-                Ok(Step::Next(PROFILE_CREATED))
+                if !self.profile_predates_job(job).await? {
+                    self.set_profile_status(job, profile, ProfileStatus::Provisioning, None).await?;
+                }
+                Ok(Step::Next(JobState::ProfileCreated))
             }
-            PROFILE_CREATED => {
+            JobState::ProfileCreated => {
                 self.plant_key_and_secrets(job, profile).await?;
-                Ok(Step::Next(SECRETS_PLANTED))
+                Ok(Step::Next(JobState::SecretsPlanted))
             }
-            SECRETS_PLANTED | AWAITING_SCAN => self.pair(job, profile).await,
-            PAIRED => {
+            JobState::SecretsPlanted | JobState::AwaitingScan => self.pair(job, profile).await,
+            JobState::Paired => {
                 let latest = self.accounts.job(job.job_id).await?.unwrap_or_else(|| job.clone());
-                let Some(name) = latest.bot_name else { return Ok(Step::Wait(PAIRED)) };
+                let Some(name) = latest.bot_name else { return Ok(Step::Wait(JobState::Paired)) };
                 // The page validated it; a name that no longer parses gets the default, not a failure.
                 let name = BotName::parse(&name).unwrap_or_default();
                 self.hermes.write_soul(profile, &self.config.template, &name).await?;
-                Ok(Step::Next(BOT_NAMED))
+                Ok(Step::Next(JobState::BotNamed))
             }
-            BOT_NAMED => {
-                self.services.install(profile).await?;
-                self.services.start(profile).await?;
-                Ok(Step::Next(GATEWAY_RUNNING))
+            JobState::BotNamed => {
+                self.start_gateway(profile).await?;
+                Ok(Step::Next(JobState::GatewayRunning))
             }
-            GATEWAY_RUNNING => {
+            JobState::GatewayRunning => {
                 let status = self.services.status(profile).await?;
                 if status.pid.is_none() {
                     return Err(Error::Hermes { profile: profile.to_string(), reason: "the gateway is not running" });
                 }
                 let bot = self.accounts.profile_for_user(job.user_id).await?.and_then(|p| p.weixin_bot_id);
                 self.set_profile_status(job, profile, ProfileStatus::Active, bot).await?;
-                Ok(Step::Next(JOB_ACTIVE))
+                Ok(Step::Next(JobState::Active))
             }
-            other => Err(Error::UnknownJobState(other.to_string())),
+            finished @ (JobState::Active | JobState::Done | JobState::Failed | JobState::Cancelled) => Err(Error::UnknownJobState(finished.to_string())),
         }
+    }
+
+    /// `deprovision`: everything goes, unless the user is active again (renewed after the
+    /// retention's deprovisioning was enqueued).
+    async fn deprovision_job(&self, job: &ProvisioningJob, profile: &ProfileName) -> Result<Step> {
+        if self.user_status(job).await? == Some(UserStatus::Active) {
+            return Ok(Step::Next(JobState::Cancelled));
+        }
+        self.remove_everything(job, profile).await?;
+        self.set_profile_status(job, profile, ProfileStatus::Deprovisioned, None).await?;
+        Ok(Step::Next(JobState::Done))
+    }
+
+    /// `suspend`: an expired user's gateway stops; profile, pairing, memories and secrets stay.
+    async fn suspend(&self, job: &ProvisioningJob, profile: &ProfileName) -> Result<Step> {
+        let row = self.accounts.profile_for_user(job.user_id).await?;
+        if self.user_status(job).await? != Some(UserStatus::Expired) || !row.is_some_and(|row| row.status == ProfileStatus::Active) {
+            return Ok(Step::Next(JobState::Cancelled));
+        }
+        self.services.stop(profile).await?;
+        self.set_profile_status(job, profile, ProfileStatus::Suspended, None).await?;
+        Ok(Step::Next(JobState::Done))
+    }
+
+    /// `resume`: a renewed user's suspended gateway starts again, with the same profile and pairing.
+    async fn resume(&self, job: &ProvisioningJob, profile: &ProfileName) -> Result<Step> {
+        let row = self.accounts.profile_for_user(job.user_id).await?;
+        if self.user_status(job).await? != Some(UserStatus::Active) || !row.is_some_and(|row| row.status == ProfileStatus::Suspended) {
+            return Ok(Step::Next(JobState::Cancelled));
+        }
+        self.start_gateway(profile).await?;
+        self.set_profile_status(job, profile, ProfileStatus::Active, None).await?;
+        Ok(Step::Next(JobState::Done))
     }
 
     /// Makes sure the profile holds exactly one live key of the user and the other secrets. A key
@@ -297,8 +397,7 @@ impl Provisioner {
                 let raw = RawToken::generate();
                 let secret = SecretString::from(raw.expose());
                 self.secrets.put(profile, &token_key, &secret).await?;
-                let new_key = NewApiKey { key_hash: raw.hash(), user_id: job.user_id, scope: "data:read".into(), rate_limit_per_min: RATE_LIMIT_PER_MIN };
-                self.accounts.insert_api_key(new_key).await?;
+                self.accounts.insert_api_key(NewApiKey::data_key(job.user_id, &raw, DEFAULT_RATE_LIMIT_PER_MIN)).await?;
                 secret
             }
         };
@@ -332,12 +431,12 @@ impl Provisioner {
                         let bot = PairedBot { bot_token, bot_id: ilink_bot_id, base_url, owner: ilink_user_id };
                         self.install_bot(job, profile, &bot).await?;
                         self.accounts.set_pairing(job.job_id, None, word).await?;
-                        return Ok(Step::Next(PAIRED));
+                        return Ok(Step::Next(JobState::Paired));
                     }
                     PairingStatus::Expired => break,
                     PairingStatus::VerifyCodeBlocked | PairingStatus::BindedRedirect => {
                         self.accounts.set_pairing(job.job_id, None, word).await?;
-                        return Ok(Step::Wait(AWAITING_SCAN));
+                        return Ok(Step::Wait(JobState::AwaitingScan));
                     }
                     PairingStatus::NeedVerifyCode if code.is_some() => {
                         // Asked again right after a code: it was wrong. The page asks for another.
@@ -356,12 +455,12 @@ impl Provisioner {
             }
         }
         self.accounts.set_pairing(job.job_id, None, "expired").await?;
-        Ok(Step::Wait(AWAITING_SCAN))
+        Ok(Step::Wait(JobState::AwaitingScan))
     }
 
     /// Records that the job waits for a scan, extending our lease.
     async fn renew_while_pairing(&self, job: &ProvisioningJob) -> Result<()> {
-        match self.record(job, AWAITING_SCAN, job.attempts, None, Utc::now(), true).await? {
+        match self.record(job, JobState::AwaitingScan, job.attempts, None, Utc::now(), true).await? {
             true => Ok(()),
             false => Err(Error::LostLease),
         }
@@ -394,15 +493,12 @@ impl Provisioner {
     }
 
     /// Stops and removes the user's gateway, profile and secrets, and revokes their keys. Each part
-    /// is idempotent, so this also serves as compensation of a half-provisioned user.
-    async fn deprovision(&self, job: &ProvisioningJob, profile: &ProfileName) -> Result<()> {
+    /// is idempotent, so a retry after a crash halfway is harmless.
+    async fn remove_everything(&self, job: &ProvisioningJob, profile: &ProfileName) -> Result<()> {
         self.services.uninstall(profile).await?;
         self.hermes.delete_profile(profile).await?;
         self.secrets.remove_all(profile).await?;
         self.accounts.revoke_user_keys(job.user_id).await?;
-        if job.kind == JobKind::Deprovision {
-            self.set_profile_status(job, profile, ProfileStatus::Deprovisioned, None).await?;
-        }
         Ok(())
     }
 
@@ -414,7 +510,8 @@ impl Provisioner {
             host: self.config.host.clone(),
             weixin_bot_id: bot.or_else(|| existing.as_ref().and_then(|p| p.weixin_bot_id.clone())),
             status,
-            created_at: existing.map_or_else(Utc::now, |p| p.created_at),
+            created_at: existing.as_ref().map_or_else(Utc::now, |p| p.created_at),
+            welcomed_at: existing.and_then(|p| p.welcomed_at),
         };
         Ok(self.accounts.upsert_profile(&row).await?)
     }

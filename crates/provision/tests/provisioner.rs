@@ -14,10 +14,9 @@ use std::time::Duration;
 use chrono::Utc;
 use twilight_accounts::testing::dump;
 use secrecy::{ExposeSecret, SecretString};
-use twilight_accounts::{Accounts, JobKind, JobUpdate, NewOrder, Plan, ProfileStatus, Settlement, JOB_ACTIVE, JOB_CREATED, JOB_DONE, JOB_FAILED};
+use twilight_accounts::{Accounts, JobKind, JobState, JobUpdate, NewOrder, Plan, ProfileStatus, RefundNotice, Settlement, UserStatus};
 use twilight_core::token::hash_hex;
 use twilight_ilink::IlinkClient;
-use twilight_provision::provisioner::{AWAITING_SCAN, BOT_NAMED, PAIRED, PROFILE_CREATED, SECRETS_PLANTED};
 use twilight_provision::{
     Backoff, ChildSupervisor, DotEnv, EnvKey, FileStore, GatewayUser, HermesCli, Outcome, ProfileName, Provisioner, ProvisionerConfig, SecretStore,
     ServiceManager,
@@ -52,19 +51,7 @@ impl Harness {
     }
 
     fn provisioner(&self, worker: &str, configure: impl FnOnce(&mut ProvisionerConfig)) -> Provisioner {
-        let mut config = ProvisionerConfig {
-            worker_id: worker.into(),
-            host: "test-host".into(),
-            api_base: "http://127.0.0.1:9/".into(),
-            template: ProfileName::template(),
-            lease: Duration::from_secs(30),
-            max_attempts: 3,
-            retry_base: Duration::from_millis(10),
-            retry_max: Duration::from_millis(50),
-            idle_poll: Duration::from_millis(50),
-            qr_rounds: 3,
-            weixin_cdn_base_url: format!("{}/c2c", self.ilink_url),
-        };
+        let mut config = provisioner_config(self, worker);
         configure(&mut config);
         let ilink = IlinkClient::new(&self.ilink_url).unwrap().with_long_poll_hold(Duration::from_millis(500));
         Provisioner::new(self.accounts.clone(), self.hermes.clone(), self.secrets.clone(), self.services.clone(), ilink, config)
@@ -72,6 +59,12 @@ impl Harness {
 
     /// A paid order: a user and their `created` provisioning job.
     async fn paid_user(&self) -> (Uuid, Uuid) {
+        let settled = self.pay(None).await;
+        (settled.user.user_id, settled.job.unwrap().job_id)
+    }
+
+    /// Pays an order: a first purchase, or a renewal of `renews`.
+    async fn pay(&self, renews: Option<Uuid>) -> twilight_accounts::Settled {
         let no = format!("TD{}", &Uuid::new_v4().simple().to_string()[..20]);
         let order = NewOrder {
             out_trade_no: no.clone(),
@@ -80,13 +73,40 @@ impl Harness {
             currency: "CNY".into(),
             processor: "wechatpay".into(),
             expires_at: Utc::now() + chrono::Duration::minutes(30),
-            renews: None,
+            renews,
             onboarding_token_hash: hash_hex(&no),
         };
         self.accounts.create_order(order).await.unwrap();
         let settlement = Settlement { out_trade_no: no.clone(), processor_ref: format!("tx-{no}"), amount_cents: 19_800, currency: "CNY".into(), paid_at: Utc::now() };
-        let settled = self.accounts.settle_payment(&settlement).await.unwrap();
-        (settled.user.user_id, settled.job.unwrap().job_id)
+        self.accounts.settle_payment(&settlement).await.unwrap()
+    }
+
+    /// Refunds the whole first payment of the job's user.
+    async fn refund(&self, job_id: Uuid) -> Uuid {
+        let payment_id = self.accounts.job(job_id).await.unwrap().unwrap().payment_id.unwrap();
+        let no = self.accounts.payment(payment_id).await.unwrap().unwrap().out_trade_no;
+        let notice = RefundNotice { out_refund_no: format!("R{no}"), out_trade_no: no, amount_cents: 19_800, refunded_at: Utc::now() };
+        self.accounts.refund_payment(&notice).await.unwrap().job.expect("a deprovisioning job").job_id
+    }
+
+    /// QR codes iLink handed out so far.
+    fn qr_codes_issued(&self) -> u64 {
+        self.ilink.calls("GET /ilink/bot/get_bot_qrcode") + self.ilink.calls("POST /ilink/bot/get_bot_qrcode")
+    }
+
+    /// A paid user walked all the way to a running, named bot.
+    async fn active_user(&self, provisioner: &Arc<Provisioner>) -> (Uuid, ProfileName) {
+        let (user_id, job_id) = self.paid_user().await;
+        let walk = tokio::spawn({
+            let provisioner = provisioner.clone();
+            async move { run_until_parked(&provisioner, job_id).await }
+        });
+        self.pair(job_id, None).await;
+        assert_eq!(walk.await.unwrap(), Outcome::Waiting(JobState::Paired));
+        self.accounts.set_bot_name(job_id, "张老师").await.unwrap();
+        self.accounts.wake_job(job_id).await.unwrap();
+        assert_eq!(run_until_parked(provisioner, job_id).await, Outcome::Finished(JobState::Active));
+        (user_id, ProfileName::for_user(user_id))
     }
 
     /// The QR code key the job shows (the last path segment of the scan URL).
@@ -113,11 +133,11 @@ impl Harness {
 
     /// Takes the parked job over and puts it back to `state`, due now: what a provisioner that
     /// crashed right after reaching `state` leaves behind.
-    async fn rewind(&self, job_id: Uuid, state: &str) {
+    async fn rewind(&self, job_id: Uuid, state: JobState) {
         let later = Utc::now() + chrono::Duration::seconds(1);
         let held = self.accounts.claim_job("rewinder", later, later + chrono::Duration::seconds(5)).await.unwrap();
         assert_eq!(held.map(|job| job.job_id), Some(job_id));
-        let update = JobUpdate { state: state.into(), attempts: 0, last_error: None, next_attempt_at: Utc::now() };
+        let update = JobUpdate { state, attempts: 0, last_error: None, next_attempt_at: Utc::now() };
         assert!(self.accounts.update_job(job_id, "rewinder", &update, None).await.unwrap());
     }
 
@@ -137,6 +157,22 @@ impl Harness {
         self.ilink.scan(&qrcode, OWNER).unwrap();
         self.ilink.confirm(&qrcode).unwrap();
         qrcode
+    }
+}
+
+fn provisioner_config(h: &Harness, worker: &str) -> ProvisionerConfig {
+    ProvisionerConfig {
+        worker_id: worker.into(),
+        host: "test-host".into(),
+        api_base: "http://127.0.0.1:9/".into(),
+        template: ProfileName::template(),
+        lease: Duration::from_secs(30),
+        max_attempts: 3,
+        retry_base: Duration::from_millis(10),
+        retry_max: Duration::from_millis(50),
+        idle_poll: Duration::from_millis(50),
+        qr_rounds: 3,
+        weixin_cdn_base_url: format!("{}/c2c", h.ilink_url),
     }
 }
 
@@ -187,6 +223,8 @@ on_both_backends!(
     a_crashed_provisioner_is_replaced_and_a_stray_planted_key_is_replaced,
     a_crash_after_any_step_converges_to_one_profile_key_and_gateway,
     permanent_failure_is_compensated_completely,
+    an_expired_bot_stops_and_its_renewal_brings_the_same_bot_back,
+    a_refund_during_provisioning_leaves_no_key_and_no_profile,
 );
 
 async fn a_paid_user_gets_a_paired_named_running_bot_with_one_planted_key(h: Harness, url: &str) {
@@ -201,7 +239,7 @@ async fn a_paid_user_gets_a_paired_named_running_bot_with_one_planted_key(h: Har
     });
     let qrcode = h.shown_qr(job_id).await;
     let job = h.accounts.job(job_id).await.unwrap().unwrap();
-    assert_eq!(job.state, AWAITING_SCAN);
+    assert_eq!(job.state, JobState::AwaitingScan);
     assert!(h.hermes.profile_exists(&profile).await.unwrap());
 
     // The phone scans; WeChat wants the code it shows typed into our page.
@@ -213,7 +251,7 @@ async fn a_paid_user_gets_a_paired_named_running_bot_with_one_planted_key(h: Har
     h.accounts.set_verify_code(job_id, Some(&code)).await.unwrap();
     h.pairing_status(job_id, "scaned").await;
     h.ilink.confirm(&qrcode).unwrap();
-    assert_eq!(running.await.unwrap(), Outcome::Waiting(PAIRED.into()));
+    assert_eq!(running.await.unwrap(), Outcome::Waiting(JobState::Paired));
 
     // Paired: the account file, the token and an allowlist of the payer only.
     let profile_dir = h.hermes.profile_dir(&profile);
@@ -241,10 +279,10 @@ async fn a_paid_user_gets_a_paired_named_running_bot_with_one_planted_key(h: Har
 
     // Nothing happens until the user names the bot; then the gateway comes up.
     tokio::time::sleep(Duration::from_millis(60)).await;
-    assert_eq!(run_until_parked(&provisioner, job_id).await, Outcome::Waiting(PAIRED.into()));
+    assert_eq!(run_until_parked(&provisioner, job_id).await, Outcome::Waiting(JobState::Paired));
     h.accounts.set_bot_name(job_id, "小明").await.unwrap();
     tokio::time::sleep(Duration::from_millis(60)).await;
-    assert_eq!(run_until_parked(&provisioner, job_id).await, Outcome::Finished(JOB_ACTIVE.into()));
+    assert_eq!(run_until_parked(&provisioner, job_id).await, Outcome::Finished(JobState::Active));
     assert!(std::fs::read_to_string(profile_dir.join("SOUL.md")).unwrap().contains("小明"));
     let status = h.services.status(&profile).await.unwrap();
     assert!(status.pid.is_some(), "{status:?}");
@@ -270,9 +308,8 @@ async fn a_paid_user_gets_a_paired_named_running_bot_with_one_planted_key(h: Har
     }
 
     // A refund's deprovisioning takes it all down.
-    h.accounts.refund_payment(&h.accounts.payment(h.accounts.job(job_id).await.unwrap().unwrap().payment_id.unwrap()).await.unwrap().unwrap().out_trade_no, Utc::now()).await.unwrap();
-    let deprovision = h.accounts.jobs_for_user(user_id).await.unwrap().into_iter().find(|j| j.kind == JobKind::Deprovision).unwrap();
-    assert_eq!(run_until_parked(&provisioner, deprovision.job_id).await, Outcome::Finished(JOB_DONE.into()));
+    let deprovision = h.refund(job_id).await;
+    assert_eq!(run_until_parked(&provisioner, deprovision).await, Outcome::Finished(JobState::Done));
     assert!(!h.hermes.profile_exists(&profile).await.unwrap());
     assert!(!h.services.status(&profile).await.unwrap().installed);
     assert!(h.secrets.get(&profile, &EnvKey::parse("TWILIGHT_API_TOKEN").unwrap()).await.is_err());
@@ -305,30 +342,30 @@ async fn a_crashed_provisioner_is_replaced_and_a_stray_planted_key_is_replaced(h
         async move { run_until_parked(&second, job_id).await }
     });
     let qrcode = h.pair(job_id, Some(&abandoned)).await;
-    assert_eq!(resumed.await.unwrap(), Outcome::Waiting(PAIRED.into()));
+    assert_eq!(resumed.await.unwrap(), Outcome::Waiting(JobState::Paired));
     assert_eq!(h.planted_token(&profile).await.expose_secret(), planted.expose_secret());
 
     // Planting again (a crash right after it) keeps a key that is still the user's live key…
-    h.rewind(job_id, PROFILE_CREATED).await;
+    h.rewind(job_id, JobState::ProfileCreated).await;
     let rerun = tokio::spawn({
         let second = second.clone();
         async move { run_until_parked(&second, job_id).await }
     });
     let qrcode = h.pair(job_id, Some(&qrcode)).await;
-    assert_eq!(rerun.await.unwrap(), Outcome::Waiting(PAIRED.into()));
+    assert_eq!(rerun.await.unwrap(), Outcome::Waiting(JobState::Paired));
     assert_eq!(h.planted_token(&profile).await.expose_secret(), planted.expose_secret());
 
     // …and replaces one that matches nothing (a crash between planting a new key and storing its
     // hash), revoking the old: exactly one live key remains, the planted one.
     let stray = twilight_core::RawToken::generate();
     h.secrets.put(&profile, &EnvKey::parse("TWILIGHT_API_TOKEN").unwrap(), &stray.expose().to_string().into()).await.unwrap();
-    h.rewind(job_id, PROFILE_CREATED).await;
+    h.rewind(job_id, JobState::ProfileCreated).await;
     let rerun = tokio::spawn({
         let second = second.clone();
         async move { run_until_parked(&second, job_id).await }
     });
     h.pair(job_id, Some(&qrcode)).await;
-    assert_eq!(rerun.await.unwrap(), Outcome::Waiting(PAIRED.into()));
+    assert_eq!(rerun.await.unwrap(), Outcome::Waiting(JobState::Paired));
     let replaced = h.planted_token(&profile).await;
     assert_ne!(replaced.expose_secret(), stray.expose());
     assert_ne!(replaced.expose_secret(), planted.expose_secret());
@@ -339,6 +376,17 @@ async fn a_crashed_provisioner_is_replaced_and_a_stray_planted_key_is_replaced(h
     let env = std::fs::read_to_string(h.hermes.env_file(&profile)).unwrap();
     assert!(env.contains(replaced.expose_secret()), "the gateway's .env carries the live key");
     drop(h.home);
+}
+
+/// Waits until the supervisor has launched the profile's gateway (it spawns it from a task).
+async fn gateway_up(services: &ChildSupervisor, profile: &ProfileName) {
+    for _ in 0..200 {
+        if services.status(profile).await.unwrap().pid.is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the gateway of {profile} never started");
 }
 
 /// Gateway processes running for `profile`, counted from /proc.
@@ -361,18 +409,18 @@ async fn a_crash_after_any_step_converges_to_one_profile_key_and_gateway(h: Harn
     };
     let walk = run(&provisioner);
     let mut qrcode = h.pair(job_id, None).await;
-    assert_eq!(walk.await.unwrap(), Outcome::Waiting(PAIRED.into()));
+    assert_eq!(walk.await.unwrap(), Outcome::Waiting(JobState::Paired));
 
     // A provisioner that died right after reaching each step before naming leaves the job there;
     // the next one redoes what follows (pairing again from any step before it) and ends up with
     // the same profile, one planted key that is the user's live key, and the payer's allowlist.
-    for state in [JOB_CREATED, PROFILE_CREATED, SECRETS_PLANTED, AWAITING_SCAN, PAIRED] {
+    for state in [JobState::Created, JobState::ProfileCreated, JobState::SecretsPlanted, JobState::AwaitingScan, JobState::Paired] {
         h.rewind(job_id, state).await;
         let rerun = run(&provisioner);
-        if state != PAIRED {
+        if state != JobState::Paired {
             qrcode = h.pair(job_id, Some(&qrcode)).await;
         }
-        assert_eq!(rerun.await.unwrap(), Outcome::Waiting(PAIRED.into()), "after a crash at {state}");
+        assert_eq!(rerun.await.unwrap(), Outcome::Waiting(JobState::Paired), "after a crash at {state}");
         assert!(h.hermes.profile_exists(&profile).await.unwrap());
         let planted = h.planted_token(&profile).await;
         let key = h.accounts.api_key(&hash_hex(planted.expose_secret())).await.unwrap().expect("the planted key is stored");
@@ -384,8 +432,8 @@ async fn a_crash_after_any_step_converges_to_one_profile_key_and_gateway(h: Harn
 
     // Named, then a crash right after `bot_named`: one gateway comes up, once.
     h.accounts.set_bot_name(job_id, "小明").await.unwrap();
-    h.rewind(job_id, BOT_NAMED).await;
-    assert_eq!(run(&provisioner).await.unwrap(), Outcome::Finished(JOB_ACTIVE.into()));
+    h.rewind(job_id, JobState::BotNamed).await;
+    assert_eq!(run(&provisioner).await.unwrap(), Outcome::Finished(JobState::Active));
     assert!(h.services.status(&profile).await.unwrap().pid.is_some());
     assert_eq!(gateways(&profile), 1);
     // Exactly one live key in all: revoking the user's keys revokes one.
@@ -404,7 +452,7 @@ async fn permanent_failure_is_compensated_completely(h: Harness, _url: &str) {
     let Outcome::Failed(error) = outcome else { panic!("expected failure, got {outcome:?}") };
     assert!(error.contains("iLink"), "{error}");
     let job = h.accounts.job(job_id).await.unwrap().unwrap();
-    assert_eq!((job.state.as_str(), job.attempts), (JOB_FAILED, 3));
+    assert_eq!((job.state, job.attempts), (JobState::Failed, 3));
     assert!(!h.hermes.profile_exists(&profile).await.unwrap(), "the profile is deleted");
     assert!(h.secrets.get(&profile, &EnvKey::parse("TWILIGHT_API_TOKEN").unwrap()).await.is_err(), "secrets are removed");
     assert!(!h.services.status(&profile).await.unwrap().installed);
@@ -412,5 +460,91 @@ async fn permanent_failure_is_compensated_completely(h: Harness, _url: &str) {
     let stored = h.accounts.profile_for_user(user_id).await.unwrap().unwrap();
     assert_eq!(stored.status, ProfileStatus::Error);
     assert!(provisioner.run_once().await.unwrap().is_none(), "a failed job is not run again");
+    drop(h.home);
+}
+
+async fn an_expired_bot_stops_and_its_renewal_brings_the_same_bot_back(h: Harness, _url: &str) {
+    let provisioner = Arc::new(h.provisioner("worker-1", |_| {}));
+    let (user_id, profile) = h.active_user(&provisioner).await;
+    let bot_id = h.accounts.profile_for_user(user_id).await.unwrap().unwrap().weixin_bot_id;
+    let planted = h.planted_token(&profile).await;
+    let qr_codes = h.qr_codes_issued();
+
+    // The provisioner process restarts: its supervised gateways died with it; the new one brings
+    // back every active profile's gateway before anything else.
+    h.services.stop(&profile).await.unwrap();
+    assert_eq!(gateways(&profile), 0);
+    let services = Arc::new(ChildSupervisor::new(h.hermes.clone()));
+    let ilink = IlinkClient::new(&h.ilink_url).unwrap();
+    let restarted = Provisioner::new(h.accounts.clone(), h.hermes.clone(), h.secrets.clone(), services.clone(), ilink, provisioner_config(&h, "worker-2"));
+    assert_eq!(restarted.restore_gateways().await.unwrap(), 1);
+    gateway_up(services.as_ref(), &profile).await;
+    assert_eq!(gateways(&profile), 1);
+    services.stop(&profile).await.unwrap();
+    h.services.start(&profile).await.unwrap();
+
+    // The paid period and its grace end: the user expires, the gateway stops, nothing is deleted.
+    let paid_until = h.accounts.user(user_id).await.unwrap().unwrap().paid_until.unwrap();
+    assert_eq!(h.accounts.expire_users(paid_until + chrono::Duration::seconds(1)).await.unwrap().len(), 1);
+    let suspend = h.accounts.jobs_for_user(user_id).await.unwrap().into_iter().find(|j| j.kind == JobKind::Suspend).unwrap();
+    assert_eq!(run_until_parked(&provisioner, suspend.job_id).await, Outcome::Finished(JobState::Done));
+    assert_eq!(h.services.status(&profile).await.unwrap().pid, None);
+    assert_eq!(gateways(&profile), 0);
+    assert!(h.hermes.profile_exists(&profile).await.unwrap());
+    assert_eq!(h.accounts.profile_for_user(user_id).await.unwrap().unwrap().status, ProfileStatus::Suspended);
+    let key = h.accounts.api_key(&hash_hex(planted.expose_secret())).await.unwrap().unwrap();
+    assert!(!key.is_revoked(), "the key is kept: it answers 402 until a renewal");
+
+    // Renewed: the same profile, pairing and key run again, without a new QR code.
+    let renewed = h.pay(Some(user_id)).await;
+    assert_eq!(renewed.user.status, UserStatus::Active);
+    let resume = renewed.job.expect("a resume job");
+    assert_eq!(resume.kind, JobKind::Resume);
+    assert_eq!(run_until_parked(&provisioner, resume.job_id).await, Outcome::Finished(JobState::Done));
+    gateway_up(h.services.as_ref(), &profile).await;
+    let row = h.accounts.profile_for_user(user_id).await.unwrap().unwrap();
+    assert_eq!((row.status, row.weixin_bot_id), (ProfileStatus::Active, bot_id));
+    assert_eq!(h.planted_token(&profile).await.expose_secret(), planted.expose_secret());
+    assert_eq!(h.qr_codes_issued(), qr_codes, "no new pairing");
+
+    // Renewing a running bot enqueues nothing at all.
+    assert_eq!(h.pay(Some(user_id)).await.job, None);
+
+    // An operator re-pairs the working bot and iLink is down until the job gives up: the
+    // compensation leaves the profile that was active before the job, with its live key.
+    let repair = h.accounts.enqueue_provisioning(user_id, &hash_hex("repair-link")).await.unwrap();
+    h.ilink.set_fault(twilight_sandbox::Fault::Down);
+    let outcome = run_until_parked(&provisioner, repair.job_id).await;
+    assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
+    h.ilink.set_fault(twilight_sandbox::Fault::None);
+    assert!(h.hermes.profile_exists(&profile).await.unwrap(), "a failed re-pairing deleted the bot");
+    assert_eq!(h.accounts.profile_for_user(user_id).await.unwrap().unwrap().status, ProfileStatus::Active);
+    let live = h.planted_token(&profile).await;
+    assert!(!h.accounts.api_key(&hash_hex(live.expose_secret())).await.unwrap().unwrap().is_revoked());
+    h.services.uninstall(&profile).await.unwrap();
+    drop(h.home);
+}
+
+async fn a_refund_during_provisioning_leaves_no_key_and_no_profile(h: Harness, _url: &str) {
+    let (user_id, job_id) = h.paid_user().await;
+    let profile = ProfileName::for_user(user_id);
+    let provisioner = Arc::new(h.provisioner("worker-1", |_| {}));
+    // The provisioner is pairing (it made the profile and planted a key) when the refund lands.
+    let running = tokio::spawn({
+        let provisioner = provisioner.clone();
+        async move { provisioner.run_once().await.unwrap().unwrap().1 }
+    });
+    h.shown_qr(job_id).await;
+    assert!(h.hermes.profile_exists(&profile).await.unwrap());
+    let deprovision = h.refund(job_id).await;
+    assert_eq!(running.await.unwrap(), Outcome::LostLease, "the pairing worker notices the cancellation");
+    assert_eq!(h.accounts.job(job_id).await.unwrap().unwrap().state, JobState::Cancelled);
+
+    assert_eq!(run_until_parked(&provisioner, deprovision).await, Outcome::Finished(JobState::Done));
+    assert!(!h.hermes.profile_exists(&profile).await.unwrap());
+    assert!(h.secrets.get(&profile, &EnvKey::parse("TWILIGHT_API_TOKEN").unwrap()).await.is_err());
+    assert_eq!(h.accounts.revoke_user_keys(user_id).await.unwrap(), 0, "no key of the user is live");
+    assert!(provisioner.run_once().await.unwrap().is_none(), "the cancelled job never runs again");
+    assert!(!h.hermes.profile_exists(&profile).await.unwrap());
     drop(h.home);
 }

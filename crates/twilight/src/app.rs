@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use twilight_accounts::{Accounts, SqlAccounts};
 use twilight_api::llm::{Relay, RelayConfig};
 use twilight_api::payments::{Payments, NOTIFY_PATH};
+use twilight_api::auth::SubscriptionPolicy;
 use twilight_api::{ApiContext, SandboxLinks};
 use twilight_billing::{ApiV3Key, Billing, BillingConfig, MerchantKey, StaticPublicKey, WechatPayClient, WechatPayConfig};
 use twilight_core::RawToken;
@@ -174,13 +175,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
 
     let llm = llm_relay(config, sandbox.as_ref());
     let sandbox_links = sandbox.as_ref().map(|s| SandboxLinks { wechatpay: s.wechatpay_url.clone(), ilink: s.ilink_url.clone() });
-    let ctx = ApiContext::new(accounts.clone(), Arc::new(market), payments.clone(), llm, sandbox_links);
+    let subscriptions = SubscriptionPolicy {
+        grace: config.lifecycle().grace,
+        public_url: config.public_url.clone().unwrap_or_else(|| format!("http://{}", loopback(addr))),
+    };
+    let ctx = ApiContext::new(accounts.clone(), Arc::new(market), payments.clone(), llm, sandbox_links, subscriptions);
     let shutdown = CancellationToken::new();
     tokio::spawn(ctx.auth.clone().watch_revocations(REVOCATION_POLL, shutdown.clone()));
     if config.scheduler.in_process {
         if let Some(payments) = &payments {
             tokio::spawn(scheduler::reconcile_payments(payments.clone(), config.reconcile_interval(), shutdown.clone()));
         }
+        tokio::spawn(config.lifecycle().run(accounts.clone(), config.lifecycle_interval(), shutdown.clone()));
     }
     if config.provisioner.in_process {
         let api_base = format!("http://{}", loopback(addr));

@@ -16,12 +16,16 @@ use serde::{Deserialize, Serialize};
 
 /// Top-level config keys the environment may set; other `TWILIGHT_*` variables (secrets such as
 /// `TWILIGHT_TUSHARE_TOKEN`, `TWILIGHT_LOG`, test switches) are not configuration.
-const CONFIG_KEYS: [&str; 10] = ["listen", "data_dir", "accounts_url", "warehouse_path", "tushare", "sandbox", "payments", "scheduler", "provisioner", "llm"];
+const CONFIG_KEYS: [&str; 12] =
+    ["listen", "public_url", "data_dir", "accounts_url", "warehouse_path", "tushare", "sandbox", "payments", "subscription", "scheduler", "provisioner", "llm"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where customers reach our pages (`https://twilight.example`), for the links the bots show
+    /// them (renewal); default `http://<listen>`.
+    pub public_url: Option<String>,
     pub data_dir: PathBuf,
     /// `sqlite:<path>` or `postgres://…`; default: SQLite under `data_dir`.
     pub accounts_url: Option<String>,
@@ -30,6 +34,7 @@ pub struct Config {
     pub tushare: TushareSection,
     pub sandbox: SandboxSection,
     pub payments: PaymentsSection,
+    pub subscription: SubscriptionSection,
     pub scheduler: SchedulerSection,
     pub provisioner: ProvisionerSection,
     pub llm: LlmSection,
@@ -93,6 +98,18 @@ fn default_wechatpay_base_url() -> String {
 
 fn default_wechatpay_timeout_secs() -> u64 {
     twilight_billing::DEFAULT_TIMEOUT.as_secs()
+}
+
+/// A subscription's life after its paid period: service goes on for `grace_days`; then the user
+/// is expired (keys answer 402, the gateway stops) and the profile is kept `retention_days` more
+/// before it is deprovisioned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionSection {
+    pub grace_days: u32,
+    pub retention_days: u32,
+    /// Seconds between the scheduler's looks for users to expire and profiles to retire.
+    pub check_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,6 +182,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
             data_dir: PathBuf::from("./data"),
             accounts_url: None,
             warehouse_path: None,
@@ -176,6 +194,7 @@ impl Default for Config {
             },
             sandbox: SandboxSection { enabled: true },
             payments: PaymentsSection { order_ttl_minutes: 30, reconcile_grace_secs: 60, wechatpay: None },
+            subscription: SubscriptionSection { grace_days: 3, retention_days: 30, check_interval_secs: 60 },
             scheduler: SchedulerSection { in_process: true, reconcile_interval_secs: 60 },
             provisioner: ProvisionerSection {
                 in_process: true,
@@ -234,6 +253,17 @@ impl Config {
             })
             .split("__");
         figment.merge(env).extract().context("invalid configuration")
+    }
+
+    pub fn lifecycle(&self) -> crate::scheduler::Lifecycle {
+        crate::scheduler::Lifecycle {
+            grace: chrono::Duration::days(self.subscription.grace_days.into()),
+            retention: chrono::Duration::days(self.subscription.retention_days.into()),
+        }
+    }
+
+    pub fn lifecycle_interval(&self) -> Duration {
+        Duration::from_secs(self.subscription.check_interval_secs.max(1))
     }
 
     pub fn accounts_url(&self) -> String {

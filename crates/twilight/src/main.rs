@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use twilight::app::{self, Sandbox};
 use twilight::cfg::Config;
-use twilight_accounts::{NewUser, Plan};
+use twilight_accounts::{NewUser, Plan, UserStatus};
 use uuid::Uuid;
 
 /// Twilight Drive: a stock-research analyst on WeChat — backend, provisioner and operations in one binary.
@@ -58,7 +58,7 @@ enum AdminCommand {
         email: Option<String>,
         #[arg(long, default_value = "alpha")]
         plan: Plan,
-        #[arg(long, default_value_t = twilight_api::admin::DEFAULT_RATE_LIMIT_PER_MIN)]
+        #[arg(long, default_value_t = twilight_accounts::DEFAULT_RATE_LIMIT_PER_MIN)]
         rate_limit: i32,
     },
     /// Revoke every live key of a user (running servers notice within a fraction of a second).
@@ -73,6 +73,25 @@ enum AdminCommand {
     },
     /// Create or update the hermes profile template users are cloned from.
     InstallTemplate,
+    /// Users newest first, as JSON lines (`--status expired` for one status).
+    Users {
+        #[arg(long)]
+        status: Option<UserStatus>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long, default_value_t = 0)]
+        offset: i64,
+    },
+    /// One user: plan, status, paid_until, profile, open jobs and last payment, as JSON.
+    User {
+        user: Uuid,
+    },
+    /// Every admin token by its hash (never the token), label and revocation.
+    Tokens,
+    /// Revoke an admin token by the hash `tokens` lists.
+    RevokeToken {
+        token_hash: String,
+    },
     /// Requests and upstream points by endpoint by day.
     Usage {
         #[arg(long)]
@@ -141,11 +160,13 @@ async fn scheduler(config: &Config) -> anyhow::Result<()> {
     let payments = app::payments(config, &accounts, None, config.listen)?
         .context("no payment processor configured: set [payments.wechatpay] in the config file")?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let jobs = tokio::spawn(twilight::scheduler::reconcile_payments(payments, config.reconcile_interval(), shutdown.clone()));
+    let reconcile = tokio::spawn(twilight::scheduler::reconcile_payments(payments, config.reconcile_interval(), shutdown.clone()));
+    let lifecycle = tokio::spawn(config.lifecycle().run(accounts, config.lifecycle_interval(), shutdown.clone()));
     tracing::info!(interval_secs = config.reconcile_interval().as_secs(), "scheduler running");
     app::signal().await?;
     shutdown.cancel();
-    jobs.await?;
+    reconcile.await?;
+    lifecycle.await?;
     Ok(())
 }
 
@@ -158,7 +179,7 @@ async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
             println!("{}", token.expose());
         }
         AdminCommand::CreateUser { email, plan, rate_limit } => {
-            let (user, key) = twilight_api::admin::create_user_with_key(&*accounts, NewUser { email, display_name: None, plan, paid_until: None }, rate_limit).await?;
+            let (user, key) = twilight_accounts::create_user_with_key(&*accounts, NewUser { email, display_name: None, plan, paid_until: None }, rate_limit).await?;
             println!("user_id: {}\napi_key: {}\n(the key is shown once; only its sha256 is stored)", user.user_id, key.expose());
         }
         AdminCommand::RevokeKey { user } => {
@@ -175,6 +196,24 @@ onboarding link: {link}
             let hermes = twilight_provision::HermesCli::new(config.hermes_bin(), config.hermes_home()?);
             twilight::provisioning::install_template(config, &hermes).await?;
             println!("template {} installed under {}", twilight_provision::TEMPLATE_PROFILE, hermes.home().display());
+        }
+        AdminCommand::Users { status, limit, offset } => {
+            for user in accounts.list_users(status, limit, offset).await? {
+                println!("{}", serde_json::to_string(&user)?);
+            }
+        }
+        AdminCommand::User { user } => {
+            let overview = twilight_accounts::user_overview(&*accounts, user).await?.with_context(|| format!("no user {user}"))?;
+            println!("{}", serde_json::to_string_pretty(&overview)?);
+        }
+        AdminCommand::Tokens => {
+            for token in accounts.admin_tokens().await? {
+                println!("{}", serde_json::to_string(&token)?);
+            }
+        }
+        AdminCommand::RevokeToken { token_hash } => {
+            anyhow::ensure!(accounts.revoke_admin_token(&token_hash).await?, "no live admin token with hash {token_hash}");
+            println!("revoked; running servers notice within a fraction of a second");
         }
         AdminCommand::Usage { user, days } => {
             let since = chrono::Utc::now() - chrono::Duration::days(days);

@@ -19,6 +19,8 @@ on_both_backends!(
     every_answered_request_is_metered,
     health_and_admin_validation,
     cached_answers_survive_an_outage_and_never_wait_for_other_fills,
+    an_expired_subscription_answers_402_with_its_renewal_link,
+    admins_list_and_inspect_users_and_revoke_admin_tokens,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,5 +302,107 @@ async fn cached_answers_survive_an_outage_and_never_wait_for_other_fills(app: Te
     let (status, _, health) = app.get("/healthz", None).await;
     assert_eq!(status, 200, "an upstream outage is reported, not fatal: {health}");
     assert!(health["checks"]["upstreams"]["tushare"]["last_error"].is_string(), "{health}");
+    app.stop().await;
+}
+
+/// A user created through the admin API whose paid period ends at `paid_until`.
+async fn paying_user(app: &TestApp, paid_until: chrono::DateTime<chrono::Utc>) -> (uuid::Uuid, String) {
+    let body = json!({"plan": "pro", "rate_limit_per_min": 60, "paid_until": paid_until});
+    let (status, body) = app.post("/admin/users", Some(&app.admin_token), body).await;
+    assert_eq!(status, 201, "{body}");
+    (body["user"]["user_id"].as_str().unwrap().parse().unwrap(), body["api_key"].as_str().unwrap().to_string())
+}
+
+async fn an_expired_subscription_answers_402_with_its_renewal_link(app: TestApp) {
+    let price = "/price?code=600519.SH&trade_date=20260430";
+    let now = chrono::Utc::now();
+    // The embedded default's grace is three days: a period that ended two days ago still serves.
+    let (_, in_grace) = paying_user(&app, now - chrono::Duration::days(2)).await;
+    assert_eq!(app.get(price, Some(&in_grace)).await.0, 200);
+
+    // Ended four days ago: refused at once from the cached key entry, before any scheduler ran,
+    // on the data plane and the LLM relay alike, with the link the bot shows its owner.
+    let (lapsed_id, lapsed) = paying_user(&app, now - chrono::Duration::days(4)).await;
+    let (status, _, body) = app.get(price, Some(&lapsed)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (402, Some("subscription_expired")), "{body}");
+    let renew_url = body["error"]["renew_url"].as_str().expect("a renewal link").to_string();
+    let code = app.running.accounts.user(lapsed_id).await.unwrap().unwrap().renewal_code;
+    assert_eq!(renew_url, app.url(&format!("/renew/{code}")));
+    let (status, _, body) = app.get("/llm/v1/models", Some(&lapsed)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (402, Some("subscription_expired")), "{body}");
+
+    // Time passes (a simulated clock for the scheduler's pass): the lifecycle expires both; the
+    // cached entry of the key still in grace is dropped through the revocation epoch.
+    let lifecycle = app.config.lifecycle();
+    let report = lifecycle.run_once(&*app.running.accounts, now + chrono::Duration::days(2)).await.unwrap();
+    assert_eq!(report, twilight::scheduler::LifecycleReport { expired: 2, retired: 0 });
+    let started = Instant::now();
+    while app.get(price, Some(&in_grace)).await.0 != 402 {
+        assert!(started.elapsed() < Duration::from_secs(2), "expiry not noticed within 2 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The renewal page names the plan and the end of the period, and its button places a renewal.
+    let page = app.http.get(&renew_url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"data-plan="pro""#) && html.contains(r#"data-expired="true""#), "{html}");
+    assert!(html.contains(&twilight_core::china_minute(now - chrono::Duration::days(4))), "{html}");
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let placed = no_redirects.post(&renew_url).form(&[("lang", "en")]).send().await.unwrap();
+    assert_eq!(placed.status(), 303);
+    assert!(placed.headers()["location"].to_str().unwrap().starts_with("/onboard/"));
+    assert_eq!(no_redirects.get(app.url("/renew/0123456789abcdef0123456789abcdef")).send().await.unwrap().status(), 404);
+    assert_eq!(no_redirects.get(app.url("/renew/junk")).send().await.unwrap().status(), 404);
+    app.stop().await;
+}
+
+async fn admins_list_and_inspect_users_and_revoke_admin_tokens(app: TestApp) {
+    let admin = Some(app.admin_token.as_str());
+    let (alpha_id, alpha_key) = app.user(60).await;
+    let (lapsed_id, _) = paying_user(&app, chrono::Utc::now() - chrono::Duration::days(10)).await;
+    app.config.lifecycle().run_once(&*app.running.accounts, chrono::Utc::now()).await.unwrap();
+
+    let (status, _, body) = app.get("/admin/users", admin).await;
+    assert_eq!(status, 200, "{body}");
+    let listed: Vec<&str> = body["users"].as_array().unwrap().iter().map(|u| u["user_id"].as_str().unwrap()).collect();
+    assert_eq!(listed, [lapsed_id.to_string().as_str(), alpha_id.as_str()], "newest first");
+    let (_, _, body) = app.get("/admin/users?status=expired", admin).await;
+    assert_eq!(body["users"].as_array().unwrap().len(), 1);
+    assert_eq!(body["users"][0]["status"], "expired");
+    let (_, _, body) = app.get("/admin/users?limit=1&offset=1", admin).await;
+    assert_eq!(body["users"][0]["user_id"].as_str(), Some(alpha_id.as_str()));
+    for (query, field) in [("status=gold", "status"), ("limit=0", "limit"), ("limit=501", "limit"), ("offset=-1", "offset")] {
+        let (status, _, body) = app.get(&format!("/admin/users?{query}"), admin).await;
+        assert_eq!((status, body["error"]["field"].as_str()), (400, Some(field)), "{query}: {body}");
+    }
+    let (status, _, body) = app.get("/admin/users", Some(&alpha_key)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
+
+    // One user: the expiry's suspend job is open, no bot, no payment.
+    let (status, _, body) = app.get(&format!("/admin/users/{lapsed_id}"), admin).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["user"]["status"].as_str(), body["user"]["plan"].as_str()), (Some("expired"), Some("pro")));
+    assert_eq!(body["open_jobs"][0]["kind"], "suspend");
+    assert_eq!((body["profile"].is_null(), body["last_payment"].is_null()), (true, true));
+    assert_eq!(app.get("/admin/users/not-a-uuid", admin).await.0, 400);
+    assert_eq!(app.get(&format!("/admin/users/{}", uuid::Uuid::new_v4()), admin).await.0, 404);
+
+    // Admin tokens are listed by hash and revoked by it, at once.
+    let second = twilight_core::RawToken::generate();
+    app.running.accounts.insert_admin_token(&second.hash(), "second").await.unwrap();
+    assert_eq!(app.get("/admin/users", Some(second.expose())).await.0, 200);
+    let (_, _, body) = app.get("/admin/tokens", admin).await;
+    let hashes: Vec<&str> = body["tokens"].as_array().unwrap().iter().map(|t| t["token_hash"].as_str().unwrap()).collect();
+    assert!(hashes.contains(&second.hash().as_str()) && hashes.contains(&twilight_core::token::hash_hex(&app.admin_token).as_str()));
+    assert!(!body.to_string().contains(second.expose()), "a listing never shows a token");
+    let revoke = format!("/admin/tokens/{}/revoke", second.hash());
+    let (status, body) = app.post(&revoke, admin, json!({})).await;
+    assert_eq!((status, body["revoked"].as_bool()), (200, Some(true)));
+    let (status, _, body) = app.get("/admin/users", Some(second.expose())).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("revoked_key")));
+    assert_eq!(app.post(&revoke, admin, json!({})).await.0, 404);
+    let (status, body) = app.post("/admin/tokens/xyz/revoke", admin, json!({})).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("token_hash")));
     app.stop().await;
 }

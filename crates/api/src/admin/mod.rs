@@ -2,10 +2,10 @@
 
 mod orders;
 mod provision;
+mod tokens;
 mod users;
 
 pub use provision::provision_user;
-pub use users::{create_user_with_key, DEFAULT_RATE_LIMIT_PER_MIN};
 
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
@@ -17,7 +17,10 @@ use crate::{ApiContext, ApiError};
 
 pub fn router(ctx: ApiContext) -> Router<ApiContext> {
     Router::new()
-        .route("/admin/users", post(users::create))
+        .route("/admin/users", post(users::create).get(users::list))
+        .route("/admin/users/{user_id}", get(users::show))
+        .route("/admin/tokens", get(tokens::list))
+        .route("/admin/tokens/{token_hash}/revoke", post(tokens::revoke))
         .route("/admin/users/{user_id}/keys/revoke", post(users::revoke_keys))
         .route("/admin/users/{user_id}/usage", get(users::usage))
         .route("/admin/orders/{order_id}/refund", post(orders::refund))

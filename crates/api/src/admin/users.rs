@@ -4,15 +4,16 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use twilight_accounts::{Accounts, AccountsError, NewApiKey, NewUser, Plan, User};
-use twilight_core::RawToken;
+use twilight_accounts::{create_user_with_key, user_overview, NewUser, Plan, UserStatus, DEFAULT_RATE_LIMIT_PER_MIN};
 use uuid::Uuid;
 
 use crate::extract::{ApiJson, ApiQuery};
 use crate::{ApiContext, ApiError, ApiResult};
 
-pub const DEFAULT_RATE_LIMIT_PER_MIN: i32 = 60;
 const MAX_RATE_LIMIT_PER_MIN: i32 = 1_000_000;
+/// Users per page of `GET /admin/users`, unless `limit` says otherwise (at most [`MAX_PAGE`]).
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 500;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,14 +59,41 @@ pub async fn create(State(ctx): State<ApiContext>, ApiJson(body): ApiJson<Create
     ))
 }
 
-/// Creates a user and one live `data:read` key; the raw key is returned to the caller only.
-pub async fn create_user_with_key(accounts: &dyn Accounts, new_user: NewUser, rate_limit_per_min: i32) -> Result<(User, RawToken), AccountsError> {
-    let user = accounts.create_user(new_user).await?;
-    let key = RawToken::generate();
-    accounts
-        .insert_api_key(NewApiKey { key_hash: key.hash(), user_id: user.user_id, scope: "data:read".into(), rate_limit_per_min })
-        .await?;
-    Ok((user, key))
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    status: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// `GET /admin/users[?status=expired&limit=50&offset=0]` — users newest first, a page at a time.
+pub async fn list(State(ctx): State<ApiContext>, ApiQuery(params): ApiQuery<ListParams>) -> ApiResult<Json<Value>> {
+    let status = match params.status.as_deref() {
+        None => None,
+        Some(raw) => Some(raw.parse::<UserStatus>().map_err(|_| {
+            ApiError::invalid("status", format!("unknown status '{raw}'; one of: active, expired, suspended, refunded, cancelled"))
+        })?),
+    };
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid("limit", format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let offset = params.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::invalid("offset", "offset must not be negative"));
+    }
+    let users = ctx.accounts.list_users(status, limit, offset).await?;
+    Ok(Json(json!({ "users": users, "limit": limit, "offset": offset })))
+}
+
+/// `GET /admin/users/{user_id}` — what an operator needs about one customer: plan, status and
+/// `paid_until`, their bot's profile (its status says whether the gateway should run), the jobs not
+/// finished yet, and their last payment.
+pub async fn show(State(ctx): State<ApiContext>, Path(raw_id): Path<String>) -> ApiResult<Json<Value>> {
+    let id = user_id(&raw_id)?;
+    let overview = user_overview(&*ctx.accounts, id).await?.ok_or_else(|| ApiError::NotFound(format!("no user {id}")))?;
+    Ok(Json(serde_json::to_value(overview).map_err(|error| ApiError::Internal(error.to_string()))?))
 }
 
 fn user_id(raw: &str) -> ApiResult<Uuid> {

@@ -10,10 +10,9 @@ use axum::{Json, Router};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use twilight_accounts::{Payment, PaymentState, ProvisioningJob, JOB_ACTIVE, JOB_FAILED};
+use twilight_accounts::{JobState, Payment, PaymentState, ProvisioningJob};
 use twilight_core::token::hash_hex;
 use twilight_core::RawToken;
-use twilight_provision::provisioner::{AWAITING_SCAN, BOT_NAMED, GATEWAY_RUNNING, PAIRED};
 use twilight_provision::BotName;
 
 use crate::extract::{ApiJson, ApiPath};
@@ -105,18 +104,21 @@ pub(crate) fn step(link: &Link) -> Step {
             PaymentState::Paid => {}
         }
     }
-    let Some(job) = &link.job else { return Step::SettingUp };
-    match job.state.as_str() {
-        AWAITING_SCAN => match (job.pairing_status.as_deref(), &job.pairing_qr) {
+    // A paid renewal of a running bot enqueues nothing: there is nothing to set up.
+    let Some(job) = &link.job else {
+        return if link.payment.is_some() { Step::Ready } else { Step::SettingUp };
+    };
+    match job.state {
+        JobState::AwaitingScan => match (job.pairing_status.as_deref(), &job.pairing_qr) {
             (Some("need_verifycode" | "verify_code_wrong"), _) => Step::VerifyCode,
             (_, None) => Step::ScanAgain,
             _ => Step::Scan,
         },
-        PAIRED => Step::NameBot,
-        BOT_NAMED | GATEWAY_RUNNING => Step::Starting,
-        JOB_ACTIVE => Step::Ready,
-        JOB_FAILED => Step::Failed,
-        _ => Step::SettingUp,
+        JobState::Paired => Step::NameBot,
+        JobState::BotNamed | JobState::GatewayRunning => Step::Starting,
+        JobState::Active | JobState::Done => Step::Ready,
+        JobState::Failed | JobState::Cancelled => Step::Failed,
+        JobState::Created | JobState::ProfileCreated | JobState::SecretsPlanted => Step::SettingUp,
     }
 }
 

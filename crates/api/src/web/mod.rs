@@ -18,7 +18,7 @@ use axum::{Form, Router};
 use base64::Engine;
 use chrono::Utc;
 use serde::Deserialize;
-use twilight_accounts::Plan;
+use twilight_accounts::{Plan, User, UserStatus};
 
 use crate::extract::ApiPath;
 use crate::onboarding::{self, Step};
@@ -29,6 +29,7 @@ pub fn router() -> Router<ApiContext> {
     Router::new()
         .route("/", get(landing))
         .route("/buy", post(buy))
+        .route("/renew/{code}", get(renew_page).post(renew))
         .route("/onboard/{token}", get(onboard_page).post(onboard_form))
         .route("/static/site.css", get(|| asset("text/css; charset=utf-8", include_str!("../../static/site.css"))))
         .route("/static/onboard.js", get(|| asset("text/javascript; charset=utf-8", include_str!("../../static/onboard.js"))))
@@ -163,10 +164,17 @@ async fn buy(State(ctx): State<ApiContext>, headers: HeaderMap, form: Result<For
     let frame = Frame::new(&ctx, Lang::negotiate(lang_field.as_deref(), &headers), "/");
     let t = frame.t;
     let Ok(Form(form)) = form else { return error_page(frame, StatusCode::BAD_REQUEST, t.error_try_again) };
+    checkout(&ctx, frame, &form.plan, None).await
+}
+
+/// Places an order for `plan` (renewing the user behind `renew`, if given) and sends the payer to
+/// its onboarding page, which shows the QR code to pay; a failure answers a page saying so.
+async fn checkout(ctx: &ApiContext, frame: Frame, plan: &str, renew: Option<&str>) -> Response {
+    let t = frame.t;
     let placed = async {
         let payments = ctx.payments()?;
-        let plan: Plan = form.plan.parse().map_err(|_| ApiError::invalid("plan", "unknown plan"))?;
-        Ok::<_, ApiError>(payments.billing.checkout(plan, None, Utc::now()).await?)
+        let plan: Plan = plan.parse().map_err(|_| ApiError::invalid("plan", "unknown plan"))?;
+        Ok::<_, ApiError>(payments.billing.checkout(plan, renew, Utc::now()).await?)
     }
     .await;
     match placed {
@@ -183,6 +191,69 @@ async fn buy(State(ctx): State<ApiContext>, headers: HeaderMap, form: Result<For
                 }
             };
             error_page(frame, status, message)
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "renew.html")]
+struct RenewPage {
+    t: &'static Texts,
+    lang: Lang,
+    lang_switch: String,
+    sandbox: bool,
+    code: String,
+    plan: String,
+    paid_until: Option<String>,
+    expired: bool,
+}
+
+/// The user a renewal link names; a malformed code is not worth a lookup.
+async fn renewing(ctx: &ApiContext, code: &str) -> Result<Option<User>, ApiError> {
+    if code.len() != 32 || !code.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Ok(None);
+    }
+    Ok(ctx.accounts.user_by_renewal_code(code).await?)
+}
+
+/// `GET /renew/{code}` — the link a bot shows its owner (in a reminder, or when their subscription
+/// has run out): the plan, until when it runs, and a button to pay another month.
+async fn renew_page(State(ctx): State<ApiContext>, ApiPath(code): ApiPath<String>, query: Result<Query<PageQuery>, QueryRejection>, headers: HeaderMap) -> Response {
+    let query = query.map(|q| q.0).unwrap_or_default();
+    let frame = Frame::new(&ctx, Lang::negotiate(query.lang.as_deref(), &headers), &format!("/renew/{code}"));
+    let user = match renewing(&ctx, &code).await {
+        Ok(Some(user)) => user,
+        other => return no_renewal(frame, other.err()),
+    };
+    let Frame { t, lang, lang_switch, sandbox } = frame;
+    let expired = user.status == UserStatus::Expired || user.paid_until.is_some_and(|until| until < Utc::now());
+    let paid_until = user.paid_until.map(twilight_core::china_minute);
+    render(&RenewPage { t, lang, lang_switch, sandbox, code, plan: user.plan.to_string(), paid_until, expired })
+}
+
+#[derive(Deserialize)]
+struct RenewForm {
+    lang: Option<String>,
+}
+
+/// `POST /renew/{code}` — places the renewal order for the user's plan and goes on to pay it.
+async fn renew(State(ctx): State<ApiContext>, ApiPath(code): ApiPath<String>, headers: HeaderMap, form: Result<Form<RenewForm>, FormRejection>) -> Response {
+    let lang_field = form.as_ref().ok().and_then(|f| f.lang.clone());
+    let frame = Frame::new(&ctx, Lang::negotiate(lang_field.as_deref(), &headers), &format!("/renew/{code}"));
+    match renewing(&ctx, &code).await {
+        Ok(Some(user)) => checkout(&ctx, frame, user.plan.as_str(), Some(&code)).await,
+        other => no_renewal(frame, other.err()),
+    }
+}
+
+/// The page for a renewal link that names nobody (`error` is `None`) or could not be looked up.
+fn no_renewal(frame: Frame, error: Option<ApiError>) -> Response {
+    let t = frame.t;
+    match error {
+        None => error_page(frame, StatusCode::NOT_FOUND, t.renew_unknown),
+        Some(error) => {
+            tracing::error!(%error, "renewal link lookup failed");
+            error_page(frame, StatusCode::INTERNAL_SERVER_ERROR, t.error_unavailable)
         }
     }
 }
