@@ -102,6 +102,9 @@ text_enum! {
         ProfileCreated = "profile_created",
         SecretsPlanted = "secrets_planted",
         AwaitingScan = "awaiting_scan",
+        /// Pairing gave up for now (its QR codes ran out unscanned, or WeChat refused): parked
+        /// until the user asks the onboarding page for a new QR code.
+        AwaitingUser = "awaiting_user",
         Paired = "paired",
         BotNamed = "bot_named",
         GatewayRunning = "gateway_running",

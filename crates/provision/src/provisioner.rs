@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use twilight_accounts::{
     Accounts, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, ProfileStatus, ProvisioningJob, UserStatus, DEFAULT_RATE_LIMIT_PER_MIN,
@@ -64,10 +66,16 @@ pub struct ProvisionerConfig {
     /// First retry delay; doubles per failed attempt, up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
-    /// How often an idle provisioner looks for due jobs, and a parked job for the user's input.
+    /// How often an idle provisioner looks for due jobs, and a pairing for the code the user typed.
     pub idle_poll: Duration,
     /// QR codes shown per pairing round before waiting for the user to ask for another.
     pub qr_rounds: u32,
+    /// Jobs worked on at once. Pairing (waiting for a phone) does not count: a buyer who never
+    /// scans cannot hold up the next one.
+    pub concurrency: usize,
+    /// How long a job waiting for the user (to name the bot, to ask for a new QR code) sleeps
+    /// unless the onboarding page wakes it first.
+    pub park: Duration,
     /// iLink's media CDN, for the weixin adapter.
     pub weixin_cdn_base_url: String,
 }
@@ -135,37 +143,60 @@ impl Provisioner {
         Provisioner { accounts, hermes, secrets, services, ilink, config }
     }
 
-    /// Brings back the gateways of this host's active profiles, then works on due jobs until `shutdown`.
+    /// Brings back the gateways of this host's active profiles, then works on due jobs, up to
+    /// [`ProvisionerConfig::concurrency`] at once, until `shutdown` (which drops the jobs in flight:
+    /// their leases run out and they resume where they stopped).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         if let Err(error) = self.restore_gateways().await {
             tracing::error!(%error, "could not bring back the gateways of active profiles");
         }
+        let workers = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let mut jobs = JoinSet::new();
         loop {
-            let worked = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                worked = self.run_once() => worked,
+            while jobs.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                permit = workers.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             };
-            match worked {
-                Ok(Some(_)) => continue,
+            match self.claim().await {
+                Ok(Some(job)) => {
+                    let this = self.clone();
+                    jobs.spawn(async move { this.run_claimed(job, Some(permit)).await });
+                    continue;
+                }
                 Ok(None) => {}
                 Err(error) => tracing::warn!(%error, "provisioner could not reach the accounts DB"),
             }
+            drop(permit);
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(self.config.idle_poll) => {}
             }
         }
+        jobs.shutdown().await;
     }
 
     /// Claims one due job and runs it as far as it goes now; `None` when nothing is due.
     pub async fn run_once(&self) -> Result<Option<(ProvisioningJob, Outcome)>> {
-        let now = Utc::now();
-        let Some(job) = self.accounts.claim_job(&self.config.worker_id, now, self.lease_from(now)).await? else {
-            return Ok(None);
-        };
-        let outcome = self.work(&job).await?;
-        tracing::info!(job_id = %job.job_id, user_id = %job.user_id, kind = %job.kind, outcome = ?outcome, "provisioning job ran");
+        let Some(job) = self.claim().await? else { return Ok(None) };
+        let outcome = self.run_claimed(job.clone(), None).await?;
         Ok(Some((job, outcome)))
+    }
+
+    async fn claim(&self) -> Result<Option<ProvisioningJob>> {
+        let now = Utc::now();
+        Ok(self.accounts.claim_job(&self.config.worker_id, now, self.lease_from(now)).await?)
+    }
+
+    /// Works a claimed job; `permit` (a worker of [`Provisioner::run`]'s pool) is given back when
+    /// the job only waits for a phone.
+    async fn run_claimed(&self, job: ProvisioningJob, permit: Option<OwnedSemaphorePermit>) -> Result<Outcome> {
+        let outcome = self.work(&job, permit).await;
+        match &outcome {
+            Ok(outcome) => tracing::info!(job_id = %job.job_id, user_id = %job.user_id, kind = %job.kind, ?outcome, "provisioning job ran"),
+            Err(error) => tracing::warn!(job_id = %job.job_id, %error, "provisioning job could not record its progress"),
+        }
+        outcome
     }
 
     fn lease_from(&self, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -197,10 +228,13 @@ impl Provisioner {
         self.services.start(profile).await
     }
 
-    async fn work(&self, job: &ProvisioningJob) -> Result<Outcome> {
+    async fn work(&self, job: &ProvisioningJob, mut permit: Option<OwnedSemaphorePermit>) -> Result<Outcome> {
         let profile = ProfileName::for_user(job.user_id);
         let mut state = job.state;
         loop {
+            if pairing(state) {
+                permit.take();
+            }
             let step = match job.kind {
                 JobKind::Provision => self.provision_step(job, &profile, state).await,
                 JobKind::Deprovision => self.deprovision_job(job, &profile).await,
@@ -219,9 +253,13 @@ impl Provisioner {
                     state = next;
                 }
                 Ok(Step::Wait(waiting)) => {
-                    let wake = Utc::now() + self.config.idle_poll;
+                    let wake = Utc::now() + self.config.park;
                     if !self.record(job, waiting, 0, None, wake, false).await? {
                         return self.lost(job).await;
+                    }
+                    // The page may have named the bot (and woken the job) while we decided to wait.
+                    if waiting == JobState::Paired && self.accounts.job(job.job_id).await?.is_some_and(|latest| latest.bot_name.is_some()) {
+                        self.accounts.wake_job(job.job_id).await?;
                     }
                     return Ok(Outcome::Waiting(waiting));
                 }
@@ -316,7 +354,7 @@ impl Provisioner {
                 self.plant_key_and_secrets(job, profile).await?;
                 Ok(Step::Next(JobState::SecretsPlanted))
             }
-            JobState::SecretsPlanted | JobState::AwaitingScan => self.pair(job, profile).await,
+            JobState::SecretsPlanted | JobState::AwaitingScan | JobState::AwaitingUser => self.pair(job, profile).await,
             JobState::Paired => {
                 let latest = self.accounts.job(job.job_id).await?.unwrap_or_else(|| job.clone());
                 let Some(name) = latest.bot_name else { return Ok(Step::Wait(JobState::Paired)) };
@@ -436,7 +474,7 @@ impl Provisioner {
                     PairingStatus::Expired => break,
                     PairingStatus::VerifyCodeBlocked | PairingStatus::BindedRedirect => {
                         self.accounts.set_pairing(job.job_id, None, word).await?;
-                        return Ok(Step::Wait(JobState::AwaitingScan));
+                        return Ok(Step::Wait(JobState::AwaitingUser));
                     }
                     PairingStatus::NeedVerifyCode if code.is_some() => {
                         // Asked again right after a code: it was wrong. The page asks for another.
@@ -455,7 +493,7 @@ impl Provisioner {
             }
         }
         self.accounts.set_pairing(job.job_id, None, "expired").await?;
-        Ok(Step::Wait(JobState::AwaitingScan))
+        Ok(Step::Wait(JobState::AwaitingUser))
     }
 
     /// Records that the job waits for a scan, extending our lease.
@@ -515,6 +553,11 @@ impl Provisioner {
         };
         Ok(self.accounts.upsert_profile(&row).await?)
     }
+}
+
+/// Whether a provision job in `state` is (about to be) waiting for the user's phone.
+fn pairing(state: JobState) -> bool {
+    matches!(state, JobState::SecretsPlanted | JobState::AwaitingScan | JobState::AwaitingUser)
 }
 
 fn env_key(key: &'static str) -> EnvKey {

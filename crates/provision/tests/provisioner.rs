@@ -134,7 +134,8 @@ impl Harness {
     /// Takes the parked job over and puts it back to `state`, due now: what a provisioner that
     /// crashed right after reaching `state` leaves behind.
     async fn rewind(&self, job_id: Uuid, state: JobState) {
-        let later = Utc::now() + chrono::Duration::seconds(1);
+        // Past the harness's `park`, so a job waiting for the user is due too.
+        let later = Utc::now() + chrono::Duration::hours(2);
         let held = self.accounts.claim_job("rewinder", later, later + chrono::Duration::seconds(5)).await.unwrap();
         assert_eq!(held.map(|job| job.job_id), Some(job_id));
         let update = JobUpdate { state, attempts: 0, last_error: None, next_attempt_at: Utc::now() };
@@ -172,6 +173,8 @@ fn provisioner_config(h: &Harness, worker: &str) -> ProvisionerConfig {
         retry_max: Duration::from_millis(50),
         idle_poll: Duration::from_millis(50),
         qr_rounds: 3,
+        concurrency: 4,
+        park: Duration::from_secs(3600),
         weixin_cdn_base_url: format!("{}/c2c", h.ilink_url),
     }
 }
@@ -224,6 +227,7 @@ on_both_backends!(
     a_crash_after_any_step_converges_to_one_profile_key_and_gateway,
     permanent_failure_is_compensated_completely,
     an_expired_bot_stops_and_its_renewal_brings_the_same_bot_back,
+    a_buyer_who_never_scans_holds_up_nobody_and_rests_after_its_rounds,
     a_refund_during_provisioning_leaves_no_key_and_no_profile,
 );
 
@@ -277,10 +281,11 @@ async fn a_paid_user_gets_a_paired_named_running_bot_with_one_planted_key(h: Har
     assert_eq!(planted("DASHSCOPE_API_KEY").as_deref(), Some(raw.as_str()), "the LLM key is the user's own key");
     assert_eq!(planted("DASHSCOPE_BASE_URL").as_deref(), Some("http://127.0.0.1:9/llm/v1"));
 
-    // Nothing happens until the user names the bot; then the gateway comes up.
+    // The job sleeps until the user names the bot (the page wakes it); then the gateway comes up.
     tokio::time::sleep(Duration::from_millis(60)).await;
-    assert_eq!(run_until_parked(&provisioner, job_id).await, Outcome::Waiting(JobState::Paired));
+    assert!(provisioner.run_once().await.unwrap().is_none(), "a job waiting for its name is not polled");
     h.accounts.set_bot_name(job_id, "小明").await.unwrap();
+    h.accounts.wake_job(job_id).await.unwrap();
     tokio::time::sleep(Duration::from_millis(60)).await;
     assert_eq!(run_until_parked(&provisioner, job_id).await, Outcome::Finished(JobState::Active));
     assert!(std::fs::read_to_string(profile_dir.join("SOUL.md")).unwrap().contains("小明"));
@@ -546,5 +551,49 @@ async fn a_refund_during_provisioning_leaves_no_key_and_no_profile(h: Harness, _
     assert_eq!(h.accounts.revoke_user_keys(user_id).await.unwrap(), 0, "no key of the user is live");
     assert!(provisioner.run_once().await.unwrap().is_none(), "the cancelled job never runs again");
     assert!(!h.hermes.profile_exists(&profile).await.unwrap());
+    drop(h.home);
+}
+
+async fn a_buyer_who_never_scans_holds_up_nobody_and_rests_after_its_rounds(h: Harness, _url: &str) {
+    // One worker only: pairing, which waits for a phone, must not hold it.
+    let provisioner = Arc::new(h.provisioner("worker-1", |config| {
+        config.concurrency = 1;
+        config.qr_rounds = 2;
+    }));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(provisioner.clone().run(shutdown.clone()));
+    let (_, first) = h.paid_user().await;
+    let first_qr = h.shown_qr(first).await;
+    let (_, second) = h.paid_user().await;
+    let started = std::time::Instant::now();
+    let second_qr = h.shown_qr(second).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "the second buyer waited {:?}", started.elapsed());
+
+    // The first buyer's QR codes run out: after its rounds the job rests, asking iLink for nothing.
+    h.ilink.expire(&first_qr).unwrap();
+    let next = loop {
+        let shown = h.shown_qr(first).await;
+        if shown != first_qr {
+            break shown;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    h.ilink.expire(&next).unwrap();
+    h.pairing_status(first, "expired").await;
+    let rested = h.accounts.job(first).await.unwrap().unwrap();
+    assert_eq!((rested.state, rested.pairing_qr), (JobState::AwaitingUser, None));
+    let issued = h.qr_codes_issued();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(h.qr_codes_issued(), issued, "a resting job asks for no QR code");
+
+    // The page's "new QR code" wakes it, and the second buyer is still pairing meanwhile.
+    assert!(h.accounts.wake_job(first).await.unwrap());
+    h.pair(first, Some(&next)).await;
+    h.pairing_status(first, "confirmed").await;
+    h.ilink.scan(&second_qr, "wx-second-buyer").unwrap();
+    h.ilink.confirm(&second_qr).unwrap();
+    h.pairing_status(second, "confirmed").await;
+    shutdown.cancel();
+    running.await.unwrap();
     drop(h.home);
 }

@@ -150,8 +150,10 @@ pub struct ProvisionerSection {
     pub ilink_base_url: String,
     pub ilink_cdn_base_url: String,
     pub max_attempts: i32,
-    /// Milliseconds between looks for due jobs (and at parked jobs waiting for the user).
+    /// Milliseconds between looks for due jobs (and, while pairing, for the code the user typed).
     pub idle_poll_ms: u64,
+    /// Jobs worked on at once; pairings waiting for a phone do not count.
+    pub concurrency: usize,
 }
 
 /// The LLM relay (`serve`'s `/llm/v1`): the upstream the users' bots reach through it. The profiles
@@ -210,6 +212,7 @@ impl Default for Config {
                 ilink_cdn_base_url: "https://novac2c.cdn.weixin.qq.com/c2c".into(),
                 max_attempts: 8,
                 idle_poll_ms: 1000,
+                concurrency: 4,
             },
             llm: LlmSection {
                 base_url: DEFAULT_LLM_BASE_URL.into(),

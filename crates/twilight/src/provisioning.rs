@@ -70,6 +70,8 @@ pub async fn provisioner(config: &Config, accounts: Arc<dyn Accounts>, sandbox: 
         retry_max: Duration::from_secs(600),
         idle_poll: Duration::from_millis(section.idle_poll_ms.max(50)),
         qr_rounds: 3,
+        concurrency: section.concurrency,
+        park: Duration::from_secs(24 * 3600),
         weixin_cdn_base_url: cdn_url,
     };
     Ok(Provisioner::new(accounts, hermes, secrets, services, ilink, provisioner_config))

@@ -114,6 +114,7 @@ pub(crate) fn step(link: &Link) -> Step {
             (_, None) => Step::ScanAgain,
             _ => Step::Scan,
         },
+        JobState::AwaitingUser => Step::ScanAgain,
         JobState::Paired => Step::NameBot,
         JobState::BotNamed | JobState::GatewayRunning => Step::Starting,
         JobState::Active | JobState::Done => Step::Ready,
