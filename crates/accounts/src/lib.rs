@@ -195,6 +195,13 @@ pub trait Accounts: Send + Sync + 'static {
 
     async fn profile_for_user(&self, user_id: Uuid) -> Result<Option<HermesProfile>>;
 
+    /// Records that the user's bot greets them now; `false` (nothing written) if it already did or
+    /// there is no profile. Claimed before sending, so no restart ever greets twice.
+    async fn claim_welcome(&self, user_id: Uuid, at: DateTime<Utc>) -> Result<bool>;
+
+    /// Forgets a claimed greeting that could not be sent.
+    async fn release_welcome(&self, user_id: Uuid) -> Result<()>;
+
     /// Every profile on `host` in `status`, for a provisioner starting up to bring their gateways back.
     async fn profiles_on_host(&self, host: &str, status: ProfileStatus) -> Result<Vec<HermesProfile>>;
 }

@@ -1082,6 +1082,25 @@ impl Accounts for SqlAccounts {
         })?)
     }
 
+    async fn claim_welcome(&self, user_id: Uuid, at: DateTime<Utc>) -> Result<bool> {
+        let claimed = on_pool!(self, |pool| {
+            sqlx::query("UPDATE hermes_profiles SET welcomed_at = $2 WHERE user_id = $1 AND welcomed_at IS NULL")
+                .bind(user_id)
+                .bind(at.trunc_subsecs(6))
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        Ok(claimed > 0)
+    }
+
+    async fn release_welcome(&self, user_id: Uuid) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query("UPDATE hermes_profiles SET welcomed_at = NULL WHERE user_id = $1").bind(user_id).execute(pool).await.map(drop)
+        })?;
+        Ok(())
+    }
+
     async fn profiles_on_host(&self, host: &str, status: ProfileStatus) -> Result<Vec<HermesProfile>> {
         let sql = format!("SELECT {PROFILE_COLUMNS} FROM hermes_profiles WHERE host = $1 AND status = $2 ORDER BY created_at");
         Ok(on_pool!(self, |pool| {

@@ -971,6 +971,15 @@ async fn onboarding_mailbox_and_profiles_round_trip(store: &dyn Accounts) {
     profile.status = ProfileStatus::Active;
     store.upsert_profile(&profile).await.unwrap();
     assert_eq!(store.profile_for_user(user_id).await.unwrap(), Some(profile.clone()));
+    // The bot greets its owner once: claimed before sending, released if it could not be sent.
+    assert!(store.claim_welcome(user_id, at(2026, 11, 25, 11, 0, 0)).await.unwrap());
+    assert!(!store.claim_welcome(user_id, at(2026, 11, 25, 12, 0, 0)).await.unwrap());
+    assert_eq!(store.profile_for_user(user_id).await.unwrap().unwrap().welcomed_at, Some(at(2026, 11, 25, 11, 0, 0)));
+    store.upsert_profile(&profile).await.unwrap();
+    assert!(store.profile_for_user(user_id).await.unwrap().unwrap().welcomed_at.is_some(), "an upsert keeps the greeting");
+    store.release_welcome(user_id).await.unwrap();
+    assert!(store.claim_welcome(user_id, at(2026, 11, 25, 13, 0, 0)).await.unwrap());
+    assert!(!store.claim_welcome(Uuid::new_v4(), Utc::now()).await.unwrap(), "no profile, no greeting");
     // One profile per user.
     profile.profile_name = "user-other".into();
     assert!(matches!(store.upsert_profile(&profile).await, Err(AccountsError::Conflict(_))));

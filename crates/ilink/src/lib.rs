@@ -11,12 +11,16 @@
 //!
 //! Both calls carry only `iLink-App-Id` and `iLink-App-ClientVersion`, as hermes' do: the login
 //! endpoints take no `X-WECHAT-UIN` and no `Authorization`.
+//!
+//! Once paired, [`IlinkClient::send_text`] lets our side speak as the bot (its greeting, renewal
+//! reminders) exactly as hermes' gateway sends a message of its own accord.
 
 use std::time::Duration;
 
-use reqwest::Url;
-use secrecy::SecretString;
-use serde_json::Value;
+use base64::Engine;
+use reqwest::{RequestBuilder, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
 
 /// Tencent's iLink API.
 pub const DEFAULT_BASE_URL: &str = "https://ilinkai.weixin.qq.com";
@@ -24,8 +28,14 @@ pub const DEFAULT_BASE_URL: &str = "https://ilinkai.weixin.qq.com";
 pub const APP_ID: &str = "bot";
 /// `iLink-App-ClientVersion`: hermes' channel version 2.2.0 as `major << 16 | minor << 8 | patch`.
 pub const APP_CLIENT_VERSION: u32 = (2 << 16) | (2 << 8);
+/// `base_info.channel_version` of hermes' bot calls.
+pub const CHANNEL_VERSION: &str = "2.2.0";
 /// The bot type hermes (and the official plugin) ask for.
 pub const BOT_TYPE: &str = "3";
+/// `message_type` of a message the bot sends, `message_state` of a complete one, `type` of a text item.
+const MESSAGE_TYPE_BOT: i64 = 2;
+const MESSAGE_STATE_FINISH: i64 = 2;
+const ITEM_TEXT: i64 = 1;
 /// How long iLink holds a status poll when nothing changes.
 pub const DEFAULT_LONG_POLL_HOLD: Duration = Duration::from_secs(35);
 /// Added to the hold for the request timeout, so a held answer arrives before we give up.
@@ -165,13 +175,42 @@ impl IlinkClient {
         Ok(status)
     }
 
-    /// A GET with iLink's app headers; the JSON answer, refused when not HTTP 2xx or when it
-    /// carries a non-zero `ret` / `errcode`.
-    async fn get(&self, url: Url, query: &[(&str, &str)], timeout: Duration) -> Result<Value, IlinkError> {
-        let response = self
+    /// Sends `text` from a paired bot to `to_user_id` (the user who scanned), the way hermes'
+    /// gateway sends a message nobody asked for: `POST <bot_base>/ilink/bot/sendmessage` with the
+    /// bot's token, a finished bot message, no `context_token`.
+    pub async fn send_text(&self, bot_base: &str, bot_token: &SecretString, to_user_id: &str, text: &str) -> Result<(), IlinkError> {
+        let base = Url::parse(bot_base).ok().filter(|u| matches!(u.scheme(), "http" | "https")).ok_or_else(|| IlinkError::InvalidBaseUrl(bot_base.to_string()))?;
+        let message = json!({
+            "msg": {
+                "from_user_id": "",
+                "to_user_id": to_user_id,
+                "client_id": format!("twilight-{:032x}", rand::random::<u128>()),
+                "message_type": MESSAGE_TYPE_BOT,
+                "message_state": MESSAGE_STATE_FINISH,
+                "item_list": [{"type": ITEM_TEXT, "text_item": {"text": text}}],
+            },
+            "base_info": {"channel_version": CHANNEL_VERSION},
+        });
+        let uin = base64::engine::general_purpose::STANDARD.encode(rand::random::<u32>().to_string());
+        let request = self
             .http
-            .get(url)
-            .query(query)
+            .post(endpoint(&base, "ilink/bot/sendmessage"))
+            .header("AuthorizationType", "ilink_bot_token")
+            .header("Authorization", format!("Bearer {}", bot_token.expose_secret()))
+            .header("X-WECHAT-UIN", uin)
+            .json(&message);
+        self.call(request, API_TIMEOUT).await.map(drop)
+    }
+
+    /// A GET with iLink's app headers; see [`IlinkClient::call`].
+    async fn get(&self, url: Url, query: &[(&str, &str)], timeout: Duration) -> Result<Value, IlinkError> {
+        self.call(self.http.get(url).query(query), timeout).await
+    }
+
+    /// Sends `request` with iLink's app headers; the JSON answer, refused when not HTTP 2xx or when
+    /// it carries a non-zero `ret` / `errcode`.
+    async fn call(&self, request: RequestBuilder, timeout: Duration) -> Result<Value, IlinkError> {
+        let response = request
             .header("iLink-App-Id", APP_ID)
             .header("iLink-App-ClientVersion", APP_CLIENT_VERSION.to_string())
             .timeout(timeout)

@@ -68,6 +68,18 @@ async fn a_plain_pairing_confirms_with_credentials_the_simulator_knows() {
         .await
         .unwrap();
     assert_eq!(updates["ret"], 0, "{updates}");
+
+    // And our side can speak as the bot, as hermes sends a message nobody asked for.
+    h.client.send_text(&base_url, &bot_token, &ilink_user_id, "我是张老师，可以开始问股票了").await.unwrap();
+    let sent = h.sim.sent(&ilink_bot_id);
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0].to_user_id.as_str(), sent[0].text.as_str(), sent[0].context_token.as_deref()), (USER, "我是张老师，可以开始问股票了", None));
+    assert!(sent[0].client_id.as_deref().is_some_and(|id| id.starts_with("twilight-")));
+    let forged = secrecy::SecretString::from("not-the-bot-token".to_string());
+    let refused = h.client.send_text(&base_url, &forged, &ilink_user_id, "hi").await.unwrap_err();
+    assert!(matches!(refused, IlinkError::Api { .. } | IlinkError::Http { .. }), "{refused:?}");
+    assert!(!format!("{refused:?}").contains("not-the-bot-token"));
+    assert_eq!(h.sim.sent(&ilink_bot_id).len(), 1);
 }
 
 #[tokio::test]

@@ -52,6 +52,15 @@ pub fn write_account_file(profile_dir: &Path, bot: &PairedBot) -> Result<()> {
     crate::secret_file::write(&path, &account.to_string())
 }
 
+/// The paired bot as [`write_account_file`] saved it into the profile, for our side to speak as it.
+pub fn read_account_file(profile_dir: &Path, bot_id: &str) -> Result<PairedBot> {
+    let path = profile_dir.join("weixin").join("accounts").join(format!("{bot_id}.json"));
+    let text = std::fs::read_to_string(&path).map_err(crate::Error::io("reading", &path))?;
+    let saved: serde_json::Value = serde_json::from_str(&text).map_err(|_| crate::Error::Hermes { profile: bot_id.to_string(), reason: "the bot's account file is not JSON" })?;
+    let field = |name: &str| saved[name].as_str().unwrap_or_default().to_string();
+    Ok(PairedBot { bot_token: field("token").into(), bot_id: bot_id.to_string(), base_url: field("base_url"), owner: field("user_id") })
+}
+
 /// The `.env` keys (besides the planted `WEIXIN_TOKEN`) that enable the weixin adapter for this
 /// bot and allow only its owner: direct messages by allowlist, no groups, replies at home.
 pub fn allowlist_env(bot: &PairedBot, cdn_base_url: &str) -> [(&'static str, String); 8] {

@@ -373,11 +373,34 @@ impl Provisioner {
                     return Err(Error::Hermes { profile: profile.to_string(), reason: "the gateway is not running" });
                 }
                 let bot = self.accounts.profile_for_user(job.user_id).await?.and_then(|p| p.weixin_bot_id);
-                self.set_profile_status(job, profile, ProfileStatus::Active, bot).await?;
+                self.set_profile_status(job, profile, ProfileStatus::Active, bot.clone()).await?;
+                if let Some(bot) = bot {
+                    self.welcome(job, profile, &bot).await?;
+                }
                 Ok(Step::Next(JobState::Active))
             }
             finished @ (JobState::Active | JobState::Done | JobState::Failed | JobState::Cancelled) => Err(Error::UnknownJobState(finished.to_string())),
         }
+    }
+
+    /// The bot greets its owner in WeChat in the name they chose, once per profile: claimed in the
+    /// accounts DB first, so a restart never greets twice. A greeting that cannot be sent is given
+    /// up (and its claim released) rather than failing a bot that works.
+    async fn welcome(&self, job: &ProvisioningJob, profile: &ProfileName, bot_id: &str) -> Result<()> {
+        if !self.accounts.claim_welcome(job.user_id, Utc::now()).await? {
+            return Ok(());
+        }
+        let latest = self.accounts.job(job.job_id).await?.unwrap_or_else(|| job.clone());
+        let name = latest.bot_name.as_deref().and_then(|name| BotName::parse(name).ok()).unwrap_or_default();
+        let sent = match pairing::read_account_file(&self.hermes.profile_dir(profile), bot_id) {
+            Ok(bot) => self.ilink.send_text(&bot.base_url, &bot.bot_token, &bot.owner, &welcome_text(&name)).await.map_err(Error::from),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = sent {
+            tracing::warn!(job_id = %job.job_id, %error, "the bot could not greet its owner");
+            self.accounts.release_welcome(job.user_id).await?;
+        }
+        Ok(())
     }
 
     /// `deprovision`: everything goes, unless the user is active again (renewed after the
@@ -553,6 +576,11 @@ impl Provisioner {
         };
         Ok(self.accounts.upsert_profile(&row).await?)
     }
+}
+
+/// What a new bot first says to its owner, in the name they gave it.
+pub fn welcome_text(name: &BotName) -> String {
+    format!("我是{}，可以开始问股票了", name.as_str())
 }
 
 /// Whether a provision job in `state` is (about to be) waiting for the user's phone.

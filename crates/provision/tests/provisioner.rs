@@ -293,6 +293,12 @@ async fn a_paid_user_gets_a_paired_named_running_bot_with_one_planted_key(h: Har
     assert!(status.pid.is_some(), "{status:?}");
     let stored = h.accounts.profile_for_user(user_id).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.weixin_bot_id.as_deref()), (ProfileStatus::Active, Some(bot_id.as_str())));
+    // The bot has greeted its owner in WeChat, in the name they chose, and recorded it (so no
+    // later run greets again; see the contract test of claim_welcome).
+    let greetings = h.ilink.sent(&bot_id);
+    assert_eq!(greetings.iter().map(|m| (m.to_user_id.as_str(), m.text.as_str())).collect::<Vec<_>>(), [(OWNER, "我是小明，可以开始问股票了")]);
+    assert!(stored.welcomed_at.is_some());
+    assert!(!h.accounts.claim_welcome(user_id, Utc::now()).await.unwrap(), "a second greeting could be claimed");
     // The gateway talks to iLink with the bot's token.
     for _ in 0..600 {
         if h.ilink.calls("POST /ilink/bot/getupdates") > 0 {

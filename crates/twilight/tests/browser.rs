@@ -295,6 +295,8 @@ async fn click_through(screen: Screen) {
     find(&client, "button[type=submit]").await.click().await.unwrap();
     wait_for_step(&client, "ready").await;
     assert_eq!(text(&client, ".bot-name").await, "小明");
+    let welcomed = text(&client, "#welcomed").await;
+    assert!(welcomed.contains("问好") || welcomed.contains("said hello"), "{welcomed}");
     snap(&client, screen, "14-done").await;
 
     // The key planted in the profile never reached the page.

@@ -123,6 +123,12 @@ pub(crate) fn step(link: &Link) -> Step {
     }
 }
 
+/// Whether the user's bot, set up, has greeted them in WeChat (the done page says so).
+pub(crate) async fn welcomed(ctx: &ApiContext, link: &Link, step: Step) -> ApiResult<bool> {
+    let Some(job) = link.job.as_ref().filter(|_| step == Step::Ready) else { return Ok(false) };
+    Ok(ctx.accounts.profile_for_user(job.user_id).await?.is_some_and(|profile| profile.welcomed_at.is_some()))
+}
+
 /// `GET /onboard/{token}/status` — the step, the QR code to scan (as SVG) while pairing, and
 /// whether a failed attempt is being retried. Never a token, key or internal error.
 async fn status(State(ctx): State<ApiContext>, ApiPath(token): ApiPath<String>) -> ApiResult<Json<Value>> {
@@ -142,6 +148,7 @@ async fn status(State(ctx): State<ApiContext>, ApiPath(token): ApiPath<String>) 
         answer["pairing_status"] = json!(job.pairing_status);
         answer["bot_name"] = json!(job.bot_name);
         answer["retrying"] = json!(job.attempts > 0 && step != Step::Failed);
+        answer["welcomed"] = welcomed(&ctx, &link, step).await?.into();
         if let (Step::Scan | Step::VerifyCode, Some(content)) = (step, &job.pairing_qr) {
             answer["qr_svg"] = qr::svg(content)?.into();
             answer["qr_content"] = content.clone().into();

@@ -280,6 +280,8 @@ struct OnboardPage {
     sandbox_pay_url: Option<String>,
     sandbox_scan_url: Option<String>,
     bot_name: Option<String>,
+    /// The bot has greeted its owner in WeChat.
+    welcomed: bool,
     retrying: bool,
     error: Option<&'static str>,
 }
@@ -302,6 +304,10 @@ async fn show_onboarding(ctx: &ApiContext, token: &str, lang: Lang, error: Optio
         Err(error) => return error.into_response(),
     };
     let step = onboarding::step(&link);
+    let welcomed = match onboarding::welcomed(ctx, &link, step).await {
+        Ok(welcomed) => welcomed,
+        Err(error) => return error.into_response(),
+    };
     let job = link.job.as_ref();
     let qr_text = match step {
         Step::AwaitingPayment => link.payment.as_ref().and_then(|p| p.code_url.clone()),
@@ -340,6 +346,7 @@ async fn show_onboarding(ctx: &ApiContext, token: &str, lang: Lang, error: Optio
         sandbox_pay_url: sandbox_links.zip(payment).map(|(links, p)| links.pay_url(&p.out_trade_no)),
         sandbox_scan_url: sandbox_links.zip(qr_text.filter(|_| step != Step::AwaitingPayment)).and_then(|(links, qr)| links.scan_url(&qr)),
         bot_name: job.and_then(|j| j.bot_name.clone()),
+        welcomed,
         retrying: job.is_some_and(|j| j.attempts > 0) && step != Step::Failed,
         error,
         page_url,
