@@ -27,6 +27,12 @@ pub async fn create_user_with_key(accounts: &dyn Accounts, new_user: NewUser, ra
     Ok((user, key))
 }
 
+/// The renewal page of the user whose renewal code is `renewal_code`, under our public URL: what
+/// the 402 answers and the bot's reminders show.
+pub fn renew_url(public_url: &str, renewal_code: &str) -> String {
+    format!("{}/renew/{renewal_code}", public_url.trim_end_matches('/'))
+}
+
 /// What an operator needs to know about one customer at a glance.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UserOverview {

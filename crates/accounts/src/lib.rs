@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use error::{AccountsError, Result};
-pub use issue::{create_user_with_key, user_overview, UserOverview, DATA_SCOPE, DEFAULT_RATE_LIMIT_PER_MIN};
+pub use issue::{create_user_with_key, renew_url, user_overview, UserOverview, DATA_SCOPE, DEFAULT_RATE_LIMIT_PER_MIN};
 pub use model::{
     AdminToken, ApiKey, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, NewOrder, NewUser, Payment, PaymentState,
     Plan, ProfileStatus, ProvisioningJob, RefundNotice, RefundRecorded, SettleOutcome, Settled, Settlement, UnknownValue,
@@ -56,6 +56,18 @@ pub trait Accounts: Send + Sync + 'static {
     /// bumped (cached keys are looked up again and answer 402), and each gets a `suspend` job
     /// (stop the gateway, keep the profile). Returns them; none a second time.
     async fn expire_users(&self, paid_before: DateTime<Utc>) -> Result<Vec<User>>;
+
+    /// Active users with a running bot on `host` whose paid period ends by `ends_by` and who were
+    /// not yet reminded of that end.
+    async fn reminders_due(&self, host: &str, ends_by: DateTime<Utc>) -> Result<Vec<User>>;
+
+    /// Records that the user is reminded of the period ending `paid_until`; `false` (nothing
+    /// written) if they already were or the period moved meanwhile. Claimed before sending, so no
+    /// restart reminds twice; a renewal's new period gets its own reminder.
+    async fn claim_reminder(&self, user_id: Uuid, paid_until: DateTime<Utc>) -> Result<bool>;
+
+    /// Forgets a claimed reminder that could not be sent.
+    async fn release_reminder(&self, user_id: Uuid, paid_until: DateTime<Utc>) -> Result<()>;
 
     /// Enqueues a `deprovision` job for every `expired` user whose `paid_until` is before
     /// `paid_before` (now minus grace and retention) and who still has a profile that is not

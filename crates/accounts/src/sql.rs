@@ -412,6 +412,46 @@ impl Accounts for SqlAccounts {
         })
     }
 
+    async fn reminders_due(&self, host: &str, ends_by: DateTime<Utc>) -> Result<Vec<User>> {
+        let columns = USER_COLUMNS.split(", ").map(|column| format!("users.{column}")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT {columns} FROM users JOIN hermes_profiles ON hermes_profiles.user_id = users.user_id \
+             WHERE users.status = '{active}' AND users.paid_until <= $2 \
+             AND (users.reminded_for IS NULL OR users.reminded_for <> users.paid_until) \
+             AND hermes_profiles.host = $1 AND hermes_profiles.status = '{running}' ORDER BY users.paid_until",
+            active = UserStatus::Active,
+            running = ProfileStatus::Active
+        );
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, User>(&sql).bind(host).bind(ends_by.trunc_subsecs(6)).fetch_all(pool).await)?)
+    }
+
+    async fn claim_reminder(&self, user_id: Uuid, paid_until: DateTime<Utc>) -> Result<bool> {
+        let claimed = on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE users SET reminded_for = $2 WHERE user_id = $1 AND paid_until = $2 \
+                 AND (reminded_for IS NULL OR reminded_for <> $2)",
+            )
+            .bind(user_id)
+            .bind(paid_until.trunc_subsecs(6))
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        Ok(claimed > 0)
+    }
+
+    async fn release_reminder(&self, user_id: Uuid, paid_until: DateTime<Utc>) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query("UPDATE users SET reminded_for = NULL WHERE user_id = $1 AND reminded_for = $2")
+                .bind(user_id)
+                .bind(paid_until.trunc_subsecs(6))
+                .execute(pool)
+                .await
+                .map(drop)
+        })?;
+        Ok(())
+    }
+
     async fn retire_expired(&self, paid_before: DateTime<Utc>) -> Result<Vec<ProvisioningJob>> {
         let due = format!(
             "SELECT users.user_id FROM users JOIN hermes_profiles ON hermes_profiles.user_id = users.user_id \

@@ -41,7 +41,7 @@ pub struct SubscriptionPolicy {
 
 impl SubscriptionPolicy {
     pub fn renew_url(&self, renewal_code: &str) -> String {
-        format!("{}/renew/{renewal_code}", self.public_url.trim_end_matches('/'))
+        twilight_accounts::renew_url(&self.public_url, renewal_code)
     }
 }
 

@@ -76,6 +76,10 @@ pub struct ProvisionerConfig {
     /// How long a job waiting for the user (to name the bot, to ask for a new QR code) sleeps
     /// unless the onboarding page wakes it first.
     pub park: Duration,
+    /// Our pages as customers reach them, for the renewal link in reminders.
+    pub public_url: String,
+    /// How long before a paid period ends the bot reminds its owner to renew.
+    pub remind_before: chrono::Duration,
     /// iLink's media CDN, for the weixin adapter.
     pub weixin_cdn_base_url: String,
 }
@@ -152,8 +156,15 @@ impl Provisioner {
         }
         let workers = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let mut jobs = JoinSet::new();
+        let mut next_reminders = tokio::time::Instant::now();
         loop {
             while jobs.try_join_next().is_some() {}
+            if tokio::time::Instant::now() >= next_reminders {
+                next_reminders += REMINDER_PASS_EVERY;
+                if let Err(error) = self.send_reminders(Utc::now()).await {
+                    tracing::warn!(%error, "the renewal reminder pass failed");
+                }
+            }
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 permit = workers.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
@@ -392,15 +403,40 @@ impl Provisioner {
         }
         let latest = self.accounts.job(job.job_id).await?.unwrap_or_else(|| job.clone());
         let name = latest.bot_name.as_deref().and_then(|name| BotName::parse(name).ok()).unwrap_or_default();
-        let sent = match pairing::read_account_file(&self.hermes.profile_dir(profile), bot_id) {
-            Ok(bot) => self.ilink.send_text(&bot.base_url, &bot.bot_token, &bot.owner, &welcome_text(&name)).await.map_err(Error::from),
-            Err(error) => Err(error),
-        };
-        if let Err(error) = sent {
+        if let Err(error) = self.say(profile, bot_id, &welcome_text(&name)).await {
             tracing::warn!(job_id = %job.job_id, %error, "the bot could not greet its owner");
             self.accounts.release_welcome(job.user_id).await?;
         }
         Ok(())
+    }
+
+    /// Reminds the owner of every running bot on this host whose paid period ends within
+    /// [`ProvisionerConfig::remind_before`] of `now`, through that bot, with their renewal link:
+    /// once per period (claimed in the accounts DB before sending). Returns how many were sent.
+    pub async fn send_reminders(&self, now: DateTime<Utc>) -> Result<usize> {
+        let mut sent = 0;
+        for user in self.accounts.reminders_due(&self.config.host, now + self.config.remind_before).await? {
+            let Some(paid_until) = user.paid_until else { continue };
+            let Some(bot_id) = self.accounts.profile_for_user(user.user_id).await?.and_then(|row| row.weixin_bot_id) else { continue };
+            if !self.accounts.claim_reminder(user.user_id, paid_until).await? {
+                continue;
+            }
+            let text = reminder_text(paid_until, &twilight_accounts::renew_url(&self.config.public_url, &user.renewal_code));
+            match self.say(&ProfileName::for_user(user.user_id), &bot_id, &text).await {
+                Ok(()) => sent += 1,
+                Err(error) => {
+                    tracing::warn!(user_id = %user.user_id, %error, "the bot could not remind its owner to renew");
+                    self.accounts.release_reminder(user.user_id, paid_until).await?;
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Says `text` to the bot's owner in WeChat, as the bot (with the credentials pairing saved).
+    async fn say(&self, profile: &ProfileName, bot_id: &str, text: &str) -> Result<()> {
+        let bot = pairing::read_account_file(&self.hermes.profile_dir(profile), bot_id)?;
+        Ok(self.ilink.send_text(&bot.base_url, &bot.bot_token, &bot.owner, text).await?)
     }
 
     /// `deprovision`: everything goes, unless the user is active again (renewed after the
@@ -576,6 +612,17 @@ impl Provisioner {
         };
         Ok(self.accounts.upsert_profile(&row).await?)
     }
+}
+
+/// How often a running provisioner looks for owners to remind.
+const REMINDER_PASS_EVERY: Duration = Duration::from_secs(60);
+
+/// The renewal reminder: when the paid period ends (China time) and where to renew.
+pub fn reminder_text(paid_until: DateTime<Utc>, renew_url: &str) -> String {
+    format!(
+        "提醒：你的股票研究助理服务将于 {} 到期。续费请打开 {renew_url} ，续费后我照常工作，无需重新扫码。",
+        twilight_core::china_minute(paid_until)
+    )
 }
 
 /// What a new bot first says to its owner, in the name they gave it.

@@ -175,6 +175,8 @@ fn provisioner_config(h: &Harness, worker: &str) -> ProvisionerConfig {
         qr_rounds: 3,
         concurrency: 4,
         park: Duration::from_secs(3600),
+        public_url: "https://twilight.example".into(),
+        remind_before: chrono::Duration::days(3),
         weixin_cdn_base_url: format!("{}/c2c", h.ilink_url),
     }
 }
@@ -481,6 +483,21 @@ async fn an_expired_bot_stops_and_its_renewal_brings_the_same_bot_back(h: Harnes
     let planted = h.planted_token(&profile).await;
     let qr_codes = h.qr_codes_issued();
 
+    // Three days before the paid period ends (a simulated clock) the bot reminds its owner, once,
+    // with the renewal link; a restarted provisioner's pass does not remind again.
+    let user = h.accounts.user(user_id).await.unwrap().unwrap();
+    let paid_until = user.paid_until.unwrap();
+    assert_eq!(provisioner.send_reminders(paid_until - chrono::Duration::days(4)).await.unwrap(), 0, "too early");
+    assert_eq!(provisioner.send_reminders(paid_until - chrono::Duration::days(2)).await.unwrap(), 1);
+    assert_eq!(provisioner.send_reminders(paid_until - chrono::Duration::days(1)).await.unwrap(), 0, "reminded twice");
+    let bot = bot_id.clone().unwrap();
+    let reminder = h.ilink.sent(&bot).pop().unwrap();
+    assert_eq!(reminder.to_user_id, OWNER);
+    assert!(reminder.text.contains(&format!("https://twilight.example/renew/{}", user.renewal_code)), "{}", reminder.text);
+    assert!(reminder.text.contains(&twilight_core::china_minute(paid_until)), "{}", reminder.text);
+    let reminders = |sent: Vec<twilight_sandbox::SentMessage>| sent.iter().filter(|m| m.text.contains("/renew/")).count();
+    assert_eq!(reminders(h.ilink.sent(&bot)), 1);
+
     // The provisioner process restarts: its supervised gateways died with it; the new one brings
     // back every active profile's gateway before anything else.
     h.services.stop(&profile).await.unwrap();
@@ -518,8 +535,11 @@ async fn an_expired_bot_stops_and_its_renewal_brings_the_same_bot_back(h: Harnes
     assert_eq!(h.planted_token(&profile).await.expose_secret(), planted.expose_secret());
     assert_eq!(h.qr_codes_issued(), qr_codes, "no new pairing");
 
-    // Renewing a running bot enqueues nothing at all.
+    // Renewing a running bot enqueues nothing at all; its new period gets its own reminder.
     assert_eq!(h.pay(Some(user_id)).await.job, None);
+    let paid_until = h.accounts.user(user_id).await.unwrap().unwrap().paid_until.unwrap();
+    assert_eq!(provisioner.send_reminders(paid_until - chrono::Duration::days(2)).await.unwrap(), 1);
+    assert_eq!(reminders(h.ilink.sent(&bot)), 2);
 
     // An operator re-pairs the working bot and iLink is down until the job gives up: the
     // compensation leaves the profile that was active before the job, with its live key.

@@ -14,7 +14,7 @@ pub mod wechatpay;
 use std::net::{Ipv4Addr, SocketAddr};
 
 pub use common::{Fault, SANDBOX_HEADER};
-pub use ilink::{IlinkSim, IlinkSimConfig};
+pub use ilink::{IlinkSim, IlinkSimConfig, SentMessage};
 pub use llm::{LlmSim, Turn};
 pub use tushare::{TushareMode, TushareSim};
 pub use wechatpay::{NotifyAttempt, NotifyFault, PayError, RecordingWebhook, SandboxKeys, WechatPaySim, WechatPaySimConfig};

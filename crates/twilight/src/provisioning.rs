@@ -59,6 +59,8 @@ pub async fn provisioner(config: &Config, accounts: Arc<dyn Accounts>, sandbox: 
         None => (section.ilink_base_url.clone(), section.ilink_cdn_base_url.clone()),
     };
     let ilink = IlinkClient::new(&ilink_url).context("provisioner.ilink_base_url")?;
+    // Links the bots show customers; in the embedded default the data plane's address is ours too.
+    let public_url = config.public_url.clone().unwrap_or_else(|| api_base.clone());
     let provisioner_config = ProvisionerConfig {
         worker_id: format!("{}-{}-{:08x}", hostname(), std::process::id(), rand::random::<u32>()),
         host: hostname(),
@@ -71,6 +73,8 @@ pub async fn provisioner(config: &Config, accounts: Arc<dyn Accounts>, sandbox: 
         idle_poll: Duration::from_millis(section.idle_poll_ms.max(50)),
         qr_rounds: 3,
         concurrency: section.concurrency,
+        public_url,
+        remind_before: chrono::Duration::days(3),
         park: Duration::from_secs(24 * 3600),
         weixin_cdn_base_url: cdn_url,
     };

@@ -43,23 +43,22 @@ impl Lifecycle {
 
     /// [`Lifecycle::run_once`] every `interval` until `shutdown`.
     pub async fn run(self, accounts: Arc<dyn Accounts>, interval: Duration, shutdown: CancellationToken) {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
+        every(interval, shutdown, || async {
             if let Err(error) = self.run_once(&*accounts, Utc::now()).await {
                 tracing::warn!(%error, "the subscription lifecycle pass failed");
             }
-        }
+        })
+        .await
     }
 }
 
-/// Every `interval` until `shutdown`: asks the processor about pending orders, settling the paid
-/// ones whose notification never came and closing the expired ones.
-pub async fn reconcile_payments(payments: Arc<Payments>, interval: Duration, shutdown: CancellationToken) {
+/// Runs `pass` at once and then every `interval` (a late pass delays the next, never doubles it)
+/// until `shutdown`.
+async fn every<F, Fut>(interval: Duration, shutdown: CancellationToken, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -67,6 +66,14 @@ pub async fn reconcile_payments(payments: Arc<Payments>, interval: Duration, shu
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
+        pass().await;
+    }
+}
+
+/// Every `interval` until `shutdown`: asks the processor about pending orders, settling the paid
+/// ones whose notification never came and closing the expired ones.
+pub async fn reconcile_payments(payments: Arc<Payments>, interval: Duration, shutdown: CancellationToken) {
+    every(interval, shutdown, || async {
         match payments.billing.reconcile(Utc::now()).await {
             Ok(report) if report.checked > 0 => tracing::info!(
                 checked = report.checked,
@@ -78,5 +85,6 @@ pub async fn reconcile_payments(payments: Arc<Payments>, interval: Duration, shu
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "reconciling pending payments failed"),
         }
-    }
+    })
+    .await
 }
