@@ -20,7 +20,7 @@ use uuid::Uuid;
 pub use error::{AccountsError, Result};
 pub use issue::{create_user_with_key, renew_url, user_overview, UserOverview, DATA_SCOPE, DEFAULT_RATE_LIMIT_PER_MIN};
 pub use model::{
-    AdminToken, ApiKey, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, NewOrder, NewUser, Payment, PaymentState,
+    AdminToken, ApiKey, GatewayCensus, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, NewOrder, NewUser, Payment, PaymentState,
     Plan, ProfileStatus, ProvisioningJob, RefundNotice, RefundRecorded, SettleOutcome, Settled, Settlement, UnknownValue,
     UsageDay, UsageRecord, User, UserStatus,
 };
@@ -206,6 +206,12 @@ pub trait Accounts: Send + Sync + 'static {
     async fn upsert_profile(&self, profile: &HermesProfile) -> Result<()>;
 
     async fn profile_for_user(&self, user_id: Uuid) -> Result<Option<HermesProfile>>;
+
+    /// Replaces the host's census of its gateways.
+    async fn record_gateway_census(&self, census: &GatewayCensus) -> Result<()>;
+
+    /// Every host's latest census, by host.
+    async fn gateway_census(&self) -> Result<Vec<GatewayCensus>>;
 
     /// Records that the user's bot greets them now; `false` (nothing written) if it already did or
     /// there is no profile. Claimed before sending, so no restart ever greets twice.

@@ -390,6 +390,17 @@ pub struct HermesProfile {
     pub welcomed_at: Option<DateTime<Utc>>,
 }
 
+/// What a host's provisioner last saw of its gateways.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct GatewayCensus {
+    pub host: String,
+    /// Active profiles on the host: gateways that should run.
+    pub expected: i32,
+    /// Gateways running when it looked.
+    pub running: i32,
+    pub observed_at: DateTime<Utc>,
+}
+
 /// Requests and upstream cost of one user on one endpoint during one UTC day.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct UsageDay {

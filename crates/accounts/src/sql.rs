@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::error::classify;
 use crate::{
-    Accounts, AccountsError, AdminToken, ApiKey, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, NewOrder, NewUser,
+    Accounts, AccountsError, AdminToken, ApiKey, GatewayCensus, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, NewOrder, NewUser,
     Payment, PaymentState, ProfileStatus, ProvisioningJob, RefundNotice, RefundRecorded, Result, SettleOutcome, Settled,
     Settlement, UsageDay, UsageRecord, User, UserStatus,
 };
@@ -1119,6 +1119,32 @@ impl Accounts for SqlAccounts {
         let sql = format!("SELECT {PROFILE_COLUMNS} FROM hermes_profiles WHERE user_id = $1");
         Ok(on_pool!(self, |pool| {
             sqlx::query_as::<_, HermesProfile>(&sql).bind(user_id).fetch_optional(pool).await
+        })?)
+    }
+
+    async fn record_gateway_census(&self, census: &GatewayCensus) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO gateway_census (host, expected, running, observed_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (host) DO UPDATE SET expected = excluded.expected, running = excluded.running, \
+                 observed_at = excluded.observed_at",
+            )
+            .bind(&census.host)
+            .bind(census.expected)
+            .bind(census.running)
+            .bind(census.observed_at.trunc_subsecs(6))
+            .execute(pool)
+            .await
+            .map(drop)
+        })?;
+        Ok(())
+    }
+
+    async fn gateway_census(&self) -> Result<Vec<GatewayCensus>> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as::<_, GatewayCensus>("SELECT host, expected, running, observed_at FROM gateway_census ORDER BY host")
+                .fetch_all(pool)
+                .await
         })?)
     }
 

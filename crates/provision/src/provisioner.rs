@@ -23,7 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use twilight_accounts::{
-    Accounts, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, ProfileStatus, ProvisioningJob, UserStatus, DEFAULT_RATE_LIMIT_PER_MIN,
+    Accounts, GatewayCensus, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, ProfileStatus, ProvisioningJob, UserStatus, DEFAULT_RATE_LIMIT_PER_MIN,
 };
 use twilight_core::token::{hash_hex, RawToken};
 use twilight_ilink::{IlinkClient, PairingStatus};
@@ -156,14 +156,13 @@ impl Provisioner {
         }
         let workers = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let mut jobs = JoinSet::new();
-        let mut next_reminders = tokio::time::Instant::now();
+        // The first pass waits a little: the gateways just started are still being launched.
+        let mut next_pass = tokio::time::Instant::now() + FIRST_PASS_AFTER;
         loop {
             while jobs.try_join_next().is_some() {}
-            if tokio::time::Instant::now() >= next_reminders {
-                next_reminders += REMINDER_PASS_EVERY;
-                if let Err(error) = self.send_reminders(Utc::now()).await {
-                    tracing::warn!(%error, "the renewal reminder pass failed");
-                }
+            if tokio::time::Instant::now() >= next_pass {
+                next_pass += PERIODIC_PASS_EVERY;
+                self.periodic_pass().await;
             }
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -410,6 +409,35 @@ impl Provisioner {
         Ok(())
     }
 
+    /// What runs every [`PERIODIC_PASS_EVERY`]: the renewal reminders and the gateway census.
+    async fn periodic_pass(&self) {
+        if let Err(error) = self.send_reminders(Utc::now()).await {
+            tracing::warn!(%error, "the renewal reminder pass failed");
+        }
+        match self.take_census().await {
+            Ok(census) if census.running < census.expected => {
+                tracing::warn!(expected = census.expected, running = census.running, "gateways of active profiles are down")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "the gateway census failed"),
+        }
+    }
+
+    /// Counts this host's active profiles and their gateways that run, and records it for /healthz.
+    pub async fn take_census(&self) -> Result<GatewayCensus> {
+        let profiles = self.accounts.profiles_on_host(&self.config.host, ProfileStatus::Active).await?;
+        let mut running = 0;
+        for row in &profiles {
+            if let Ok(profile) = ProfileName::parse(&row.profile_name) {
+                running += i32::from(self.services.status(&profile).await?.pid.is_some());
+            }
+        }
+        let expected = i32::try_from(profiles.len()).unwrap_or(i32::MAX);
+        let census = GatewayCensus { host: self.config.host.clone(), expected, running, observed_at: Utc::now() };
+        self.accounts.record_gateway_census(&census).await?;
+        Ok(census)
+    }
+
     /// Reminds the owner of every running bot on this host whose paid period ends within
     /// [`ProvisionerConfig::remind_before`] of `now`, through that bot, with their renewal link:
     /// once per period (claimed in the accounts DB before sending). Returns how many were sent.
@@ -614,8 +642,9 @@ impl Provisioner {
     }
 }
 
-/// How often a running provisioner looks for owners to remind.
-const REMINDER_PASS_EVERY: Duration = Duration::from_secs(60);
+/// How often a running provisioner looks for owners to remind and counts its gateways.
+const PERIODIC_PASS_EVERY: Duration = Duration::from_secs(60);
+const FIRST_PASS_AFTER: Duration = Duration::from_secs(5);
 
 /// The renewal reminder: when the paid period ends (China time) and where to renew.
 pub fn reminder_text(paid_until: DateTime<Utc>, renew_url: &str) -> String {

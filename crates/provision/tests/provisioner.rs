@@ -502,11 +502,17 @@ async fn an_expired_bot_stops_and_its_renewal_brings_the_same_bot_back(h: Harnes
     // back every active profile's gateway before anything else.
     h.services.stop(&profile).await.unwrap();
     assert_eq!(gateways(&profile), 0);
+    let census = provisioner.take_census().await.unwrap();
+    assert_eq!((census.host.as_str(), census.expected, census.running), ("test-host", 1, 0), "the census sees the gateway down");
     let services = Arc::new(ChildSupervisor::new(h.hermes.clone()));
     let ilink = IlinkClient::new(&h.ilink_url).unwrap();
     let restarted = Provisioner::new(h.accounts.clone(), h.hermes.clone(), h.secrets.clone(), services.clone(), ilink, provisioner_config(&h, "worker-2"));
     assert_eq!(restarted.restore_gateways().await.unwrap(), 1);
     gateway_up(services.as_ref(), &profile).await;
+    let census = restarted.take_census().await.unwrap();
+    assert_eq!((census.expected, census.running), (1, 1));
+    let stored: Vec<_> = h.accounts.gateway_census().await.unwrap().into_iter().map(|c| (c.host, c.expected, c.running)).collect();
+    assert_eq!(stored, [(census.host, 1, 1)]);
     assert_eq!(gateways(&profile), 1);
     services.stop(&profile).await.unwrap();
     h.services.start(&profile).await.unwrap();

@@ -154,6 +154,8 @@ pub struct ProvisionerSection {
     pub idle_poll_ms: u64,
     /// Jobs worked on at once; pairings waiting for a phone do not count.
     pub concurrency: usize,
+    /// QR codes shown (each ~5 minutes at iLink) before a pairing rests until the user asks again.
+    pub qr_rounds: u32,
 }
 
 /// The LLM relay (`serve`'s `/llm/v1`): the upstream the users' bots reach through it. The profiles
@@ -213,6 +215,7 @@ impl Default for Config {
                 max_attempts: 8,
                 idle_poll_ms: 1000,
                 concurrency: 4,
+                qr_rounds: 3,
             },
             llm: LlmSection {
                 base_url: DEFAULT_LLM_BASE_URL.into(),

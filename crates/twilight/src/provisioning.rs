@@ -71,7 +71,7 @@ pub async fn provisioner(config: &Config, accounts: Arc<dyn Accounts>, sandbox: 
         retry_base: Duration::from_secs(2),
         retry_max: Duration::from_secs(600),
         idle_poll: Duration::from_millis(section.idle_poll_ms.max(50)),
-        qr_rounds: 3,
+        qr_rounds: section.qr_rounds.max(1),
         concurrency: section.concurrency,
         public_url,
         remind_before: chrono::Duration::days(3),

@@ -404,5 +404,23 @@ async fn admins_list_and_inspect_users_and_revoke_admin_tokens(app: TestApp) {
     assert_eq!(app.post(&revoke, admin, json!({})).await.0, 404);
     let (status, body) = app.post("/admin/tokens/xyz/revoke", admin, json!({})).await;
     assert_eq!((status, body["error"]["field"].as_str()), (400, Some("token_hash")));
+
+    // /healthz reports each host's gateways as its provisioner last counted them: one down, or a
+    // count gone stale, says so there without failing the data plane.
+    let (_, _, health) = app.get("/healthz", None).await;
+    assert_eq!(health["checks"]["gateways"], json!({"ok": true, "hosts": []}));
+    let census = |running, minutes_ago| twilight_accounts::GatewayCensus {
+        host: "gw-1".into(),
+        expected: 2,
+        running,
+        observed_at: chrono::Utc::now() - chrono::Duration::minutes(minutes_ago),
+    };
+    for (running, minutes_ago, ok) in [(1, 0, false), (2, 0, true), (2, 10, false)] {
+        app.running.accounts.record_gateway_census(&census(running, minutes_ago)).await.unwrap();
+        let (status, _, health) = app.get("/healthz", None).await;
+        let gateways = &health["checks"]["gateways"];
+        assert_eq!((status, gateways["ok"].as_bool()), (200, Some(ok)), "{gateways}");
+        assert_eq!((gateways["hosts"][0]["expected"].as_i64(), gateways["hosts"][0]["running"].as_i64()), (Some(2), Some(running.into())));
+    }
     app.stop().await;
 }

@@ -28,6 +28,15 @@ ALTER TABLE hermes_profiles ADD CONSTRAINT hermes_profiles_status_check
 -- When the bot greeted its owner; set once, so a restart never greets twice.
 ALTER TABLE hermes_profiles ADD COLUMN welcomed_at timestamptz;
 
+-- What each host's provisioner last saw of its gateways, for /healthz: how many active profiles it
+-- should run and how many run.
+CREATE TABLE gateway_census (
+    host        text PRIMARY KEY,
+    expected    integer NOT NULL CHECK (expected >= 0),
+    running     integer NOT NULL CHECK (running >= 0),
+    observed_at timestamptz NOT NULL
+);
+
 -- One row per refund the processor completed (its `out_refund_no`): a repeated notification adds
 -- nothing, and the sum tells a partial refund from a full one.
 CREATE TABLE refunds (

@@ -70,6 +70,13 @@ DROP TABLE hermes_profiles;
 ALTER TABLE hermes_profiles_new RENAME TO hermes_profiles;
 CREATE UNIQUE INDEX hermes_profiles_user ON hermes_profiles (user_id);
 
+CREATE TABLE gateway_census (
+    host        TEXT PRIMARY KEY,
+    expected    INTEGER NOT NULL CHECK (expected >= 0),
+    running     INTEGER NOT NULL CHECK (running >= 0),
+    observed_at TEXT NOT NULL
+) STRICT;
+
 CREATE TABLE refunds (
     out_refund_no TEXT PRIMARY KEY,
     payment_id    BLOB NOT NULL REFERENCES payments (payment_id),

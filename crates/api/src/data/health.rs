@@ -8,6 +8,8 @@ use crate::ApiContext;
 
 /// `GET /healthz`: shallow `ok` plus deep checks; 503 when a critical dependency (accounts DB,
 /// warehouse) is down. Upstream outages are reported but not critical: the warehouse still answers.
+/// So are the users' gateways, per host, as each provisioner last counted them: down or stale
+/// counts say `ok: false` there without failing the data plane.
 pub async fn healthz(State(ctx): State<ApiContext>) -> (StatusCode, Json<Value>) {
     let accounts = match ctx.accounts.ping().await {
         Ok(()) => json!({ "ok": true, "backend": ctx.accounts.backend() }),
@@ -29,7 +31,32 @@ pub async fn healthz(State(ctx): State<ApiContext>) -> (StatusCode, Json<Value>)
         .into_iter()
         .map(|(source, health)| (source.to_string(), serde_json::to_value(health).unwrap_or_default()))
         .collect();
+    let gateways = gateways(&ctx).await;
     let ok = accounts["ok"] == true && warehouse["ok"] == true;
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({ "ok": ok, "version": SERVED_VERSION, "checks": { "accounts": accounts, "warehouse": warehouse, "upstreams": upstreams } })))
+    let checks = json!({ "accounts": accounts, "warehouse": warehouse, "upstreams": upstreams, "gateways": gateways });
+    (status, Json(json!({ "ok": ok, "version": SERVED_VERSION, "checks": checks })))
+}
+
+/// A census older than this means its provisioner stopped counting (it counts every minute).
+const CENSUS_STALE_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(3);
+
+/// Gateways running vs expected, per host.
+async fn gateways(ctx: &ApiContext) -> Value {
+    match ctx.accounts.gateway_census().await {
+        Ok(hosts) => {
+            let now = chrono::Utc::now();
+            let fresh = |observed_at| now - observed_at <= CENSUS_STALE_AFTER;
+            let ok = hosts.iter().all(|host| host.running >= host.expected && fresh(host.observed_at));
+            let hosts: Vec<Value> = hosts
+                .iter()
+                .map(|host| json!({ "host": host.host, "expected": host.expected, "running": host.running, "observed_at": host.observed_at, "stale": !fresh(host.observed_at) }))
+                .collect();
+            json!({ "ok": ok, "hosts": hosts })
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "health: gateway census unreadable");
+            json!({ "ok": false, "error": "unreadable" })
+        }
+    }
 }
