@@ -77,7 +77,10 @@ impl Authenticator {
     pub async fn user(&self, headers: &HeaderMap) -> Result<Arc<UserKey>, ApiError> {
         let (principal, digest) = self.principal(headers).await?;
         match principal {
-            Principal::User(key) if token::matches(&key.key_hash, &digest) => self.paying(key),
+            Principal::User(key) if token::matches(&key.key_hash, &digest) => {
+                tracing::Span::current().record("user_id", tracing::field::display(key.user_id));
+                self.paying(key)
+            }
             Principal::RevokedUser => Err(ApiError::Revoked),
             Principal::Admin { .. } | Principal::RevokedAdmin => Err(ApiError::Forbidden("admin tokens cannot read data as a user")),
             Principal::User(_) => Err(ApiError::UnknownToken),

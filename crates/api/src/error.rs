@@ -38,9 +38,7 @@ pub enum ApiError {
     /// A part this server does not run (payments without a processor configured).
     #[error("{0}")]
     Unavailable(&'static str),
-    #[error("internal error")]
-    Panic,
-    /// A failure of ours that is not a panic; the detail is logged, never shown.
+    /// A failure of ours (a panic included); the detail is logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),
     /// A request the protocol layer refused before any handler saw it (wrong method, media type,
@@ -77,7 +75,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Panic | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Protocol { status, .. } | ApiError::Upstream { status, .. } => *status,
             ApiError::Market(e) => match e {
                 M::InvalidInput { .. } | M::NotTradingDay { .. } => StatusCode::BAD_REQUEST,
@@ -117,7 +115,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Unavailable(_) => "unavailable",
-            ApiError::Panic | ApiError::Internal(_) => "internal",
+            ApiError::Internal(_) => "internal",
             ApiError::Protocol { status, .. } => match *status {
                 StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
                 StatusCode::NOT_ACCEPTABLE => "not_acceptable",

@@ -21,6 +21,7 @@ on_both_backends!(
     cached_answers_survive_an_outage_and_never_wait_for_other_fills,
     an_expired_subscription_answers_402_with_its_renewal_link,
     admins_list_and_inspect_users_and_revoke_admin_tokens,
+    every_request_has_an_id_that_its_log_lines_carry,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,5 +423,27 @@ async fn admins_list_and_inspect_users_and_revoke_admin_tokens(app: TestApp) {
         assert_eq!((status, gateways["ok"].as_bool()), (200, Some(ok)), "{gateways}");
         assert_eq!((gateways["hosts"][0]["expected"].as_i64(), gateways["hosts"][0]["running"].as_i64()), (Some(2), Some(running.into())));
     }
+    app.stop().await;
+}
+
+async fn every_request_has_an_id_that_its_log_lines_carry(app: TestApp) {
+    common::captured_logs();
+    let (_, headers, _) = app.get("/healthz", None).await;
+    let minted = headers["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(minted).is_ok(), "{minted}");
+    // A caller's id is kept and sent back, errors included.
+    let echoed = app.http.get(app.url("/no-such-page")).header("x-request-id", "trace-abc-123").send().await.unwrap();
+    assert_eq!((echoed.status().as_u16(), echoed.headers()["x-request-id"].to_str().unwrap()), (404, "trace-abc-123"));
+
+    // A data request's log lines name the request, its route and its user, never the key.
+    let (user_id, key) = app.user(60).await;
+    let request_id = format!("trace-{}", uuid::Uuid::new_v4().simple());
+    let answered = app.http.get(app.url("/price?code=600519.SH&trade_date=20260430")).bearer_auth(&key).header("x-request-id", &request_id).send().await.unwrap();
+    assert_eq!(answered.status(), 200);
+    let logs = String::from_utf8_lossy(&common::captured_logs().lock().unwrap()).into_owned();
+    let lines: Vec<&str> = logs.lines().filter(|line| line.contains(&request_id)).collect();
+    assert!(!lines.is_empty(), "no log line carries the request id");
+    assert!(lines.iter().any(|line| line.contains(&user_id) && line.contains("/price")), "{lines:?}");
+    assert!(!logs.contains(&key), "a key reached the logs");
     app.stop().await;
 }

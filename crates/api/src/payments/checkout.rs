@@ -27,7 +27,7 @@ pub async fn create(State(ctx): State<ApiContext>, ApiJson(body): ApiJson<Checko
     let renew = body.renew.as_deref().map(str::trim).filter(|token| !token.is_empty());
     let now = Utc::now();
     let placed = payments.billing.checkout(plan, renew, now).await?;
-    let view = payments.billing.order(placed.payment.payment_id, now).await?.ok_or(ApiError::Panic)?;
+    let view = payments.billing.order(placed.payment.payment_id, now).await?.ok_or_else(|| ApiError::Internal("the order just placed cannot be read back".into()))?;
     let mut answer = order_json(&view);
     answer["code_url"] = placed.code_url.clone().into();
     answer["qr_svg"] = qr::svg(&placed.code_url)?.into();

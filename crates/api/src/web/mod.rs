@@ -133,8 +133,7 @@ fn render(template: &impl Template) -> Response {
     match template.render() {
         Ok(html) => Html(html).into_response(),
         Err(error) => {
-            tracing::error!(%error, "page did not render");
-            ApiError::Panic.into_response()
+            ApiError::Internal(format!("page did not render: {error}")).into_response()
         }
     }
 }
