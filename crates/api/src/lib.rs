@@ -21,11 +21,12 @@ use std::any::Any;
 
 use axum::body::Body;
 use axum::extract::MatchedPath;
-use axum::http::{Request, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 use twilight_accounts::Accounts;
@@ -112,8 +113,19 @@ impl ApiContext {
 
 }
 
+/// Headers every response carries unless it sets its own: no framing, no MIME sniffing, no
+/// `Referer` (an onboarding URL is a capability), only our own scripts and styles (the pages have no
+/// inline ones; QR codes are `data:` images), and no caching (static assets say otherwise).
+const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
+    (header::CONTENT_SECURITY_POLICY, "default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (header::CACHE_CONTROL, "no-store"),
+];
+
 pub fn router(ctx: ApiContext) -> Router {
-    Router::new()
+    let router = Router::new()
         .merge(data::router(ctx.clone()))
         .merge(mcp::router(ctx.clone()))
         .merge(llm::router(ctx.clone()))
@@ -125,7 +137,11 @@ pub fn router(ctx: ApiContext) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::Protocol { status: StatusCode::METHOD_NOT_ALLOWED, message: "method not allowed on this endpoint".into() }
         })
-        .layer(CatchPanicLayer::custom(panicked))
+        .layer(CatchPanicLayer::custom(panicked));
+    let router = SECURITY_HEADERS.into_iter().fold(router, |router, (name, value)| {
+        router.layer(SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value)))
+    });
+    router
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

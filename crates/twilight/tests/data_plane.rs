@@ -21,7 +21,7 @@ on_both_backends!(
     cached_answers_survive_an_outage_and_never_wait_for_other_fills,
     an_expired_subscription_answers_402_with_its_renewal_link,
     admins_list_and_inspect_users_and_revoke_admin_tokens,
-    every_request_has_an_id_that_its_log_lines_carry,
+    every_response_carries_its_request_id_and_the_security_headers,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,7 +426,7 @@ async fn admins_list_and_inspect_users_and_revoke_admin_tokens(app: TestApp) {
     app.stop().await;
 }
 
-async fn every_request_has_an_id_that_its_log_lines_carry(app: TestApp) {
+async fn every_response_carries_its_request_id_and_the_security_headers(app: TestApp) {
     common::captured_logs();
     let (_, headers, _) = app.get("/healthz", None).await;
     let minted = headers["x-request-id"].to_str().unwrap();
@@ -434,6 +434,16 @@ async fn every_request_has_an_id_that_its_log_lines_carry(app: TestApp) {
     // A caller's id is kept and sent back, errors included.
     let echoed = app.http.get(app.url("/no-such-page")).header("x-request-id", "trace-abc-123").send().await.unwrap();
     assert_eq!((echoed.status().as_u16(), echoed.headers()["x-request-id"].to_str().unwrap()), (404, "trace-abc-123"));
+
+    // Every response carries the security headers; static assets keep their own caching.
+    for path in ["/", "/healthz", "/no-such-page", "/renew/0123456789abcdef0123456789abcdef", "/static/site.css"] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        assert!(header("content-security-policy").contains("script-src 'self'"), "{path}");
+        assert_eq!((header("x-frame-options"), header("x-content-type-options"), header("referrer-policy")), ("DENY".into(), "nosniff".into(), "no-referrer".into()), "{path}");
+        let caching = if path.starts_with("/static/") { "public, max-age=3600" } else { "no-store" };
+        assert_eq!(header("cache-control"), caching, "{path}");
+    }
 
     // A data request's log lines name the request, its route and its user, never the key.
     let (user_id, key) = app.user(60).await;
