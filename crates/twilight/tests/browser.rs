@@ -237,6 +237,18 @@ async fn click_through(screen: Screen) {
     assert!(alt.contains("微信支付二维码"), "{alt}");
     let countdown = text(&client, "#countdown").await;
     assert!(countdown.contains(':'), "{countdown}");
+    // Every label and value of the order fits the screen (a 390 px phone included).
+    let overflowing = client
+        .execute(
+            "const width = document.documentElement.clientWidth;
+             return [...document.querySelectorAll('.order > *')]
+               .filter(e => { const r = e.getBoundingClientRect(); return r.left < 0 || r.right > width; })
+               .map(e => e.textContent);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(overflowing, json!([]), "cut off on the {} screen", screen.name());
     snap(&client, screen, "10-pay").await;
 
     // Paid — on the desktop through the sandbox payer's page, on the phone from "another device"
