@@ -609,7 +609,7 @@ impl Provisioner {
         self.secrets.put(profile, &env_key(WEIXIN_TOKEN), &bot.bot_token).await?;
         plant_secrets(self.secrets.as_ref(), profile, &[env_key(WEIXIN_TOKEN)], &self.hermes.env_file(profile)).await?;
         pairing::write_account_file(&self.hermes.profile_dir(profile), bot)?;
-        let mut env = DotEnv::load(&self.hermes.env_file(profile))?;
+        let mut env = DotEnv::load(self.hermes.env_file(profile))?;
         for (key, value) in pairing::allowlist_env(bot, &self.config.weixin_cdn_base_url) {
             env.set(&env_key(key), &value)?;
         }

@@ -385,7 +385,7 @@ async fn a_crashed_provisioner_is_replaced_and_a_stray_planted_key_is_replaced(h
     assert!(h.accounts.api_key(&hash_hex(planted.expose_secret())).await.unwrap().unwrap().is_revoked());
     assert!(h.accounts.api_key(&hash_hex(stray.expose())).await.unwrap().is_none());
     assert!(!h.accounts.api_key(&hash_hex(replaced.expose_secret())).await.unwrap().unwrap().is_revoked());
-    assert_eq!(h.hermes.env_file(&profile).exists(), true);
+    assert!(h.hermes.env_file(&profile).exists());
     let env = std::fs::read_to_string(h.hermes.env_file(&profile)).unwrap();
     assert!(env.contains(replaced.expose_secret()), "the gateway's .env carries the live key");
     drop(h.home);
