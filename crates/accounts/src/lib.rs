@@ -128,8 +128,14 @@ pub trait Accounts: Send + Sync + 'static {
 
     async fn payment_by_onboarding_token(&self, token_hash: &str) -> Result<Option<Payment>>;
 
-    /// Pending orders, oldest first, at most `limit`: what reconciliation asks the processor about.
-    async fn pending_payments(&self, limit: i64) -> Result<Vec<Payment>>;
+    /// Pending orders, oldest first, at most `limit`, after the order `after` names (its
+    /// `created_at` and id; `None` from the start): what reconciliation pages through to ask the
+    /// processor about.
+    async fn pending_payments(&self, after: Option<(DateTime<Utc>, Uuid)>, limit: i64) -> Result<Vec<Payment>>;
+
+    /// Deletes closed orders never paid, placed before `placed_before`, that nothing refers to;
+    /// how many went.
+    async fn prune_closed_payments(&self, placed_before: DateTime<Utc>) -> Result<u64>;
 
     /// Records a confirmed payment in one transaction: the order becomes `paid`; a first purchase
     /// creates the user (`paid_until` one month after payment) and enqueues a `provision` job. A

@@ -728,13 +728,24 @@ impl Accounts for SqlAccounts {
         self.payment_where("onboarding_token_hash = $1", token_hash.to_owned()).await
     }
 
-    async fn pending_payments(&self, limit: i64) -> Result<Vec<Payment>> {
+    async fn pending_payments(&self, after: Option<(DateTime<Utc>, Uuid)>, limit: i64) -> Result<Vec<Payment>> {
         let sql = format!(
             "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status = 'pending' \
-             ORDER BY created_at LIMIT $1"
+             AND (created_at > $1 OR (created_at = $1 AND payment_id > $2)) \
+             ORDER BY created_at, payment_id LIMIT $3"
         );
+        let (created_at, payment_id) = after.unwrap_or((DateTime::UNIX_EPOCH, Uuid::nil()));
         Ok(on_pool!(self, |pool| {
-            sqlx::query_as::<_, Payment>(&sql).bind(limit).fetch_all(pool).await
+            sqlx::query_as::<_, Payment>(&sql).bind(created_at).bind(payment_id).bind(limit).fetch_all(pool).await
+        })?)
+    }
+
+    async fn prune_closed_payments(&self, placed_before: DateTime<Utc>) -> Result<u64> {
+        let sql = "DELETE FROM payments WHERE status = 'closed' AND paid_at IS NULL AND created_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM provisioning_jobs j WHERE j.payment_id = payments.payment_id) \
+             AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = payments.payment_id)";
+        Ok(on_pool!(self, |pool| {
+            sqlx::query(sql).bind(placed_before).execute(pool).await.map(|done| done.rows_affected())
         })?)
     }
 

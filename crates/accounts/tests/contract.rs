@@ -71,6 +71,7 @@ contract! {
         record_usage_rejects_bad_status_without_writing,
         last_used_at_follows_batch_max_and_never_goes_back,
         order_round_trip_and_duplicate_numbers_conflict,
+        closed_unpaid_orders_are_pruned_after_their_retention,
         settling_creates_one_user_and_one_job_then_repeats_change_nothing,
         concurrent_settlements_of_one_order_make_one_user,
         renewal_extends_paid_until_from_the_later_of_then_and_now,
@@ -534,9 +535,27 @@ async fn order_round_trip_and_duplicate_numbers_conflict(store: &dyn Accounts) {
     assert!(matches!(err, AccountsError::NotFound("user")), "{err:?}");
 
     let later = store.create_order(order("TD20261125C", None)).await.unwrap();
-    let pending: Vec<Uuid> = store.pending_payments(10).await.unwrap().iter().map(|p| p.payment_id).collect();
+    let pending: Vec<Uuid> = store.pending_payments(None, 10).await.unwrap().iter().map(|p| p.payment_id).collect();
     assert_eq!(pending, [created.payment_id, later.payment_id]);
-    assert_eq!(store.pending_payments(1).await.unwrap().len(), 1);
+    let first_page = store.pending_payments(None, 1).await.unwrap();
+    assert_eq!(first_page.len(), 1);
+    let next_page = store.pending_payments(Some((first_page[0].created_at, first_page[0].payment_id)), 10).await.unwrap();
+    assert_eq!(next_page.iter().map(|p| p.payment_id).collect::<Vec<_>>(), [later.payment_id]);
+    assert!(store.pending_payments(Some((later.created_at, later.payment_id)), 10).await.unwrap().is_empty());
+}
+
+async fn closed_unpaid_orders_are_pruned_after_their_retention(store: &dyn Accounts) {
+    let closed = store.create_order(order("TD-prune-closed", None)).await.unwrap();
+    let open = store.create_order(order("TD-prune-open", None)).await.unwrap();
+    let paid = store.create_order(order("TD-prune-paid", None)).await.unwrap();
+    assert!(store.close_payment("TD-prune-closed").await.unwrap());
+    store.settle_payment(&settlement("TD-prune-paid", "4200000777", Utc::now())).await.unwrap();
+    // Not yet past the retention: nothing goes.
+    assert_eq!(store.prune_closed_payments(closed.created_at).await.unwrap(), 0);
+    assert_eq!(store.prune_closed_payments(Utc::now() + TimeDelta::seconds(1)).await.unwrap(), 1);
+    assert_eq!(store.payment(closed.payment_id).await.unwrap(), None);
+    assert!(store.payment(open.payment_id).await.unwrap().is_some());
+    assert!(store.payment(paid.payment_id).await.unwrap().is_some());
 }
 
 async fn settling_creates_one_user_and_one_job_then_repeats_change_nothing(store: &dyn Accounts) {
@@ -557,8 +576,8 @@ async fn settling_creates_one_user_and_one_job_then_repeats_change_nothing(store
     assert_eq!(job.payment_id, Some(placed.payment_id));
     assert_eq!(store.user(settled.user.user_id).await.unwrap().as_ref(), Some(&settled.user));
     assert_eq!(store.payment(placed.payment_id).await.unwrap().as_ref(), Some(&settled.payment));
-    assert_eq!(store.jobs_for_user(settled.user.user_id).await.unwrap(), [job.clone()]);
-    assert!(store.pending_payments(10).await.unwrap().is_empty());
+    assert_eq!(store.jobs_for_user(settled.user.user_id).await.unwrap(), std::slice::from_ref(&job));
+    assert!(store.pending_payments(None, 10).await.unwrap().is_empty());
 
     let again = store.settle_payment(&settlement("TD-first-1", "4200000001", paid_at)).await.unwrap();
     assert_eq!(again.outcome, SettleOutcome::AlreadyPaid);
@@ -624,7 +643,7 @@ async fn close_only_pending_orders(store: &dyn Accounts) {
     assert!(!store.close_payment("TD-close-none").await.unwrap());
     let closed = store.payment_by_out_trade_no("TD-close-1").await.unwrap().unwrap();
     assert_eq!(closed.status, PaymentState::Closed);
-    assert!(store.pending_payments(10).await.unwrap().is_empty());
+    assert!(store.pending_payments(None, 10).await.unwrap().is_empty());
     // Money taken for a closed order still buys the service.
     let late = store.settle_payment(&settlement("TD-close-1", "4200000020", Utc::now())).await.unwrap();
     assert_eq!(late.outcome, SettleOutcome::NewUser);

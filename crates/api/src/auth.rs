@@ -15,7 +15,9 @@ use twilight_accounts::{Accounts, UserStatus};
 use twilight_core::token;
 use uuid::Uuid;
 
+use crate::edge::ClientIp;
 use crate::error::ApiError;
+use crate::limit::IpLimits;
 
 /// An authenticated user key, as the data plane needs it on every request.
 #[derive(Debug, Clone)]
@@ -56,6 +58,8 @@ enum Principal {
 pub struct Authenticator {
     accounts: Arc<dyn Accounts>,
     policy: SubscriptionPolicy,
+    /// Unknown tokens are not cached; these make a guessing client pay instead of the database.
+    ip_limits: Arc<IpLimits>,
     cache: moka::sync::Cache<[u8; 32], Principal>,
     /// Bumped on every invalidation; a lookup that raced one does not cache its (maybe stale) answer.
     generation: AtomicU64,
@@ -63,10 +67,11 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(accounts: Arc<dyn Accounts>, policy: SubscriptionPolicy) -> Self {
+    pub fn new(accounts: Arc<dyn Accounts>, policy: SubscriptionPolicy, ip_limits: Arc<IpLimits>) -> Self {
         Authenticator {
             accounts,
             policy,
+            ip_limits,
             cache: moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(600)).build(),
             generation: AtomicU64::new(0),
             seen_epoch: AtomicI64::new(i64::MIN),
@@ -74,8 +79,8 @@ impl Authenticator {
     }
 
     /// A live user key of a paying user from the `Authorization` header; admin tokens are refused here.
-    pub async fn user(&self, headers: &HeaderMap) -> Result<Arc<UserKey>, ApiError> {
-        let (principal, digest) = self.principal(headers).await?;
+    pub async fn user(&self, headers: &HeaderMap, client: ClientIp) -> Result<Arc<UserKey>, ApiError> {
+        let (principal, digest) = self.principal(headers, client).await?;
         match principal {
             Principal::User(key) if token::matches(&key.key_hash, &digest) => {
                 tracing::Span::current().record("user_id", tracing::field::display(key.user_id));
@@ -99,8 +104,8 @@ impl Authenticator {
     }
 
     /// A live admin token from the `Authorization` header; user keys are refused here.
-    pub async fn admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let (principal, digest) = self.principal(headers).await?;
+    pub async fn admin(&self, headers: &HeaderMap, client: ClientIp) -> Result<(), ApiError> {
+        let (principal, digest) = self.principal(headers, client).await?;
         match principal {
             Principal::Admin { token_hash } if token::matches(&token_hash, &digest) => Ok(()),
             Principal::RevokedAdmin => Err(ApiError::Revoked),
@@ -109,14 +114,20 @@ impl Authenticator {
         }
     }
 
-    async fn principal(&self, headers: &HeaderMap) -> Result<(Principal, [u8; 32]), ApiError> {
+    async fn principal(&self, headers: &HeaderMap, client: ClientIp) -> Result<(Principal, [u8; 32]), ApiError> {
         let raw = bearer(headers).ok_or(ApiError::MissingToken)?;
         let digest = token::digest(raw);
-        let principal = match self.cache.get(&digest) {
-            Some(principal) => principal,
-            None => self.lookup(digest).await?,
-        };
-        Ok((principal, digest))
+        if let Some(principal) = self.cache.get(&digest) {
+            return Ok((principal, digest));
+        }
+        self.ip_limits.admit_lookup(client)?;
+        match self.lookup(digest).await {
+            Err(ApiError::UnknownToken) => {
+                self.ip_limits.lookup_failed(client);
+                Err(ApiError::UnknownToken)
+            }
+            looked_up => Ok((looked_up?, digest)),
+        }
     }
 
     async fn lookup(&self, digest: [u8; 32]) -> Result<Principal, ApiError> {

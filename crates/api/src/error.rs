@@ -28,9 +28,15 @@ pub enum ApiError {
     InvalidInput { field: Option<&'static str>, message: String },
     #[error("{0}")]
     NotFound(String),
+    /// A link that has done its job and no longer opens anything.
+    #[error("{0}")]
+    Gone(&'static str),
     /// The request does not fit the resource's current state.
     #[error("{0}")]
     Conflict(&'static str),
+    /// The request ran past the edge's deadline.
+    #[error("no answer within {} s; try again", .0.as_secs())]
+    DeadlineExceeded(std::time::Duration),
     #[error("rate limit exceeded; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
@@ -71,8 +77,10 @@ impl ApiError {
             ApiError::SubscriptionExpired { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::InvalidInput { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -111,8 +119,10 @@ impl ApiError {
             ApiError::SubscriptionExpired { .. } => "subscription_expired",
             ApiError::InvalidInput { .. } => "invalid_input",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Gone(_) => "gone",
             ApiError::Conflict(_) => "conflict",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::DeadlineExceeded(_) => "deadline_exceeded",
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -240,7 +250,10 @@ impl From<PathRejection> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
-        ApiError::InvalidInput { field: None, message: rejection.body_text() }
+        match rejection.status() {
+            status @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => ApiError::Protocol { status, message: rejection.body_text() },
+            _ => ApiError::InvalidInput { field: None, message: rejection.body_text() },
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod data;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod limit;
@@ -20,7 +21,8 @@ use std::sync::Arc;
 use std::any::Any;
 
 use axum::body::Body;
-use axum::extract::MatchedPath;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::middleware;
 use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -56,6 +58,8 @@ pub struct Shared {
     pub market: Arc<Market>,
     pub auth: Arc<auth::Authenticator>,
     pub limits: Arc<limit::RateLimits>,
+    pub edge: edge::EdgePolicy,
+    pub ip_limits: Arc<limit::IpLimits>,
     pub usage: usage::UsageSink,
     /// Checkout and the payment webhook; `None` when no processor is configured.
     pub payments: Option<Arc<payments::Payments>>,
@@ -98,10 +102,14 @@ impl ApiContext {
         llm: Option<Arc<llm::Relay>>,
         sandbox_links: Option<SandboxLinks>,
         subscriptions: auth::SubscriptionPolicy,
+        edge: edge::EdgePolicy,
     ) -> Self {
+        let ip_limits = Arc::new(limit::IpLimits::new(edge.ip_quotas.clone()));
         ApiContext(Arc::new(Shared {
-            auth: Arc::new(auth::Authenticator::new(accounts.clone(), subscriptions)),
+            auth: Arc::new(auth::Authenticator::new(accounts.clone(), subscriptions, ip_limits.clone())),
             limits: Arc::new(limit::RateLimits::default()),
+            edge,
+            ip_limits,
             usage: usage::UsageSink::start(accounts.clone()),
             accounts,
             market,
@@ -111,6 +119,10 @@ impl ApiContext {
         }))
     }
 
+    /// Where `request` came from (see [`edge::EdgePolicy::client_ip`]).
+    pub(crate) fn client_of(&self, request: &Request<Body>) -> edge::ClientIp {
+        self.edge.client_ip(request.extensions(), request.headers())
+    }
 }
 
 /// Headers every response carries unless it sets its own: no framing, no MIME sniffing, no
@@ -125,6 +137,7 @@ const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
 ];
 
 pub fn router(ctx: ApiContext) -> Router {
+    let body_limit = ctx.edge.body_limit;
     let router = Router::new()
         .merge(data::router(ctx.clone()))
         .merge(mcp::router(ctx.clone()))
@@ -137,6 +150,8 @@ pub fn router(ctx: ApiContext) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::Protocol { status: StatusCode::METHOD_NOT_ALLOWED, message: "method not allowed on this endpoint".into() }
         })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(ctx.clone(), edge::deadline))
         .layer(CatchPanicLayer::custom(panicked));
     let router = SECURITY_HEADERS.into_iter().fold(router, |router, (name, value)| {
         router.layer(SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value)))

@@ -186,7 +186,7 @@ pub fn router(ctx: ApiContext) -> Router<ApiContext> {
 
 /// Only a live user key reaches the MCP handling.
 async fn authenticate(State(ctx): State<ApiContext>, mut request: Request, next: Next) -> Result<Response, ApiError> {
-    let key = ctx.auth.user(request.headers()).await?;
+    let key = ctx.auth.user(request.headers(), ctx.client_of(&request)).await?;
     request.extensions_mut().insert(key);
     Ok(next.run(request).await)
 }

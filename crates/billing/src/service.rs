@@ -125,6 +125,8 @@ pub struct Reconciled {
     pub closed: usize,
     /// Could not be checked this time (processor unavailable…); tried again next pass.
     pub failed: usize,
+    /// Closed unpaid orders deleted, their retention over.
+    pub pruned: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -133,13 +135,20 @@ pub struct BillingConfig {
     pub order_ttl: Duration,
     /// Orders younger than this are left to their notification by reconciliation.
     pub reconcile_grace: Duration,
-    /// Pending orders checked per reconciliation pass, oldest first.
+    /// Pending orders read per page; a pass pages through all of them, oldest first.
     pub reconcile_batch: i64,
+    /// How long a closed, never-paid order is kept (for the payer's page and for support).
+    pub closed_retention: Duration,
 }
 
 impl Default for BillingConfig {
     fn default() -> Self {
-        BillingConfig { order_ttl: Duration::from_secs(30 * 60), reconcile_grace: Duration::from_secs(60), reconcile_batch: 200 }
+        BillingConfig {
+            order_ttl: Duration::from_secs(30 * 60),
+            reconcile_grace: Duration::from_secs(60),
+            reconcile_batch: 200,
+            closed_retention: Duration::from_secs(30 * 24 * 3600),
+        }
     }
 }
 
@@ -323,27 +332,47 @@ impl Billing {
         Ok(settled)
     }
 
-    /// Asks the processor about pending orders older than the grace period: paid ones are settled
-    /// exactly as their notification would have; expired or closed ones are closed.
+    /// Asks the processor about every pending order older than the grace period, a page at a
+    /// time: paid ones are settled exactly as their notification would have; expired or closed
+    /// ones are closed. Then deletes closed unpaid orders past their retention.
     pub async fn reconcile(&self, now: DateTime<Utc>) -> Result<Reconciled, BillingError> {
         let mut report = Reconciled::default();
         let grace = chrono::Duration::from_std(self.config.reconcile_grace).unwrap_or_default();
-        for payment in self.accounts.pending_payments(self.config.reconcile_batch).await? {
-            if payment.created_at + grace > now {
-                continue;
-            }
-            report.checked += 1;
-            match self.reconcile_one(&payment, now).await {
-                Ok(Some(Reconciliation::Settled)) => report.settled += 1,
-                Ok(Some(Reconciliation::Closed)) => report.closed += 1,
-                Ok(None) => {}
-                Err(error) => {
-                    report.failed += 1;
-                    tracing::warn!(out_trade_no = %payment.out_trade_no, %error, "reconciliation failed for an order");
+        let mut after = None;
+        'pages: loop {
+            let page = self.accounts.pending_payments(after, self.config.reconcile_batch).await?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.created_at, last.payment_id));
+            let full = page.len() as i64 >= self.config.reconcile_batch;
+            for payment in page {
+                // Oldest first: from here on every order is still within its grace.
+                if payment.created_at + grace > now {
+                    break 'pages;
                 }
+                self.reconcile_counted(&payment, now, &mut report).await;
+            }
+            if !full {
+                break;
             }
         }
+        let retention = chrono::Duration::from_std(self.config.closed_retention).ok();
+        if let Some(placed_before) = retention.and_then(|retention| now.checked_sub_signed(retention)) {
+            report.pruned = self.accounts.prune_closed_payments(placed_before).await?;
+        }
         Ok(report)
+    }
+
+    async fn reconcile_counted(&self, payment: &Payment, now: DateTime<Utc>, report: &mut Reconciled) {
+        report.checked += 1;
+        match self.reconcile_one(payment, now).await {
+            Ok(Some(Reconciliation::Settled)) => report.settled += 1,
+            Ok(Some(Reconciliation::Closed)) => report.closed += 1,
+            Ok(None) => {}
+            Err(error) => {
+                report.failed += 1;
+                tracing::warn!(out_trade_no = %payment.out_trade_no, %error, "reconciliation failed for an order");
+            }
+        }
     }
 
     async fn reconcile_one(&self, payment: &Payment, now: DateTime<Utc>) -> Result<Option<Reconciliation>, BillingError> {

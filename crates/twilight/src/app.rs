@@ -179,7 +179,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         grace: config.lifecycle().grace,
         public_url: config.public_url.clone().unwrap_or_else(|| format!("http://{}", loopback(addr))),
     };
-    let ctx = ApiContext::new(accounts.clone(), Arc::new(market), payments.clone(), llm, sandbox_links, subscriptions);
+    let ctx = ApiContext::new(accounts.clone(), Arc::new(market), payments.clone(), llm, sandbox_links, subscriptions, config.edge());
     let shutdown = CancellationToken::new();
     tokio::spawn(ctx.auth.clone().watch_revocations(REVOCATION_POLL, shutdown.clone()));
     if config.scheduler.in_process {
@@ -198,16 +198,26 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             Err(error) => tracing::error!(error = %format!("{error:#}"), "the in-process provisioner is not running"),
         }
     }
-    let server = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            let usage = ctx.usage.clone();
-            axum::serve(listener, twilight_api::router(ctx)).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
-            usage.flush().await;
+    let server = tokio::spawn(serve(listener, ctx, shutdown.clone(), config.shutdown_drain()));
+    Ok(Running { addr, admin_token_file, accounts, sandbox, payments, shutdown, server })
+}
+
+/// Serves until `shutdown`, then lets requests in flight finish for at most `drain` (a client that
+/// holds a connection open cannot stall the stop past systemd's patience) and writes out every
+/// usage row recorded, whether or not the drain finished.
+async fn serve(listener: tokio::net::TcpListener, ctx: ApiContext, shutdown: CancellationToken, drain: Duration) -> anyhow::Result<()> {
+    let usage = ctx.usage.clone();
+    let app = twilight_api::router(ctx).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let served = tokio::select! {
+        served = server => served.context("serving HTTP"),
+        () = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
+            tracing::warn!(drain_secs = drain.as_secs(), "requests still in flight after the drain deadline; cutting them off");
             Ok(())
         }
-    });
-    Ok(Running { addr, admin_token_file, accounts, sandbox, payments, shutdown, server })
+    };
+    usage.flush().await;
+    served
 }
 
 /// Selling through the sandbox WeChat Pay (notifications to this server at `addr`) or the
@@ -222,6 +232,7 @@ pub fn payments(config: &Config, accounts: &Arc<dyn Accounts>, sandbox: Option<&
     let billing_config = BillingConfig {
         order_ttl: config.order_ttl(),
         reconcile_grace: Duration::from_secs(config.payments.reconcile_grace_secs),
+        closed_retention: Duration::from_secs(config.payments.closed_retention_days * 24 * 3600),
         ..BillingConfig::default()
     };
     Ok(Some(Arc::new(Payments { billing: Billing::new(accounts.clone(), processor, billing_config) })))

@@ -2,7 +2,7 @@
 //! (`TWILIGHT_TUSHARE__BASE_URL` sets `tushare.base_url`). Secrets never come from the TOML file:
 //! only from the environment or from files named in it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,13 +11,15 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use secrecy::SecretString;
 use std::sync::Arc;
+use twilight_api::edge::EdgePolicy;
+use twilight_api::limit::IpQuotas;
 use twilight_billing::{ApiV3Key, MerchantKey, StaticPublicKey, WechatPayConfig};
 use serde::{Deserialize, Serialize};
 
 /// Top-level config keys the environment may set; other `TWILIGHT_*` variables (secrets such as
 /// `TWILIGHT_TUSHARE_TOKEN`, `TWILIGHT_LOG`, test switches) are not configuration.
-const CONFIG_KEYS: [&str; 12] =
-    ["listen", "public_url", "data_dir", "accounts_url", "warehouse_path", "tushare", "sandbox", "payments", "subscription", "scheduler", "provisioner", "llm"];
+const CONFIG_KEYS: [&str; 13] =
+    ["listen", "public_url", "data_dir", "accounts_url", "warehouse_path", "edge", "tushare", "sandbox", "payments", "subscription", "scheduler", "provisioner", "llm"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +33,7 @@ pub struct Config {
     pub accounts_url: Option<String>,
     /// Default: `<data_dir>/warehouse.duckdb`.
     pub warehouse_path: Option<PathBuf>,
+    pub edge: EdgeSection,
     pub tushare: TushareSection,
     pub sandbox: SandboxSection,
     pub payments: PaymentsSection,
@@ -38,6 +41,33 @@ pub struct Config {
     pub scheduler: SchedulerSection,
     pub provisioner: ProvisionerSection,
     pub llm: LlmSection,
+}
+
+/// What the HTTP server allows one client and one request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeSection {
+    /// Reverse proxies whose `X-Forwarded-For` is believed (`["127.0.0.1", "::1"]` behind a Caddy on
+    /// the same host); empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Orders one client IP (an IPv6 /64) may place per hour (landing page, `/checkout`, renewals).
+    pub orders_per_ip_per_hour: u32,
+    /// Answers one client IP may post on onboarding pages per minute.
+    pub onboarding_posts_per_ip_per_min: u32,
+    /// Unknown bearer tokens, onboarding and renewal links one client IP may try per minute before
+    /// it is refused without a lookup.
+    pub failed_lookups_per_ip_per_min: u32,
+    /// The longest a request may take before it is answered 504.
+    pub request_deadline_secs: u64,
+    /// The same for the LLM relay.
+    pub llm_deadline_secs: u64,
+    /// The largest request body read, in bytes (the LLM relay allows 2 MiB).
+    pub body_limit_bytes: usize,
+    /// After a stop signal, how long requests in flight may finish; usage rows are flushed after
+    /// either way (keep it under systemd's `TimeoutStopSec`).
+    pub shutdown_drain_secs: u64,
+    /// How long an onboarding link still opens its page once the bot runs.
+    pub onboarding_link_secs_after_ready: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +95,8 @@ pub struct PaymentsSection {
     pub order_ttl_minutes: u64,
     /// Reconciliation leaves orders younger than this to their notification.
     pub reconcile_grace_secs: u64,
+    /// Days a closed, never-paid order is kept before reconciliation deletes it.
+    pub closed_retention_days: u64,
     /// WeChat Pay merchant settings; without them (and outside the sandbox) checkout answers 503.
     pub wechatpay: Option<WechatPaySection>,
 }
@@ -190,6 +222,17 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             accounts_url: None,
             warehouse_path: None,
+            edge: EdgeSection {
+                trusted_proxies: Vec::new(),
+                orders_per_ip_per_hour: 10,
+                onboarding_posts_per_ip_per_min: 30,
+                failed_lookups_per_ip_per_min: 20,
+                request_deadline_secs: 10,
+                llm_deadline_secs: 300,
+                body_limit_bytes: 64 * 1024,
+                shutdown_drain_secs: 20,
+                onboarding_link_secs_after_ready: 3600,
+            },
             tushare: TushareSection {
                 base_url: "http://api.waditu.com".into(),
                 timeout_secs: 20,
@@ -197,7 +240,7 @@ impl Default for Config {
                 throttle_backoff_secs: vec![2, 10],
             },
             sandbox: SandboxSection { enabled: true },
-            payments: PaymentsSection { order_ttl_minutes: 30, reconcile_grace_secs: 60, wechatpay: None },
+            payments: PaymentsSection { order_ttl_minutes: 30, reconcile_grace_secs: 60, closed_retention_days: 30, wechatpay: None },
             subscription: SubscriptionSection { grace_days: 3, retention_days: 30, check_interval_secs: 60 },
             scheduler: SchedulerSection { in_process: true, reconcile_interval_secs: 60 },
             provisioner: ProvisionerSection {
@@ -259,6 +302,27 @@ impl Config {
             })
             .split("__");
         figment.merge(env).extract().context("invalid configuration")
+    }
+
+    pub fn edge(&self) -> EdgePolicy {
+        let edge = &self.edge;
+        EdgePolicy {
+            trusted_proxies: edge.trusted_proxies.clone(),
+            ip_quotas: IpQuotas {
+                orders_per_hour: edge.orders_per_ip_per_hour,
+                onboarding_posts_per_min: edge.onboarding_posts_per_ip_per_min,
+                failed_lookups_per_min: edge.failed_lookups_per_ip_per_min,
+            },
+            request_deadline: Duration::from_secs(edge.request_deadline_secs.max(1)),
+            llm_deadline: Duration::from_secs(edge.llm_deadline_secs.max(1)),
+            body_limit: edge.body_limit_bytes,
+            secure_cookies: self.public_url.as_deref().is_some_and(|url| url.starts_with("https://")),
+            onboarding_link_after_ready: i64::try_from(edge.onboarding_link_secs_after_ready).ok().and_then(chrono::Duration::try_seconds).unwrap_or(chrono::Duration::MAX),
+        }
+    }
+
+    pub fn shutdown_drain(&self) -> Duration {
+        Duration::from_secs(self.edge.shutdown_drain_secs)
     }
 
     pub fn lifecycle(&self) -> crate::scheduler::Lifecycle {

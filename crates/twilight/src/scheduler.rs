@@ -71,15 +71,16 @@ where
 }
 
 /// Every `interval` until `shutdown`: asks the processor about pending orders, settling the paid
-/// ones whose notification never came and closing the expired ones.
+/// ones whose notification never came and closing the expired ones; deletes old closed ones.
 pub async fn reconcile_payments(payments: Arc<Payments>, interval: Duration, shutdown: CancellationToken) {
     every(interval, shutdown, || async {
         match payments.billing.reconcile(Utc::now()).await {
-            Ok(report) if report.checked > 0 => tracing::info!(
+            Ok(report) if report.checked > 0 || report.pruned > 0 => tracing::info!(
                 checked = report.checked,
                 settled = report.settled,
                 closed = report.closed,
                 failed = report.failed,
+                pruned = report.pruned,
                 "reconciled pending payments"
             ),
             Ok(_) => {}

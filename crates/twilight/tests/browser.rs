@@ -140,6 +140,21 @@ async fn wait_for_step(client: &Client, step: &str) {
     }
 }
 
+/// The security headers of the page shown, as the browser received them (read again by the page
+/// itself with `fetch`, the only way a WebDriver client sees response headers).
+async fn assert_security_headers(client: &Client) {
+    let script = "const done = arguments[arguments.length - 1];
+        fetch(location.href, { credentials: 'same-origin' }).then(r => done(
+          ['content-security-policy', 'x-frame-options', 'x-content-type-options', 'referrer-policy', 'cache-control']
+            .map(h => r.headers.get(h))));";
+    let headers = client.execute_async(script, vec![]).await.unwrap();
+    let url = client.current_url().await.unwrap();
+    let headers: Vec<Option<String>> = serde_json::from_value(headers).unwrap();
+    let csp = headers[0].as_deref().unwrap_or_else(|| panic!("no CSP on {url}"));
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{url}: {csp}");
+    assert_eq!(headers[1..].iter().map(Option::as_deref).collect::<Vec<_>>(), [Some("DENY"), Some("nosniff"), Some("no-referrer"), Some("no-store")], "{url}");
+}
+
 /// Follows a sandbox link in the same tab (the page opens it in a new one for people).
 async fn follow(client: &Client, css: &str) -> String {
     let href = find(client, css).await.attr("href").await.unwrap().expect("an href");
@@ -163,6 +178,7 @@ async fn landing_in_both_languages_with_lite_disabled_and_without_javascript() {
         assert!(lite.text().await.unwrap().contains("即将推出"));
         assert!(!lite.is_enabled().await.unwrap(), "Lite must not be buyable");
         assert!(text(&client, ".card-lite").await.contains("$49"));
+        assert_security_headers(&client).await;
         snap(&client, screen, "01-landing-zh").await;
         client.execute("document.getElementById('pricing').scrollIntoView()", vec![]).await.unwrap();
         snap(&client, screen, "01-landing-zh-pricing").await;
@@ -192,9 +208,15 @@ async fn landing_in_both_languages_with_lite_disabled_and_without_javascript() {
     let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let bought = no_redirects.post(app.url("/buy")).form(&[("plan", "pro"), ("lang", "en")]).send().await.unwrap();
     assert_eq!(bought.status(), 303);
+    // The order's token travels in a cookie only script cannot read, never in the page's URL.
     let page = bought.headers()["location"].to_str().unwrap().to_string();
-    assert!(page.starts_with("/onboard/") && page.ends_with("?lang=en"), "{page}");
-    let pay = app.http.get(app.url(&page)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(page, "/onboard?lang=en");
+    let cookie = bought.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attribute in ["twilight_onboard=", "HttpOnly", "SameSite=Strict", "Path=/onboard"] {
+        assert!(cookie.contains(attribute), "{attribute} missing from {cookie}");
+    }
+    let token = cookie.split(';').next().unwrap().to_string();
+    let pay = app.http.get(app.url(&page)).header("cookie", &token).send().await.unwrap().text().await.unwrap();
     assert!(pay.contains(r#"id="pay-qr""#) && pay.contains(r#"alt="WeChat Pay QR code"#), "{pay}");
     assert!(pay.contains("reloads every 5 seconds") && pay.contains(r#"http-equiv="refresh""#), "{pay}");
     assert!(pay.contains("¥198.00"), "{pay}");
@@ -253,7 +275,10 @@ async fn click_through(screen: Screen) {
 
     // Paid — on the desktop through the sandbox payer's page, on the phone from "another device"
     // while the page stays open — and the onboarding page moves on by itself to the pairing QR.
-    let onboarding = client.current_url().await.unwrap().to_string();
+    let onboarding = client.current_url().await.unwrap();
+    assert_eq!((onboarding.path(), onboarding.query()), ("/onboard", Some("lang=zh")), "the token stays off the address bar");
+    assert_security_headers(&client).await;
+    let onboarding = onboarding.to_string();
     match screen {
         Screen::Desktop => {
             follow(&client, "#sandbox-pay").await;

@@ -352,7 +352,8 @@ async fn an_expired_subscription_answers_402_with_its_renewal_link(app: TestApp)
     let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let placed = no_redirects.post(&renew_url).form(&[("lang", "en")]).send().await.unwrap();
     assert_eq!(placed.status(), 303);
-    assert!(placed.headers()["location"].to_str().unwrap().starts_with("/onboard/"));
+    assert_eq!(placed.headers()["location"].to_str().unwrap(), "/onboard?lang=en");
+    assert!(placed.headers()["set-cookie"].to_str().unwrap().starts_with("twilight_onboard="));
     assert_eq!(no_redirects.get(app.url("/renew/0123456789abcdef0123456789abcdef")).send().await.unwrap().status(), 404);
     assert_eq!(no_redirects.get(app.url("/renew/junk")).send().await.unwrap().status(), 404);
     app.stop().await;

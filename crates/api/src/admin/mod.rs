@@ -29,6 +29,6 @@ pub fn router(ctx: ApiContext) -> Router<ApiContext> {
 }
 
 async fn require_admin(State(ctx): State<ApiContext>, request: Request, next: Next) -> Result<Response, ApiError> {
-    ctx.auth.admin(request.headers()).await?;
+    ctx.auth.admin(request.headers(), ctx.client_of(&request)).await?;
     Ok(next.run(request).await)
 }

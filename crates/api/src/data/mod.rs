@@ -25,7 +25,7 @@ pub fn router(ctx: ApiContext) -> Router<ApiContext> {
 
 /// Auth → rate limit → handler → one usage row, for every data request that got past the limiter.
 async fn gate(State(ctx): State<ApiContext>, mut request: Request, next: Next) -> Result<Response, ApiError> {
-    let key = ctx.auth.user(request.headers()).await?;
+    let key = ctx.auth.user(request.headers(), ctx.client_of(&request)).await?;
     ctx.limits.check(&key)?;
     let endpoint = request.extensions().get::<MatchedPath>().map_or_else(|| request.uri().path().to_string(), |p| p.as_str().to_string());
     request.extensions_mut().insert(key.clone());

@@ -180,7 +180,7 @@ pub fn router(ctx: ApiContext) -> Router<ApiContext> {
 
 /// Auth → the relay's own rate limit, before any body is read; the key and the relay go to the handler.
 async fn admit(State(ctx): State<ApiContext>, mut request: Request, next: Next) -> ApiResult<Response> {
-    let key = ctx.auth.user(request.headers()).await?;
+    let key = ctx.auth.user(request.headers(), ctx.client_of(&request)).await?;
     let relay = ctx.llm.clone().ok_or(ApiError::Unavailable("the LLM relay is not configured on this server"))?;
     relay.limits.check_per_min(&key, relay.config.rate_limit_per_min)?;
     request.extensions_mut().insert(key);
@@ -224,7 +224,7 @@ fn checked(relay: &Relay, body: &[u8]) -> ApiResult<Value> {
         Some(Value::String(model)) if !model.is_empty() => relay.check_model(model)?,
         _ => return Err(ApiError::invalid("model", "'model' must name a model, e.g. \"qwen3.7-plus\"")),
     }
-    if !object.get("messages").and_then(Value::as_array).is_some_and(|m| !m.is_empty()) {
+    if object.get("messages").and_then(Value::as_array).is_none_or(|m| m.is_empty()) {
         return Err(ApiError::invalid("messages", "'messages' must be a non-empty array of chat messages"));
     }
     let streamed = match object.get("stream") {

@@ -1,13 +1,16 @@
 //! The onboarding link's API, for the page a payer follows from payment to a running bot: where
 //! provisioning stands and the QR code to scan, and the user's answers — the verify code WeChat
 //! shows, the bot's name, a request for a fresh QR code. The link's token is the only credential:
-//! unguessable, shown once to the payer, stored as a hash; no API key is involved.
+//! unguessable, shown once to the payer, stored as a hash; no API key is involved. Pages carry it
+//! in an HttpOnly, SameSite=Strict cookie instead of the URL; it stops opening anything a while
+//! after the bot is running.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use cookie::{Cookie, SameSite};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use twilight_accounts::{JobState, Payment, PaymentState, ProvisioningJob};
@@ -15,20 +18,47 @@ use twilight_core::token::hash_hex;
 use twilight_core::RawToken;
 use twilight_provision::BotName;
 
+use crate::edge::ClientIp;
 use crate::extract::{ApiJson, ApiPath};
 use crate::{qr, ApiContext, ApiError, ApiResult};
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
+        .route("/onboard/status", get(status_by_cookie))
         .route("/onboard/{token}/status", get(status))
         .route("/onboard/{token}/verify-code", post(verify_code))
         .route("/onboard/{token}/bot-name", post(bot_name))
         .route("/onboard/{token}/qr/refresh", post(refresh_qr))
 }
 
-/// The page a link's token opens (the JSON API lives under it).
+/// The link a token opens (the JSON API lives under it); opened in a browser, it trades the token
+/// for [`COOKIE`] and goes on to [`PAGE`].
 pub fn url(token: &RawToken) -> String {
     format!("/onboard/{}", token.expose())
+}
+
+/// The onboarding page, whose token is in [`COOKIE`].
+pub const PAGE: &str = "/onboard";
+/// Where a link's token lives once its page has been opened.
+pub const COOKIE: &str = "twilight_onboard";
+
+/// The `Set-Cookie` value carrying `token` to the onboarding page: script cannot read it, no other
+/// site's request carries it, and it is kept a month (an order's page is not worth more).
+pub(crate) fn cookie(token: &str, secure: bool) -> ApiResult<HeaderValue> {
+    let cookie = Cookie::build((COOKIE, token))
+        .path(PAGE)
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure)
+        .max_age(cookie::time::Duration::days(30))
+        .build();
+    HeaderValue::try_from(cookie.to_string()).map_err(|_| ApiError::Internal("an onboarding token is not a header value".into()))
+}
+
+/// The token in the request's [`COOKIE`], if any.
+pub(crate) fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    let values = headers.get_all(header::COOKIE).into_iter().filter_map(|value| value.to_str().ok());
+    values.flat_map(Cookie::split_parse).flatten().find(|cookie| cookie.name() == COOKIE).map(|cookie| cookie.value().to_string())
 }
 
 /// What the user should do or wait for next.
@@ -78,19 +108,36 @@ pub(crate) struct Link {
     pub job: Option<ProvisioningJob>,
 }
 
-pub(crate) async fn link(ctx: &ApiContext, token: &str) -> ApiResult<Link> {
+/// The order and job behind `token`. A client that keeps naming unknown links is refused (429)
+/// before its next lookup.
+pub(crate) async fn link(ctx: &ApiContext, client: ClientIp, token: &str) -> ApiResult<Link> {
     let unknown = || ApiError::NotFound("unknown onboarding link".into());
     // A token is 43 url-safe base64 characters; anything else is not worth a lookup.
     if token.len() != 43 || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Err(unknown());
     }
+    ctx.ip_limits.admit_lookup(client)?;
     let hash = hash_hex(token);
     let payment = ctx.accounts.payment_by_onboarding_token(&hash).await?;
     let job = ctx.accounts.job_by_onboarding_token(&hash).await?;
     if payment.is_none() && job.is_none() {
+        ctx.ip_limits.lookup_failed(client);
         return Err(unknown());
     }
-    Ok(Link { payment, job })
+    let link = Link { payment, job };
+    let done_at = ready_since(&link).and_then(|since| since.checked_add_signed(ctx.edge.onboarding_link_after_ready));
+    if done_at.is_some_and(|at| at < Utc::now()) {
+        return Err(ApiError::Gone("this onboarding link has done its job: the bot is running in WeChat"));
+    }
+    Ok(link)
+}
+
+/// Since when the link's bot has been running (or, for a renewal of a running bot, paid).
+fn ready_since(link: &Link) -> Option<DateTime<Utc>> {
+    if step(link) != Step::Ready {
+        return None;
+    }
+    link.job.as_ref().map(|job| job.updated_at).or_else(|| link.payment.as_ref().and_then(|payment| payment.paid_at))
 }
 
 pub(crate) fn step(link: &Link) -> Step {
@@ -131,8 +178,18 @@ pub(crate) async fn welcomed(ctx: &ApiContext, link: &Link, step: Step) -> ApiRe
 
 /// `GET /onboard/{token}/status` — the step, the QR code to scan (as SVG) while pairing, and
 /// whether a failed attempt is being retried. Never a token, key or internal error.
-async fn status(State(ctx): State<ApiContext>, ApiPath(token): ApiPath<String>) -> ApiResult<Json<Value>> {
-    let link = link(&ctx, &token).await?;
+async fn status(State(ctx): State<ApiContext>, client: ClientIp, ApiPath(token): ApiPath<String>) -> ApiResult<Json<Value>> {
+    status_of(&ctx, client, &token).await
+}
+
+/// `GET /onboard/status` — the same for the onboarding page, whose token is in its cookie.
+async fn status_by_cookie(State(ctx): State<ApiContext>, client: ClientIp, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    let token = cookie_token(&headers).ok_or_else(|| ApiError::NotFound("no onboarding link was opened in this browser".into()))?;
+    status_of(&ctx, client, &token).await
+}
+
+async fn status_of(ctx: &ApiContext, client: ClientIp, token: &str) -> ApiResult<Json<Value>> {
+    let link = link(ctx, client, token).await?;
     let step = step(&link);
     let mut answer = json!({ "step": step.name() });
     if let Some(payment) = &link.payment {
@@ -148,7 +205,7 @@ async fn status(State(ctx): State<ApiContext>, ApiPath(token): ApiPath<String>) 
         answer["pairing_status"] = json!(job.pairing_status);
         answer["bot_name"] = json!(job.bot_name);
         answer["retrying"] = json!(job.attempts > 0 && step != Step::Failed);
-        answer["welcomed"] = welcomed(&ctx, &link, step).await?.into();
+        answer["welcomed"] = welcomed(ctx, &link, step).await?.into();
         if let (Step::Scan | Step::VerifyCode, Some(content)) = (step, &job.pairing_qr) {
             answer["qr_svg"] = qr::svg(content)?.into();
             answer["qr_content"] = content.clone().into();
@@ -164,18 +221,19 @@ struct VerifyCode {
 }
 
 /// `POST /onboard/{token}/verify-code {"code":"123456"}` — passes the code on to the pairing.
-async fn verify_code(State(ctx): State<ApiContext>, ApiPath(token): ApiPath<String>, ApiJson(body): ApiJson<VerifyCode>) -> ApiResult<StatusCode> {
-    submit_verify_code(&ctx, &token, &body.code).await?;
+async fn verify_code(State(ctx): State<ApiContext>, client: ClientIp, ApiPath(token): ApiPath<String>, ApiJson(body): ApiJson<VerifyCode>) -> ApiResult<StatusCode> {
+    submit_verify_code(&ctx, client, &token, &body.code).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
 /// Passes the verify code typed on the page on to the pairing (the JSON endpoint and the form).
-pub(crate) async fn submit_verify_code(ctx: &ApiContext, token: &str, code: &str) -> ApiResult<()> {
+pub(crate) async fn submit_verify_code(ctx: &ApiContext, client: ClientIp, token: &str, code: &str) -> ApiResult<()> {
+    ctx.ip_limits.onboarding_post(client)?;
     let code = code.trim();
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::invalid("code", "the verify code is the 6 digits WeChat shows"));
     }
-    let link = link(ctx, token).await?;
+    let link = link(ctx, client, token).await?;
     let job = expect_step(&link, &[Step::VerifyCode, Step::Scan], "WeChat has not asked for a verify code")?;
     ctx.accounts.set_verify_code(job.job_id, Some(code)).await?;
     ctx.accounts.wake_job(job.job_id).await?;
@@ -190,14 +248,15 @@ struct Name {
 
 /// `POST /onboard/{token}/bot-name {"name":"张老师"}` — names the bot once it is paired (and
 /// renames it later: the persona is rewritten from the template).
-async fn bot_name(State(ctx): State<ApiContext>, ApiPath(token): ApiPath<String>, ApiJson(body): ApiJson<Name>) -> ApiResult<StatusCode> {
-    submit_bot_name(&ctx, &token, &body.name).await?;
+async fn bot_name(State(ctx): State<ApiContext>, client: ClientIp, ApiPath(token): ApiPath<String>, ApiJson(body): ApiJson<Name>) -> ApiResult<StatusCode> {
+    submit_bot_name(&ctx, client, &token, &body.name).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
-pub(crate) async fn submit_bot_name(ctx: &ApiContext, token: &str, name: &str) -> ApiResult<()> {
+pub(crate) async fn submit_bot_name(ctx: &ApiContext, client: ClientIp, token: &str, name: &str) -> ApiResult<()> {
+    ctx.ip_limits.onboarding_post(client)?;
     let name = BotName::parse(name).map_err(|error| ApiError::invalid("name", error.to_string()))?;
-    let link = link(ctx, token).await?;
+    let link = link(ctx, client, token).await?;
     let job = expect_step(&link, &[Step::NameBot], "the bot can be named once it is paired with WeChat")?;
     ctx.accounts.set_bot_name(job.job_id, name.as_str()).await?;
     ctx.accounts.wake_job(job.job_id).await?;
@@ -205,13 +264,14 @@ pub(crate) async fn submit_bot_name(ctx: &ApiContext, token: &str, name: &str) -
 }
 
 /// `POST /onboard/{token}/qr/refresh` — asks for a fresh QR code after the last one ran out.
-async fn refresh_qr(State(ctx): State<ApiContext>, ApiPath(token): ApiPath<String>) -> ApiResult<StatusCode> {
-    request_new_qr(&ctx, &token).await?;
+async fn refresh_qr(State(ctx): State<ApiContext>, client: ClientIp, ApiPath(token): ApiPath<String>) -> ApiResult<StatusCode> {
+    request_new_qr(&ctx, client, &token).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
-pub(crate) async fn request_new_qr(ctx: &ApiContext, token: &str) -> ApiResult<()> {
-    let link = link(ctx, token).await?;
+pub(crate) async fn request_new_qr(ctx: &ApiContext, client: ClientIp, token: &str) -> ApiResult<()> {
+    ctx.ip_limits.onboarding_post(client)?;
+    let link = link(ctx, client, token).await?;
     let job = expect_step(&link, &[Step::ScanAgain], "the current QR code is still valid")?;
     ctx.accounts.wake_job(job.job_id).await?;
     Ok(())

@@ -8,6 +8,7 @@ use twilight_accounts::Plan;
 use twilight_billing::OrderView;
 use uuid::Uuid;
 
+use crate::edge::ClientIp;
 use crate::extract::{ApiJson, ApiPath};
 use crate::{onboarding, qr, ApiContext, ApiError, ApiResult};
 
@@ -21,10 +22,11 @@ pub struct CheckoutRequest {
 
 /// `POST /checkout` — places an order and answers what the payer's page shows: the QR to pay,
 /// the amount, when it expires, where to poll, and the onboarding link to go on to once paid.
-pub async fn create(State(ctx): State<ApiContext>, ApiJson(body): ApiJson<CheckoutRequest>) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn create(State(ctx): State<ApiContext>, client: ClientIp, ApiJson(body): ApiJson<CheckoutRequest>) -> ApiResult<(StatusCode, Json<Value>)> {
     let payments = ctx.payments()?;
     let plan: Plan = body.plan.parse().map_err(|_| ApiError::invalid("plan", format!("unknown plan '{}'; one of: pro, lite", body.plan)))?;
     let renew = body.renew.as_deref().map(str::trim).filter(|token| !token.is_empty());
+    ctx.ip_limits.order(client)?;
     let now = Utc::now();
     let placed = payments.billing.checkout(plan, renew, now).await?;
     let view = payments.billing.order(placed.payment.payment_id, now).await?.ok_or_else(|| ApiError::Internal("the order just placed cannot be read back".into()))?;

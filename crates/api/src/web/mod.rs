@@ -20,6 +20,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use twilight_accounts::{Plan, User, UserStatus};
 
+use crate::edge::ClientIp;
 use crate::extract::ApiPath;
 use crate::onboarding::{self, Step};
 use crate::{qr, ApiContext, ApiError};
@@ -30,7 +31,8 @@ pub fn router() -> Router<ApiContext> {
         .route("/", get(landing))
         .route("/buy", post(buy))
         .route("/renew/{code}", get(renew_page).post(renew))
-        .route("/onboard/{token}", get(onboard_page).post(onboard_form))
+        .route(onboarding::PAGE, get(onboard_page).post(onboard_form))
+        .route("/onboard/{token}", get(open_link))
         .route("/static/site.css", get(|| asset("text/css; charset=utf-8", include_str!("../../static/site.css"))))
         .route("/static/onboard.js", get(|| asset("text/javascript; charset=utf-8", include_str!("../../static/onboard.js"))))
 }
@@ -143,6 +145,14 @@ fn error_page(frame: Frame, status: StatusCode, message: &str) -> Response {
     (status, render(&ErrorPage { t, lang, lang_switch, sandbox, message: message.into() })).into_response()
 }
 
+/// The page for a client over its limit: 429, and when to come back.
+fn too_many(frame: Frame, retry_after_secs: u64) -> Response {
+    let t = frame.t;
+    let mut page = error_page(frame, StatusCode::TOO_MANY_REQUESTS, t.error_too_many);
+    page.headers_mut().insert(header::RETRY_AFTER, retry_after_secs.into());
+    page
+}
+
 /// `GET /` — what the product is and the two plans.
 async fn landing(State(ctx): State<ApiContext>, query: Result<Query<PageQuery>, QueryRejection>, headers: HeaderMap) -> Response {
     let query = query.map(|q| q.0).unwrap_or_default();
@@ -158,26 +168,31 @@ struct BuyForm {
 
 /// `POST /buy` (the Pro card's form) — places the order and sends the buyer to its onboarding
 /// page, which shows the QR code to pay. Mistakes answer a page saying what went wrong.
-async fn buy(State(ctx): State<ApiContext>, headers: HeaderMap, form: Result<Form<BuyForm>, FormRejection>) -> Response {
+async fn buy(State(ctx): State<ApiContext>, client: ClientIp, headers: HeaderMap, form: Result<Form<BuyForm>, FormRejection>) -> Response {
     let lang_field = form.as_ref().ok().and_then(|f| f.lang.clone());
     let frame = Frame::new(&ctx, Lang::negotiate(lang_field.as_deref(), &headers), "/");
     let t = frame.t;
     let Ok(Form(form)) = form else { return error_page(frame, StatusCode::BAD_REQUEST, t.error_try_again) };
-    checkout(&ctx, frame, &form.plan, None).await
+    checkout(&ctx, client, frame, &form.plan, None).await
 }
 
 /// Places an order for `plan` (renewing the user behind `renew`, if given) and sends the payer to
 /// its onboarding page, which shows the QR code to pay; a failure answers a page saying so.
-async fn checkout(ctx: &ApiContext, frame: Frame, plan: &str, renew: Option<&str>) -> Response {
+async fn checkout(ctx: &ApiContext, client: ClientIp, frame: Frame, plan: &str, renew: Option<&str>) -> Response {
     let t = frame.t;
     let placed = async {
         let payments = ctx.payments()?;
         let plan: Plan = plan.parse().map_err(|_| ApiError::invalid("plan", "unknown plan"))?;
+        ctx.ip_limits.order(client)?;
         Ok::<_, ApiError>(payments.billing.checkout(plan, renew, Utc::now()).await?)
     }
     .await;
     match placed {
-        Ok(placed) => Redirect::to(&format!("{}?lang={}", onboarding::url(&placed.onboarding_token), frame.lang)).into_response(),
+        Ok(placed) => {
+            let next = Redirect::to(&format!("{}?lang={}", onboarding::PAGE, frame.lang)).into_response();
+            with_onboarding_cookie(ctx, placed.onboarding_token.expose(), next)
+        }
+        Err(ApiError::RateLimited { retry_after_secs }) => too_many(frame, retry_after_secs),
         Err(error) => {
             let status = error.status_code();
             let message = match status {
@@ -208,19 +223,24 @@ struct RenewPage {
 }
 
 /// The user a renewal link names; a malformed code is not worth a lookup.
-async fn renewing(ctx: &ApiContext, code: &str) -> Result<Option<User>, ApiError> {
+async fn renewing(ctx: &ApiContext, client: ClientIp, code: &str) -> Result<Option<User>, ApiError> {
     if code.len() != 32 || !code.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return Ok(None);
     }
-    Ok(ctx.accounts.user_by_renewal_code(code).await?)
+    ctx.ip_limits.admit_lookup(client)?;
+    let user = ctx.accounts.user_by_renewal_code(code).await?;
+    if user.is_none() {
+        ctx.ip_limits.lookup_failed(client);
+    }
+    Ok(user)
 }
 
 /// `GET /renew/{code}` — the link a bot shows its owner (in a reminder, or when their subscription
 /// has run out): the plan, until when it runs, and a button to pay another month.
-async fn renew_page(State(ctx): State<ApiContext>, ApiPath(code): ApiPath<String>, query: Result<Query<PageQuery>, QueryRejection>, headers: HeaderMap) -> Response {
+async fn renew_page(State(ctx): State<ApiContext>, client: ClientIp, ApiPath(code): ApiPath<String>, query: Result<Query<PageQuery>, QueryRejection>, headers: HeaderMap) -> Response {
     let query = query.map(|q| q.0).unwrap_or_default();
     let frame = Frame::new(&ctx, Lang::negotiate(query.lang.as_deref(), &headers), &format!("/renew/{code}"));
-    let user = match renewing(&ctx, &code).await {
+    let user = match renewing(&ctx, client, &code).await {
         Ok(Some(user)) => user,
         other => return no_renewal(frame, other.err()),
     };
@@ -236,11 +256,11 @@ struct RenewForm {
 }
 
 /// `POST /renew/{code}` — places the renewal order for the user's plan and goes on to pay it.
-async fn renew(State(ctx): State<ApiContext>, ApiPath(code): ApiPath<String>, headers: HeaderMap, form: Result<Form<RenewForm>, FormRejection>) -> Response {
+async fn renew(State(ctx): State<ApiContext>, client: ClientIp, ApiPath(code): ApiPath<String>, headers: HeaderMap, form: Result<Form<RenewForm>, FormRejection>) -> Response {
     let lang_field = form.as_ref().ok().and_then(|f| f.lang.clone());
     let frame = Frame::new(&ctx, Lang::negotiate(lang_field.as_deref(), &headers), &format!("/renew/{code}"));
-    match renewing(&ctx, &code).await {
-        Ok(Some(user)) => checkout(&ctx, frame, user.plan.as_str(), Some(&code)).await,
+    match renewing(&ctx, client, &code).await {
+        Ok(Some(user)) => checkout(&ctx, client, frame, user.plan.as_str(), Some(&code)).await,
         other => no_renewal(frame, other.err()),
     }
 }
@@ -250,10 +270,58 @@ fn no_renewal(frame: Frame, error: Option<ApiError>) -> Response {
     let t = frame.t;
     match error {
         None => error_page(frame, StatusCode::NOT_FOUND, t.renew_unknown),
+        Some(ApiError::RateLimited { retry_after_secs }) => too_many(frame, retry_after_secs),
         Some(error) => {
             tracing::error!(%error, "renewal link lookup failed");
             error_page(frame, StatusCode::INTERNAL_SERVER_ERROR, t.error_unavailable)
         }
+    }
+}
+
+/// `response` setting the onboarding cookie to `token`.
+fn with_onboarding_cookie(ctx: &ApiContext, token: &str, mut response: Response) -> Response {
+    match onboarding::cookie(token, ctx.edge.secure_cookies) {
+        Ok(cookie) => {
+            response.headers_mut().insert(header::SET_COOKIE, cookie);
+            response
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "continue.html")]
+struct ContinuePage {
+    t: &'static Texts,
+    lang: Lang,
+    lang_switch: String,
+    sandbox: bool,
+    next: String,
+}
+
+/// `GET /onboard/{token}` — an onboarding link (from the checkout API, or bookmarked): its token
+/// moves into the cookie and the browser goes on to the token-free page. It goes on by a refresh
+/// of this page rather than a redirect: a navigation started on our own page carries a
+/// SameSite=Strict cookie even when the link was followed from another site.
+async fn open_link(State(ctx): State<ApiContext>, client: ClientIp, ApiPath(token): ApiPath<String>, query: Result<Query<PageQuery>, QueryRejection>, headers: HeaderMap) -> Response {
+    let lang = Lang::negotiate(query.ok().and_then(|q| q.0.lang).as_deref(), &headers);
+    let frame = Frame::new(&ctx, lang, onboarding::PAGE);
+    if let Err(error) = onboarding::link(&ctx, client, &token).await {
+        return link_refused(frame, error);
+    }
+    let Frame { t, lang, lang_switch, sandbox } = frame;
+    let next = format!("{}?lang={lang}", onboarding::PAGE);
+    with_onboarding_cookie(&ctx, &token, render(&ContinuePage { t, lang, lang_switch, sandbox, next }))
+}
+
+/// The page for an onboarding link that opens nothing (unknown, done, or asked too often).
+fn link_refused(frame: Frame, error: ApiError) -> Response {
+    let t = frame.t;
+    match error {
+        ApiError::NotFound(_) => error_page(frame, StatusCode::NOT_FOUND, t.error_not_found),
+        ApiError::Gone(_) => error_page(frame, StatusCode::GONE, t.link_done),
+        ApiError::RateLimited { retry_after_secs } => too_many(frame, retry_after_secs),
+        error => error.into_response(),
     }
 }
 
@@ -285,22 +353,20 @@ struct OnboardPage {
     error: Option<&'static str>,
 }
 
-/// `GET /onboard/{token}` — the order's page from payment to a running bot; bookmarkable.
-async fn onboard_page(State(ctx): State<ApiContext>, ApiPath(token): ApiPath<String>, query: Result<Query<PageQuery>, QueryRejection>, headers: HeaderMap) -> Response {
+/// `GET /onboard` — the order's page from payment to a running bot, for the link opened last in
+/// this browser (its cookie).
+async fn onboard_page(State(ctx): State<ApiContext>, client: ClientIp, query: Result<Query<PageQuery>, QueryRejection>, headers: HeaderMap) -> Response {
     let lang = Lang::negotiate(query.ok().and_then(|q| q.0.lang).as_deref(), &headers);
-    show_onboarding(&ctx, &token, lang, None).await
+    let token = onboarding::cookie_token(&headers).unwrap_or_default();
+    show_onboarding(&ctx, client, &token, lang, None).await
 }
 
-async fn show_onboarding(ctx: &ApiContext, token: &str, lang: Lang, error: Option<&'static str>) -> Response {
-    let page_url = format!("/onboard/{token}");
+async fn show_onboarding(ctx: &ApiContext, client: ClientIp, token: &str, lang: Lang, error: Option<&'static str>) -> Response {
+    let page_url = onboarding::PAGE.to_string();
     let frame = Frame::new(ctx, lang, &page_url);
-    let link = match onboarding::link(ctx, token).await {
+    let link = match onboarding::link(ctx, client, token).await {
         Ok(link) => link,
-        Err(ApiError::NotFound(_)) => {
-            let t = frame.t;
-            return error_page(frame, StatusCode::NOT_FOUND, t.error_not_found);
-        }
-        Err(error) => return error.into_response(),
+        Err(error) => return link_refused(frame, error),
     };
     let step = onboarding::step(&link);
     let welcomed = match onboarding::welcomed(ctx, &link, step).await {
@@ -376,32 +442,32 @@ struct OnboardForm {
     lang: Option<String>,
 }
 
-/// `POST /onboard/{token}` — the page's forms (verify code, bot name, new QR code), doing what the
-/// JSON endpoints do, then back to the page; a mistake shows the page again saying what to fix.
-async fn onboard_form(State(ctx): State<ApiContext>, ApiPath(token): ApiPath<String>, headers: HeaderMap, form: Result<Form<OnboardForm>, FormRejection>) -> Response {
+/// `POST /onboard` — the page's forms (verify code, bot name, new QR code), doing what the JSON
+/// endpoints do, then back to the page; a mistake shows the page again saying what to fix.
+async fn onboard_form(State(ctx): State<ApiContext>, client: ClientIp, headers: HeaderMap, form: Result<Form<OnboardForm>, FormRejection>) -> Response {
+    let token = onboarding::cookie_token(&headers).unwrap_or_default();
     let lang_field = form.as_ref().ok().and_then(|f| f.lang.clone());
     let lang = Lang::negotiate(lang_field.as_deref(), &headers);
     let t = Texts::of(lang);
-    let Ok(Form(form)) = form else { return with_status(StatusCode::BAD_REQUEST, show_onboarding(&ctx, &token, lang, Some(t.error_try_again)).await) };
+    let Ok(Form(form)) = form else { return with_status(StatusCode::BAD_REQUEST, show_onboarding(&ctx, client, &token, lang, Some(t.error_try_again)).await) };
     let done = match form.action.as_str() {
-        "verify_code" => onboarding::submit_verify_code(&ctx, &token, form.code.as_deref().unwrap_or("")).await,
-        "bot_name" => onboarding::submit_bot_name(&ctx, &token, form.name.as_deref().unwrap_or("")).await,
-        "refresh_qr" => onboarding::request_new_qr(&ctx, &token).await,
+        "verify_code" => onboarding::submit_verify_code(&ctx, client, &token, form.code.as_deref().unwrap_or("")).await,
+        "bot_name" => onboarding::submit_bot_name(&ctx, client, &token, form.name.as_deref().unwrap_or("")).await,
+        "refresh_qr" => onboarding::request_new_qr(&ctx, client, &token).await,
         _ => Err(ApiError::invalid("action", "unknown action")),
     };
     match done {
         // A conflict means the step moved on meanwhile: the page shows where things stand now.
-        Ok(()) | Err(ApiError::Conflict(_)) => Redirect::to(&format!("/onboard/{token}?lang={lang}")).into_response(),
+        Ok(()) | Err(ApiError::Conflict(_)) => Redirect::to(&format!("{}?lang={lang}", onboarding::PAGE)).into_response(),
         Err(error @ ApiError::InvalidInput { .. }) => {
             let message = match &error {
                 ApiError::InvalidInput { field: Some("code"), .. } => t.code_invalid,
                 ApiError::InvalidInput { field: Some("name"), .. } => t.name_invalid,
                 _ => t.error_try_again,
             };
-            with_status(StatusCode::BAD_REQUEST, show_onboarding(&ctx, &token, lang, Some(message)).await)
+            with_status(StatusCode::BAD_REQUEST, show_onboarding(&ctx, client, &token, lang, Some(message)).await)
         }
-        Err(ApiError::NotFound(_)) => error_page(Frame::new(&ctx, lang, "/"), StatusCode::NOT_FOUND, t.error_not_found),
-        Err(error) => error.into_response(),
+        Err(error) => link_refused(Frame::new(&ctx, lang, "/"), error),
     }
 }
 

@@ -87,6 +87,12 @@ pub struct Texts {
     pub error_not_found: &'static str,
     pub error_unavailable: &'static str,
     pub error_try_again: &'static str,
+    /// Too many orders or answers from one network in a short time.
+    pub error_too_many: &'static str,
+    /// An onboarding link whose bot has been running a while.
+    pub link_done: &'static str,
+    /// The moment between opening an onboarding link and its page.
+    pub opening_order: &'static str,
 }
 
 impl Texts {
@@ -183,6 +189,9 @@ static ZH: Texts = Texts {
     error_not_found: "找不到这个链接。请检查地址是否完整，或从付款后收到的链接重新打开。",
     error_unavailable: "暂时无法下单，请稍后再试。",
     error_try_again: "请求没有成功，请检查后再试一次。",
+    error_too_many: "操作太频繁了，请稍后再试。",
+    link_done: "这个链接已经完成了它的使命：你的机器人正在微信里等你。续费请用机器人发给你的续费链接。",
+    opening_order: "正在打开订单页面…",
 };
 
 static EN: Texts = Texts {
@@ -270,4 +279,7 @@ static EN: Texts = Texts {
     error_not_found: "We cannot find this link. Check that the address is complete, or open the link you received after paying again.",
     error_unavailable: "Orders cannot be placed right now; please try again later.",
     error_try_again: "That did not work; please check and try again.",
+    error_too_many: "Too many tries from your network; please wait a little and try again.",
+    link_done: "This link has done its job: your bot is waiting for you in WeChat. To renew, use the renewal link your bot sends you.",
+    opening_order: "Opening your order page…",
 };
