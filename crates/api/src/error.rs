@@ -88,7 +88,7 @@ impl ApiError {
             ApiError::Market(e) => match e {
                 M::InvalidInput { .. } | M::NotTradingDay { .. } => StatusCode::BAD_REQUEST,
                 M::NotFound(_) => StatusCode::NOT_FOUND,
-                M::Throttled { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                M::Throttled { .. } | M::SourceDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 M::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 M::UpstreamAuth { .. } | M::UpstreamPermission { .. } | M::Upstream { .. } => StatusCode::BAD_GATEWAY,
                 M::Warehouse(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -144,6 +144,7 @@ impl ApiError {
                 M::NotTradingDay { .. } => "not_trading_day",
                 M::NotFound(_) => "not_found",
                 M::Throttled { .. } => "upstream_throttled",
+                M::SourceDown { .. } => "upstream_unavailable",
                 M::Timeout { .. } => "upstream_timeout",
                 M::UpstreamAuth { .. } | M::UpstreamPermission { .. } | M::Upstream { .. } => "upstream_error",
                 M::Warehouse(_) => "internal",
@@ -220,6 +221,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::Market(MarketError::Throttled { .. }) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            }
+            ApiError::Market(MarketError::SourceDown { retry_after_secs, .. }) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}
         }

@@ -16,6 +16,10 @@ pub struct Cite {
     pub table: &'static str,
     pub fetched_at: DateTime<Utc>,
     pub cache_age_seconds: i64,
+    /// The upstream could not be reached, so this is the newest the warehouse had (the stock list,
+    /// calendar or report list behind it may be older than usual, or the row older than asked);
+    /// `cache_age_seconds` says how old.
+    pub stale: bool,
     pub tool_call_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -32,8 +36,15 @@ impl Cite {
             table,
             fetched_at,
             cache_age_seconds: (now - fetched_at).num_seconds().max(0),
+            stale: false,
             tool_call_id,
             url: None,
         }
+    }
+
+    /// The same cite, marked stale when `stale`.
+    pub fn stale_if(mut self, stale: bool) -> Self {
+        self.stale = stale;
+        self
     }
 }

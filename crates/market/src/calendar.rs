@@ -17,6 +17,11 @@ impl Calendar {
         Calendar { open, last }
     }
 
+    /// No open day known (nothing stored yet).
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
     pub fn covers(&self, date: NaiveDate) -> bool {
         self.last.is_some_and(|last| date <= last) && self.open.first().is_some_and(|first| *first <= date)
     }

@@ -20,6 +20,25 @@ pub enum MarketError {
     Timeout { source_name: &'static str },
     #[error("{source_name} failed: {message}")]
     Upstream { source_name: &'static str, message: String },
+    /// The source failed a moment ago and is left alone until `retry_after_secs` have passed.
+    #[error("{source_name} is failing; it is asked again within {retry_after_secs} s")]
+    SourceDown { source_name: &'static str, retry_after_secs: u64 },
     #[error("warehouse: {0}")]
     Warehouse(String),
+}
+
+impl MarketError {
+    /// A failure of the upstream itself (not of the question asked): worth answering from what the
+    /// warehouse has, and worth not asking again for a while.
+    pub fn is_source_failure(&self) -> bool {
+        matches!(
+            self,
+            MarketError::UpstreamAuth { .. }
+                | MarketError::UpstreamPermission { .. }
+                | MarketError::Throttled { .. }
+                | MarketError::Timeout { .. }
+                | MarketError::Upstream { .. }
+                | MarketError::SourceDown { .. }
+        )
+    }
 }

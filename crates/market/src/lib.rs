@@ -11,6 +11,6 @@ pub mod warehouse;
 pub use calendar::Calendar;
 pub use error::MarketError;
 pub use metric::Metric;
-pub use service::{Claim, FundamentalsAnswer, Market, MarketConfig, PriceAnswer, SourceHealth, Stock};
+pub use service::{Claim, FundamentalsAnswer, Market, MarketConfig, PriceAnswer, SourceHealth, Stock, WarehouseHealth};
 pub use tushare::{TushareClient, TushareConfig};
 pub use warehouse::Warehouse;

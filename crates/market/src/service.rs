@@ -1,12 +1,20 @@
 //! The read path: warehouse hit → answer; miss → exactly one upstream call fills it (single-flight), then answer.
+//!
+//! When an upstream fails, the answer is what the warehouse has (a stock list, calendar or report
+//! list past its refresh age, the newest day row instead of the latest), marked stale; a failed
+//! source is not asked again for a breaker window, so an outage costs one timeout, not one per
+//! request. When the warehouse cannot store what was fetched, the answer is made from the fetched
+//! rows all the same, and the warehouse reports itself degraded.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use failsafe::futures::CircuitBreaker;
+use failsafe::{backoff, failure_policy, StateMachine};
 use moka::future::Cache;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -14,7 +22,7 @@ use twilight_core::{china_today, compact, TsCode};
 
 use crate::calendar::Calendar;
 use crate::tushare::{Fetched, TushareClient, TushareConfig};
-use crate::warehouse::{Cell, Record, TableSpec, Warehouse, FINA_INDICATOR, STOCK_BASIC, TRADE_CAL};
+use crate::warehouse::{self, Cell, Record, TableSpec, Warehouse, FINA_INDICATOR, STOCK_BASIC, TRADE_CAL};
 use crate::{MarketError, Metric};
 
 /// A day row we looked for and the upstream did not have (suspension, or today before publication)
@@ -30,6 +38,9 @@ const FIRST_TRADE_DATE: &str = "19901219";
 pub struct MarketConfig {
     pub warehouse_path: PathBuf,
     pub tushare: TushareConfig,
+    /// After an upstream fails, how long it is left alone: requests meanwhile are answered from
+    /// the warehouse (or refused) at once.
+    pub breaker_window: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -51,6 +62,8 @@ pub struct PriceAnswer {
     pub fetched_at: DateTime<Utc>,
     /// Upstream points this request spent (0 when the warehouse answered).
     pub cost_pts: i32,
+    /// Answered from the warehouse because the upstream failed (see `Cite::stale`).
+    pub stale: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -72,7 +85,41 @@ pub struct FundamentalsAnswer {
     pub announced: Option<NaiveDate>,
     pub claims: Vec<Claim>,
     pub cost_pts: i32,
+    /// Answered from the warehouse because the upstream failed.
+    pub stale: bool,
 }
+
+/// How the warehouse is doing, for the deep health check.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WarehouseHealth {
+    /// The last write (or read) that failed since the last write that worked: answers are made
+    /// from what upstreams send, but nothing new is kept.
+    pub degraded_since: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// What answering one request cost and how it was answered, filled in along the read path.
+#[derive(Default)]
+struct Ledger {
+    cost_pts: AtomicI32,
+    stale: AtomicBool,
+}
+
+impl Ledger {
+    fn spent(&self, pts: i32) {
+        self.cost_pts.fetch_add(pts, Ordering::Relaxed);
+    }
+
+    fn went_stale(&self) {
+        self.stale.store(true, Ordering::Relaxed);
+    }
+
+    fn into_parts(self) -> (i32, bool) {
+        (self.cost_pts.into_inner(), self.stale.into_inner())
+    }
+}
+
+type Breaker = StateMachine<failure_policy::ConsecutiveFailures<backoff::Constant>, ()>;
 
 /// Last outcome per upstream, for the deep health check.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -101,6 +148,9 @@ pub struct Market {
     calendar: Cache<(), Arc<Calendar>>,
     stocks: Cache<(), Arc<HashMap<TsCode, Stock>>>,
     health: Mutex<HashMap<&'static str, SourceHealth>>,
+    tushare_breaker: Breaker,
+    breaker_window: Duration,
+    warehouse_health: Mutex<WarehouseHealth>,
 }
 
 const FINA_CLAIMS: [(&str, &str); 12] = [
@@ -141,6 +191,9 @@ impl Market {
             calendar: Cache::builder().time_to_live(REFERENCE_TTL).build(),
             stocks: Cache::builder().time_to_live(REFERENCE_TTL).build(),
             health: Mutex::new(HashMap::new()),
+            tushare_breaker: failsafe::Config::new().failure_policy(failure_policy::consecutive_failures(1, backoff::constant(config.breaker_window))).build(),
+            breaker_window: config.breaker_window,
+            warehouse_health: Mutex::new(WarehouseHealth::default()),
         })
     }
 
@@ -158,23 +211,35 @@ impl Market {
         self.health.lock().expect("health").clone()
     }
 
+    pub fn warehouse_health(&self) -> WarehouseHealth {
+        self.warehouse_health.lock().expect("warehouse health").clone()
+    }
+
+    fn warehouse_failed(&self, what: &str, error: &MarketError) {
+        tracing::error!(%error, "warehouse {what} failed; answering from upstream data without keeping it");
+        let mut health = self.warehouse_health.lock().expect("warehouse health");
+        health.degraded_since.get_or_insert_with(Utc::now);
+        health.last_error = Some(format!("{what}: {error}"));
+    }
+
     /// `/price`: one metric of one stock on one trade date (default: the latest with data).
     pub async fn price(&self, code: TsCode, trade_date: Option<NaiveDate>, metric: Metric) -> Result<PriceAnswer, MarketError> {
-        let stock = self.stock(code).await?;
-        let calendar = self.calendar().await?;
-        let cost = AtomicI32::new(0);
+        let ledger = Ledger::default();
+        let stock = self.stock_noting(code, &ledger).await?;
+        let calendar = self.calendar_noting(&ledger).await?;
         let spec = metric.table();
         let (as_of, record) = match trade_date {
             Some(date) => {
                 let date = self.check_trade_date(&calendar, &stock, date)?;
-                (date, self.day_row(spec, code, date, &cost).await?)
+                (date, self.day_row(spec, code, date, &ledger).await?)
             }
-            None => self.latest_day_row(&calendar, &stock, spec, &cost).await?,
+            None => self.latest_day_row(&calendar, &stock, spec, &ledger).await?,
         };
         // Borrowed, not cloned: the cached row holds every column of the table.
         let record = record.as_ref().as_ref().ok_or_else(|| {
             MarketError::NotFound(format!("no {} data for {code} on {} (suspended that day?)", spec.name, compact(as_of)))
         })?;
+        let (cost_pts, stale) = ledger.into_parts();
         Ok(PriceAnswer {
             value: record.number(metric.name()),
             metric,
@@ -182,7 +247,8 @@ impl Market {
             source: record.source.clone(),
             table: spec.name,
             fetched_at: record.fetched_at,
-            cost_pts: cost.into_inner(),
+            cost_pts,
+            stale,
             stock,
         })
     }
@@ -196,10 +262,10 @@ impl Market {
                 message: format!("period {} is not a quarter end; use YYYY0331, YYYY0630, YYYY0930 or YYYY1231", compact(p)),
             });
         }
-        let stock = self.stock(code).await?;
-        let calendar = self.calendar().await?;
-        let cost = AtomicI32::new(0);
-        let reports = self.reports(code, &cost).await?;
+        let ledger = Ledger::default();
+        let stock = self.stock_noting(code, &ledger).await?;
+        let calendar = self.calendar_noting(&ledger).await?;
+        let reports = self.reports(code, &ledger).await?;
         let report = match period {
             Some(p) => reports.iter().find(|r| r.date("end_date") == Some(p)).ok_or_else(|| {
                 MarketError::NotFound(format!("{code} has no announced report for period {}", compact(p)))
@@ -219,7 +285,7 @@ impl Market {
                 fetched_at: report.fetched_at,
             })
             .collect();
-        let (valued_on, valuation) = self.latest_day_row(&calendar, &stock, VALUATION_CLAIMS[0].table(), &cost).await?;
+        let (valued_on, valuation) = self.latest_day_row(&calendar, &stock, VALUATION_CLAIMS[0].table(), &ledger).await?;
         if let Some(row) = valuation.as_ref() {
             claims.extend(VALUATION_CLAIMS.iter().map(|m| Claim {
                 metric: m.name(),
@@ -231,7 +297,8 @@ impl Market {
                 fetched_at: row.fetched_at,
             }));
         }
-        Ok(FundamentalsAnswer { announced: report.date("ann_date"), stock, period, claims, cost_pts: cost.into_inner() })
+        let (cost_pts, stale) = ledger.into_parts();
+        Ok(FundamentalsAnswer { announced: report.date("ann_date"), stock, period, claims, cost_pts, stale })
     }
 
     fn check_trade_date(&self, calendar: &Calendar, stock: &Stock, date: NaiveDate) -> Result<NaiveDate, MarketError> {
@@ -241,6 +308,10 @@ impl Market {
                 field: "trade_date",
                 message: format!("trade_date {} is in the future (today in Beijing is {})", compact(date), compact(today)),
             });
+        }
+        // Only a stale calendar (its refresh failed) can end before today.
+        if !calendar.covers(date) && calendar.on_or_before(date).is_some() {
+            return Err(MarketError::SourceDown { source_name: "tushare", retry_after_secs: self.breaker_window.as_secs().max(1) });
         }
         if !calendar.is_open(date) {
             return Err(MarketError::NotTradingDay { date, previous: calendar.before(date) });
@@ -252,130 +323,178 @@ impl Market {
     }
 
     /// The newest row on or before today: today's data appears only after the close, so an empty
-    /// answer for today falls back to the previous trade date.
-    async fn latest_day_row(&self, calendar: &Calendar, stock: &Stock, spec: &'static TableSpec, cost: &AtomicI32) -> Result<(NaiveDate, Arc<Option<Record>>), MarketError> {
+    /// answer for today falls back to the previous trade date. When the upstream fails, the newest
+    /// row the warehouse has, marked stale.
+    async fn latest_day_row(&self, calendar: &Calendar, stock: &Stock, spec: &'static TableSpec, ledger: &Ledger) -> Result<(NaiveDate, Arc<Option<Record>>), MarketError> {
         let today = china_today(Utc::now());
         let latest = calendar.on_or_before(today).ok_or_else(|| MarketError::NotFound("the trade calendar has no open day yet".into()))?;
-        let row = self.day_row(spec, stock.code, latest, cost).await?;
-        match calendar.before(latest) {
-            Some(previous) if row.is_none() && latest == today => Ok((previous, self.day_row(spec, stock.code, previous, cost).await?)),
-            _ => Ok((latest, row)),
-        }
+        let fresh = async {
+            let row = self.day_row(spec, stock.code, latest, ledger).await?;
+            match calendar.before(latest) {
+                Some(previous) if row.is_none() && latest == today => Ok((previous, self.day_row(spec, stock.code, previous, ledger).await?)),
+                _ => Ok((latest, row)),
+            }
+        };
+        let stored = async {
+            let rows = self.stored(spec, vec![Cell::Text(stock.code.to_string())], Some("trade_date")).await;
+            let newest = rows.into_iter().find(|r| r.date("trade_date").is_some_and(|d| d <= latest));
+            newest.and_then(|row| Some((row.date("trade_date")?, Arc::new(Some(row)))))
+        };
+        or_stored(fresh.await, stored, ledger).await
     }
 
     /// One row of a per-day table: memory, then warehouse, then exactly one upstream call for all
     /// concurrent askers of the same key.
-    async fn day_row(&self, spec: &'static TableSpec, code: TsCode, date: NaiveDate, cost: &AtomicI32) -> Result<Arc<Option<Record>>, MarketError> {
+    async fn day_row(&self, spec: &'static TableSpec, code: TsCode, date: NaiveDate, ledger: &Ledger) -> Result<Arc<Option<Record>>, MarketError> {
         shared(
             self.day_rows
                 .try_get_with((spec.name, code, date), async {
                     let key = vec![Cell::Text(code.to_string()), Cell::Date(date)];
-                    let warehouse = self.warehouse.clone();
-                    if let Some(hit) = blocking(move || warehouse.select(spec, &key, None)).await?.pop() {
+                    if let Some(hit) = self.stored(spec, key, None).await.pop() {
                         return Ok(Arc::new(Some(hit)));
                     }
-                    let fetched = self.fetch(spec.name, params(&[("ts_code", code.to_string()), ("trade_date", compact(date))]), &spec.fields(), cost).await?;
-                    let stored = self.store(spec, fetched).await?;
-                    Ok(Arc::new(stored.into_iter().find(|r| r.date("trade_date") == Some(date))))
+                    let fetched = self.fetch(spec.name, params(&[("ts_code", code.to_string()), ("trade_date", compact(date))]), &spec.fields(), ledger).await?;
+                    let rows = self.store(spec, fetched).await;
+                    Ok(Arc::new(rows.into_iter().find(|r| r.date("trade_date") == Some(date))))
                 })
                 .await,
         )
     }
 
     /// Every announced report of `code`, newest period first.
-    async fn reports(&self, code: TsCode, cost: &AtomicI32) -> Result<Arc<Vec<Record>>, MarketError> {
+    async fn reports(&self, code: TsCode, ledger: &Ledger) -> Result<Arc<Vec<Record>>, MarketError> {
         let key = vec![Cell::Text(code.to_string())];
-        shared(
+        let fresh = shared(
             self.reports
                 .try_get_with(code, async {
-                    let stored = self.stored_if_fresh(&FINA_INDICATOR, key.clone(), "end_date").await?;
-                    if let Some(records) = stored {
+                    if let Some(records) = self.stored_if_fresh(&FINA_INDICATOR, key.clone(), "end_date").await {
                         return Ok(Arc::new(records));
                     }
-                    let fetched = self.fetch(FINA_INDICATOR.name, params(&[("ts_code", code.to_string())]), &FINA_INDICATOR.fields(), cost).await?;
-                    self.store(&FINA_INDICATOR, fetched).await?;
-                    let warehouse = self.warehouse.clone();
-                    Ok(Arc::new(blocking(move || warehouse.select(&FINA_INDICATOR, &key, Some("end_date"))).await?))
+                    let fetched = self.fetch(FINA_INDICATOR.name, params(&[("ts_code", code.to_string())]), &FINA_INDICATOR.fields(), ledger).await?;
+                    let mut rows = self.store(&FINA_INDICATOR, fetched).await;
+                    rows.sort_by_key(|r| std::cmp::Reverse(r.date("end_date")));
+                    Ok(Arc::new(rows))
                 })
                 .await,
-        )
+        );
+        let stored = async { Some(Arc::new(self.stored(&FINA_INDICATOR, key.clone(), Some("end_date")).await)).filter(|rows| !rows.is_empty()) };
+        or_stored(fresh, stored, ledger).await
     }
 
-    /// The listed stocks, which decide whether a code is known.
+    /// The listed stock `code`, which must be known.
     pub async fn stock(&self, code: TsCode) -> Result<Stock, MarketError> {
-        let stocks = shared(
+        self.stock_noting(code, &Ledger::default()).await
+    }
+
+    /// The listed stocks decide whether a code is known; when their refresh fails, the stored list.
+    async fn stock_noting(&self, code: TsCode, ledger: &Ledger) -> Result<Stock, MarketError> {
+        let fresh = shared(
             self.stocks
                 .try_get_with((), async {
-                    let records = match self.stored_if_fresh(&STOCK_BASIC, Vec::new(), "ts_code").await? {
+                    let records = match self.stored_if_fresh(&STOCK_BASIC, Vec::new(), "ts_code").await {
                         Some(records) => records,
                         None => {
-                            let fetched = self.fetch(STOCK_BASIC.name, params(&[("list_status", "L".into())]), &STOCK_BASIC.fields(), &AtomicI32::new(0)).await?;
-                            self.store(&STOCK_BASIC, fetched).await?
+                            let fetched = self.fetch(STOCK_BASIC.name, params(&[("list_status", "L".into())]), &STOCK_BASIC.fields(), ledger).await?;
+                            self.store(&STOCK_BASIC, fetched).await
                         }
                     };
-                    let stocks = records
-                        .iter()
-                        .filter_map(|r| {
-                            let code: TsCode = r.text("ts_code")?.parse().ok()?;
-                            Some((code, Stock { code, name: r.text("name").unwrap_or_default().to_string(), list_date: r.date("list_date") }))
-                        })
-                        .collect();
-                    Ok(Arc::new(stocks))
+                    Ok(Arc::new(stock_list(&records)))
                 })
                 .await,
-        )?;
+        );
+        let stored = async { Some(Arc::new(stock_list(&self.stored(&STOCK_BASIC, Vec::new(), None).await))).filter(|stocks| !stocks.is_empty()) };
+        let stocks = or_stored(fresh, stored, ledger).await?;
         stocks.get(&code).cloned().ok_or_else(|| MarketError::NotFound(format!("unknown code {code}: no listed A-share has it")))
     }
 
-    /// The SSE calendar, read from the warehouse, or fetched whole when it does not reach today.
+    /// The SSE calendar.
     pub async fn calendar(&self) -> Result<Arc<Calendar>, MarketError> {
-        shared(
+        self.calendar_noting(&Ledger::default()).await
+    }
+
+    /// The SSE calendar, read from the warehouse, or fetched whole when it does not reach today;
+    /// when that fetch fails, the stored one.
+    async fn calendar_noting(&self, ledger: &Ledger) -> Result<Arc<Calendar>, MarketError> {
+        let fresh = shared(
             self.calendar
                 .try_get_with((), async {
                     let today = china_today(Utc::now());
-                    let calendar = self.stored_calendar().await?;
+                    let calendar = self.stored_calendar().await;
                     if calendar.covers(today) {
                         return Ok(Arc::new(calendar));
                     }
                     let end = format!("{}1231", today.year());
                     let request = params(&[("exchange", "SSE".into()), ("start_date", FIRST_TRADE_DATE.into()), ("end_date", end)]);
-                    let fetched = self.fetch(TRADE_CAL.name, request, &TRADE_CAL.fields(), &AtomicI32::new(0)).await?;
-                    self.store(&TRADE_CAL, fetched).await?;
-                    Ok(Arc::new(self.stored_calendar().await?))
+                    let fetched = self.fetch(TRADE_CAL.name, request, &TRADE_CAL.fields(), ledger).await?;
+                    Ok(Arc::new(calendar_of(&self.store(&TRADE_CAL, fetched).await)))
                 })
                 .await,
-        )
+        );
+        let stored = async { Some(Arc::new(self.stored_calendar().await)).filter(|calendar| !calendar.is_empty()) };
+        or_stored(fresh, stored, ledger).await
     }
 
-    async fn stored_calendar(&self) -> Result<Calendar, MarketError> {
-        let warehouse = self.warehouse.clone();
-        let records = blocking(move || warehouse.select(&TRADE_CAL, &[Cell::Text("SSE".into())], None)).await?;
-        let last = records.iter().filter_map(|r| r.date("cal_date")).max();
-        let open = records.iter().filter(|r| r.number("is_open") == Some(1.0)).filter_map(|r| r.date("cal_date")).collect();
-        Ok(Calendar::new(open, last))
+    async fn stored_calendar(&self) -> Calendar {
+        calendar_of(&self.stored(&TRADE_CAL, vec![Cell::Text("SSE".into())], None).await)
     }
 
     /// Stored rows under `key_prefix` if there are any and the newest was fetched within a day.
-    async fn stored_if_fresh(&self, spec: &'static TableSpec, key_prefix: Vec<Cell>, order: &'static str) -> Result<Option<Vec<Record>>, MarketError> {
-        let warehouse = self.warehouse.clone();
-        let records = blocking(move || warehouse.select(spec, &key_prefix, Some(order))).await?;
+    async fn stored_if_fresh(&self, spec: &'static TableSpec, key_prefix: Vec<Cell>, order: &'static str) -> Option<Vec<Record>> {
+        let records = self.stored(spec, key_prefix, Some(order)).await;
         let newest = records.iter().map(|r| r.fetched_at).max();
-        Ok(newest.filter(|at| Utc::now() - *at < REFERENCE_MAX_AGE).map(|_| records))
+        newest.filter(|at| Utc::now() - *at < REFERENCE_MAX_AGE).map(|_| records)
     }
 
-    async fn store(&self, spec: &'static TableSpec, fetched: Fetched) -> Result<Vec<Record>, MarketError> {
+    /// Stored rows of `spec` under `key_prefix`, newest first by `order_desc` if given; none when
+    /// the warehouse cannot be read (the upstream is asked instead).
+    async fn stored(&self, spec: &'static TableSpec, key_prefix: Vec<Cell>, order_desc: Option<&'static str>) -> Vec<Record> {
         let warehouse = self.warehouse.clone();
-        blocking(move || warehouse.upsert(spec, &fetched.table, fetched.source, Utc::now())).await
+        match blocking(move || warehouse.select(spec, &key_prefix, order_desc)).await {
+            Ok(records) => records,
+            Err(error) => {
+                self.warehouse_failed("read", &error);
+                Vec::new()
+            }
+        }
     }
 
-    /// One metered upstream query, with its outcome recorded for the health check.
-    async fn fetch(&self, api_name: &str, params: Map<String, Value>, fields: &[&str], cost: &AtomicI32) -> Result<Fetched, MarketError> {
-        let result = self.tushare.query(api_name, params, fields).await;
+    /// Keeps what was fetched and returns its rows; when the warehouse cannot take them, the rows
+    /// are returned all the same (kept in memory by the caches only).
+    async fn store(&self, spec: &'static TableSpec, fetched: Fetched) -> Vec<Record> {
+        let warehouse = self.warehouse.clone();
+        let fetched = Arc::new(fetched);
+        let now = Utc::now();
+        let stored = {
+            let fetched = fetched.clone();
+            blocking(move || warehouse.upsert(spec, &fetched.table, fetched.source, now)).await
+        };
+        match stored {
+            Ok(records) => {
+                *self.warehouse_health.lock().expect("warehouse health") = WarehouseHealth::default();
+                records
+            }
+            Err(error) => {
+                self.warehouse_failed(&format!("write of {}", spec.name), &error);
+                warehouse::records(spec, &fetched.table, fetched.source, now)
+            }
+        }
+    }
+
+    /// One metered upstream query behind the source's breaker, its outcome recorded for the
+    /// health check.
+    async fn fetch(&self, api_name: &str, params: Map<String, Value>, fields: &[&str], ledger: &Ledger) -> Result<Fetched, MarketError> {
+        let result = match self.tushare_breaker.call_with(MarketError::is_source_failure, self.tushare.query(api_name, params, fields)).await {
+            Ok(fetched) => Ok(fetched),
+            Err(failsafe::Error::Inner(error)) => Err(error),
+            Err(failsafe::Error::Rejected) => {
+                return Err(MarketError::SourceDown { source_name: "tushare", retry_after_secs: self.breaker_window.as_secs().max(1) });
+            }
+        };
         let mut health = self.health.lock().expect("health");
         let entry = health.entry("tushare").or_default();
         match &result {
             Ok(fetched) => {
-                cost.fetch_add(fetched.cost_pts, Ordering::Relaxed);
+                ledger.spent(fetched.cost_pts);
                 entry.last_success = Some(Utc::now());
             }
             Err(e) => {
@@ -386,4 +505,35 @@ impl Market {
         }
         result
     }
+}
+
+/// `fresh`, or when it failed for its upstream's sake, what `stored` finds (marked stale); the
+/// upstream's error when the warehouse has nothing either.
+async fn or_stored<T>(fresh: Result<T, MarketError>, stored: impl std::future::Future<Output = Option<T>>, ledger: &Ledger) -> Result<T, MarketError> {
+    match fresh {
+        Err(error) if error.is_source_failure() => match stored.await {
+            Some(value) => {
+                ledger.went_stale();
+                Ok(value)
+            }
+            None => Err(error),
+        },
+        fresh => fresh,
+    }
+}
+
+fn stock_list(records: &[Record]) -> HashMap<TsCode, Stock> {
+    records
+        .iter()
+        .filter_map(|r| {
+            let code: TsCode = r.text("ts_code")?.parse().ok()?;
+            Some((code, Stock { code, name: r.text("name").unwrap_or_default().to_string(), list_date: r.date("list_date") }))
+        })
+        .collect()
+}
+
+fn calendar_of(records: &[Record]) -> Calendar {
+    let last = records.iter().filter_map(|r| r.date("cal_date")).max();
+    let open = records.iter().filter(|r| r.number("is_open") == Some(1.0)).filter_map(|r| r.date("cal_date")).collect();
+    Calendar::new(open, last)
 }

@@ -301,19 +301,7 @@ impl Warehouse {
 
     /// Upserts every row of an upstream answer into `spec`, in one transaction on the single writer.
     pub fn upsert(&self, spec: &'static TableSpec, table: &Table, source: &str, fetched_at: DateTime<Utc>) -> Result<Vec<Record>, MarketError> {
-        let rows: Vec<(Record, Option<String>)> = table
-            .rows()
-            .map(|row| {
-                let record = Record {
-                    spec,
-                    cells: spec.columns.iter().map(|c| Cell::from_upstream(&row, c)).collect(),
-                    source: source.to_string(),
-                    fetched_at,
-                };
-                (record, spec.keep_raw.then(|| row.to_json().to_string()))
-            })
-            .filter(|(record, _)| record.cells[..spec.key_len].iter().all(|c| *c != Cell::Null))
-            .collect();
+        let rows = rows_of(spec, table, source, fetched_at);
         let stamp = DuckValue::Timestamp(TimeUnit::Microsecond, fetched_at.timestamp_micros());
         let stage = spec.stage_name();
 
@@ -349,6 +337,25 @@ impl Warehouse {
                 .collect()
         })
     }
+}
+
+/// An upstream answer as `spec`'s records, without storing them: what an answer is made of when
+/// the warehouse cannot take them.
+pub fn records(spec: &'static TableSpec, table: &Table, source: &str, fetched_at: DateTime<Utc>) -> Vec<Record> {
+    rows_of(spec, table, source, fetched_at).into_iter().map(|(record, _)| record).collect()
+}
+
+/// The rows of an upstream answer `spec` keeps (those with every key column), each with its raw
+/// JSON when the table keeps that too.
+fn rows_of(spec: &'static TableSpec, table: &Table, source: &str, fetched_at: DateTime<Utc>) -> Vec<(Record, Option<String>)> {
+    table
+        .rows()
+        .map(|row| {
+            let record = Record { spec, cells: spec.columns.iter().map(|c| Cell::from_upstream(&row, c)).collect(), source: source.to_string(), fetched_at };
+            (record, spec.keep_raw.then(|| row.to_json().to_string()))
+        })
+        .filter(|(record, _)| record.cells[..spec.key_len].iter().all(|c| *c != Cell::Null))
+        .collect()
 }
 
 fn timestamp(unit: TimeUnit, value: i64) -> DateTime<Utc> {

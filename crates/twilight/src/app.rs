@@ -164,7 +164,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             throttle_backoff: config.tushare.throttle_backoff_secs.iter().map(|s| Duration::from_secs(*s)).collect(),
         },
     };
-    let market = Market::open(MarketConfig { warehouse_path: config.warehouse_path(), tushare }).context("opening the warehouse")?;
+    let breaker_window = Duration::from_secs(config.tushare.breaker_secs.max(1));
+    let market = Market::open(MarketConfig { warehouse_path: config.warehouse_path(), tushare, breaker_window }).context("opening the warehouse")?;
     let admin_token_file = config.data_dir.join("admin-token");
     ensure_admin_token(&*accounts, &admin_token_file).await?;
 

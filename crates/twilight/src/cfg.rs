@@ -79,6 +79,8 @@ pub struct TushareSection {
     pub token_file: Option<PathBuf>,
     /// Seconds to wait before each retry of a per-minute throttle.
     pub throttle_backoff_secs: Vec<u64>,
+    /// After Tushare fails, seconds it is left alone (answers come from the warehouse, marked stale).
+    pub breaker_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -238,6 +240,7 @@ impl Default for Config {
                 timeout_secs: 20,
                 token_file: None,
                 throttle_backoff_secs: vec![2, 10],
+                breaker_secs: 30,
             },
             sandbox: SandboxSection { enabled: true },
             payments: PaymentsSection { order_ttl_minutes: 30, reconcile_grace_secs: 60, closed_retention_days: 30, wechatpay: None },

@@ -61,7 +61,7 @@ pub async fn fundamentals(ctx: &ApiContext, params: FundamentalsParams) -> ApiRe
             value: c.value,
             unit: c.unit,
             period: compact(c.period),
-            cite: Cite::tool(&c.source, c.table, c.fetched_at, now, call_id.clone()),
+            cite: Cite::tool(&c.source, c.table, c.fetched_at, now, call_id.clone()).stale_if(answer.stale),
         })
         .collect();
     Ok(Answer {

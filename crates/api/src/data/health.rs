@@ -7,7 +7,7 @@ use twilight_core::cite::SERVED_VERSION;
 use crate::ApiContext;
 
 /// `GET /healthz`: shallow `ok` plus deep checks; 503 when a critical dependency (accounts DB,
-/// warehouse) is down. Upstream outages are reported but not critical: the warehouse still answers.
+/// warehouse) is down; a warehouse that reads but cannot write says `degraded`. Upstream outages are reported but not critical: the warehouse still answers.
 /// So are the users' gateways, per host, as each provisioner last counted them: down or stale
 /// counts say `ok: false` there without failing the data plane.
 pub async fn healthz(State(ctx): State<ApiContext>) -> (StatusCode, Json<Value>) {
@@ -18,13 +18,20 @@ pub async fn healthz(State(ctx): State<ApiContext>) -> (StatusCode, Json<Value>)
             json!({ "ok": false, "backend": ctx.accounts.backend(), "error": "unreachable" })
         }
     };
-    let warehouse = match ctx.market.row_counts().await {
+    let mut warehouse = match ctx.market.row_counts().await {
         Ok(counts) => json!({ "ok": true, "rows": counts.into_iter().map(|(t, n)| (t.to_string(), Value::from(n))).collect::<Map<_, _>>() }),
         Err(e) => {
             tracing::error!(error = %e, "health: warehouse unreadable");
             json!({ "ok": false, "error": "unreadable" })
         }
     };
+    // Writes failing (a full disk): answers still come, from upstream data nobody keeps.
+    let trouble = ctx.market.warehouse_health();
+    warehouse["degraded"] = trouble.degraded_since.is_some().into();
+    if let Some(since) = trouble.degraded_since {
+        warehouse["degraded_since"] = json!(since);
+        warehouse["last_error"] = json!(trouble.last_error);
+    }
     let upstreams: Map<String, Value> = ctx
         .market
         .health()

@@ -67,7 +67,7 @@ pub async fn price(ctx: &ApiContext, params: PriceParams) -> ApiResult<Answer<Pr
             value: answer.value,
             unit: metric.unit(),
             as_of: compact(answer.as_of),
-            cite: Cite::tool(&answer.source, answer.table, answer.fetched_at, Utc::now(), tool_call_id()),
+            cite: Cite::tool(&answer.source, answer.table, answer.fetched_at, Utc::now(), tool_call_id()).stale_if(answer.stale),
         },
         cost_pts: answer.cost_pts,
     })
