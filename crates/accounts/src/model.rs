@@ -213,8 +213,10 @@ impl AdminToken {
 
 /// One served request, as buffered by the metering layer and written by
 /// [`crate::Accounts::record_usage`]. `key_hash` only advances the key's `last_used_at`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageRecord {
+    /// Given when the request is answered; a row whose id is already stored is skipped.
+    pub row_id: Uuid,
     pub user_id: Uuid,
     pub key_hash: String,
     pub endpoint: String,

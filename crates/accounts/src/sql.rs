@@ -614,15 +614,17 @@ impl Accounts for SqlAccounts {
             let mut tx = pool.begin().await?;
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                 let mut insert = QueryBuilder::new(
-                    "INSERT INTO usage_log (user_id, endpoint, occurred_at, upstream_cost_pts, status) ",
+                    "INSERT INTO usage_log (row_id, user_id, endpoint, occurred_at, upstream_cost_pts, status) ",
                 );
                 insert.push_values(chunk, |mut row, &(record, status)| {
-                    row.push_bind(record.user_id)
+                    row.push_bind(record.row_id)
+                        .push_bind(record.user_id)
                         .push_bind(&record.endpoint)
                         .push_bind(record.occurred_at)
                         .push_bind(record.upstream_cost_pts)
                         .push_bind(status);
                 });
+                insert.push(" ON CONFLICT (row_id) DO NOTHING");
                 insert.build().execute(&mut *tx).await?;
             }
             for chunk in last_used.chunks(ROWS_PER_STATEMENT) {

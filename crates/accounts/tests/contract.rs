@@ -69,6 +69,7 @@ contract! {
         admin_tokens_round_trip_and_revoke,
         record_usage_in_chunks_and_usage_by_day,
         record_usage_rejects_bad_status_without_writing,
+        a_usage_row_written_twice_counts_once,
         last_used_at_follows_batch_max_and_never_goes_back,
         order_round_trip_and_duplicate_numbers_conflict,
         closed_unpaid_orders_are_pruned_after_their_retention,
@@ -118,6 +119,7 @@ fn new_key(user_id: Uuid, raw: &str) -> NewApiKey {
 
 fn usage(user_id: Uuid, key_hash: &str, endpoint: &str, occurred_at: DateTime<Utc>) -> UsageRecord {
     UsageRecord {
+        row_id: Uuid::new_v4(),
         user_id,
         key_hash: key_hash.into(),
         endpoint: endpoint.into(),
@@ -399,6 +401,17 @@ async fn record_usage_in_chunks_and_usage_by_day(store: &dyn Accounts) {
         .await
         .unwrap();
     assert_eq!(second_day, expected[..2]);
+}
+
+async fn a_usage_row_written_twice_counts_once(store: &dyn Accounts) {
+    let user = new_user(store).await;
+    let now = Utc::now();
+    let first = [usage(user.user_id, "k", "/price", now), usage(user.user_id, "k", "/price", now)];
+    store.record_usage(&first).await.unwrap();
+    // A replay of the same rows with a new one: only the new one is added.
+    let replay = [first[0].clone(), first[1].clone(), usage(user.user_id, "k", "/fundamentals", now)];
+    store.record_usage(&replay).await.unwrap();
+    assert_eq!(store.usage_count(user.user_id).await.unwrap(), 3);
 }
 
 async fn record_usage_rejects_bad_status_without_writing(store: &dyn Accounts) {

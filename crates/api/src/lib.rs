@@ -91,26 +91,31 @@ impl SandboxLinks {
     }
 }
 
+/// What [`ApiContext::new`] wires together. `payments`, `llm` and `sandbox_links` are `None`
+/// where there is no processor, no LLM upstream or no sandbox.
+pub struct ApiParts {
+    pub accounts: Arc<dyn Accounts>,
+    pub market: Arc<Market>,
+    pub payments: Option<Arc<payments::Payments>>,
+    pub llm: Option<Arc<llm::Relay>>,
+    pub sandbox_links: Option<SandboxLinks>,
+    pub subscriptions: auth::SubscriptionPolicy,
+    pub edge: edge::EdgePolicy,
+    /// Where usage rows wait while the accounts DB is unreachable.
+    pub usage_spill: std::path::PathBuf,
+}
+
 impl ApiContext {
     /// Wires the shared pieces; starts the usage writer task (call inside a tokio runtime).
-    /// `payments`, `llm` and `sandbox_links` are `None` where there is no processor, no LLM upstream
-    /// or no sandbox.
-    pub fn new(
-        accounts: Arc<dyn Accounts>,
-        market: Arc<Market>,
-        payments: Option<Arc<payments::Payments>>,
-        llm: Option<Arc<llm::Relay>>,
-        sandbox_links: Option<SandboxLinks>,
-        subscriptions: auth::SubscriptionPolicy,
-        edge: edge::EdgePolicy,
-    ) -> Self {
+    pub fn new(parts: ApiParts) -> Self {
+        let ApiParts { accounts, market, payments, llm, sandbox_links, subscriptions, edge, usage_spill } = parts;
         let ip_limits = Arc::new(limit::IpLimits::new(edge.ip_quotas.clone()));
         ApiContext(Arc::new(Shared {
             auth: Arc::new(auth::Authenticator::new(accounts.clone(), subscriptions, ip_limits.clone())),
             limits: Arc::new(limit::RateLimits::default()),
             edge,
             ip_limits,
-            usage: usage::UsageSink::start(accounts.clone()),
+            usage: usage::UsageSink::start(accounts.clone(), usage_spill),
             accounts,
             market,
             payments,

@@ -13,7 +13,7 @@ use twilight_accounts::{Accounts, SqlAccounts};
 use twilight_api::llm::{Relay, RelayConfig};
 use twilight_api::payments::{Payments, NOTIFY_PATH};
 use twilight_api::auth::SubscriptionPolicy;
-use twilight_api::{ApiContext, SandboxLinks};
+use twilight_api::{ApiContext, ApiParts, SandboxLinks};
 use twilight_billing::{ApiV3Key, Billing, BillingConfig, MerchantKey, StaticPublicKey, WechatPayClient, WechatPayConfig};
 use twilight_core::RawToken;
 use twilight_market::{Market, MarketConfig, TushareConfig};
@@ -180,7 +180,16 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         grace: config.lifecycle().grace,
         public_url: config.public_url.clone().unwrap_or_else(|| format!("http://{}", loopback(addr))),
     };
-    let ctx = ApiContext::new(accounts.clone(), Arc::new(market), payments.clone(), llm, sandbox_links, subscriptions, config.edge());
+    let ctx = ApiContext::new(ApiParts {
+        accounts: accounts.clone(),
+        market: Arc::new(market),
+        payments: payments.clone(),
+        llm,
+        sandbox_links,
+        subscriptions,
+        edge: config.edge(),
+        usage_spill: config.data_dir.join("usage-spill.jsonl"),
+    });
     let shutdown = CancellationToken::new();
     tokio::spawn(ctx.auth.clone().watch_revocations(REVOCATION_POLL, shutdown.clone()));
     if config.scheduler.in_process {

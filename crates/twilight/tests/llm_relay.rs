@@ -240,7 +240,7 @@ async fn budget_warns_once_when_crossed_counting_earlier_usage(backend: Backend)
     let spender_id: Uuid = spender.parse().unwrap();
     let earlier = BUDGET - 5;
     let before_today = Utc::now().date_naive().and_time(chrono::NaiveTime::MIN).and_utc() - chrono::Duration::hours(1);
-    let row = |endpoint: &str, occurred_at, cost| UsageRecord { user_id: spender_id, key_hash: "earlier".into(), endpoint: endpoint.into(), occurred_at, upstream_cost_pts: cost, status: 200 };
+    let row = |endpoint: &str, occurred_at, cost| UsageRecord { row_id: uuid::Uuid::new_v4(), user_id: spender_id, key_hash: "earlier".into(), endpoint: endpoint.into(), occurred_at, upstream_cost_pts: cost, status: 200 };
     // Today's earlier completions count; yesterday's and other endpoints' do not.
     let seeded = [row("llm", Utc::now(), earlier as i32), row("llm", before_today, 50_000), row("/price", Utc::now(), 50_000)];
     app.running.accounts.record_usage(&seeded).await.unwrap();
