@@ -194,6 +194,16 @@ async fn landing_in_both_languages_with_lite_disabled_and_without_javascript() {
         // Nothing is fetched from another host: the page works offline.
         let source = client.source().await.unwrap();
         assert!(!source.contains("https://") && !source.contains("//cdn"), "an external asset: {source}");
+
+        // An onboarding link, as the checkout API hands it out, opened in the browser: its token
+        // moves into the cookie and the page the browser ends on has none in its address.
+        let (status, order) = app.post("/checkout", None, json!({"plan": "pro"})).await;
+        assert_eq!(status, 201, "{order}");
+        client.goto(&app.url(&format!("{}?lang=en", order["onboarding_url"].as_str().unwrap()))).await.unwrap();
+        wait_for_step(&client, "awaiting_payment").await;
+        let landed = client.current_url().await.unwrap();
+        assert_eq!((landed.path(), landed.query()), ("/onboard", Some("lang=en")), "the token stays off the address bar");
+        assert_security_headers(&client).await;
         client.close().await.unwrap();
     }
 
