@@ -11,17 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use twilight_sandbox::{NotifyFault, TushareMode};
 
-use common::{Backend, TestApp};
-
-/// Rows of `table` in a `testing::dump`.
-fn rows(dump: &str, table: &str) -> usize {
-    let section = dump.split(&format!("{table}:\n")).nth(1).expect("table in dump");
-    section.lines().take_while(|line| !line.ends_with(':')).count()
-}
-
-fn wechatpay(app: &TestApp) -> &twilight_sandbox::WechatPaySim {
-    &app.running.sandbox.as_ref().expect("the sandbox runs").wechatpay
-}
+use common::{rows, Backend, TestApp};
 
 async fn post_from(app: &TestApp, path: &str, forwarded_for: Option<&str>, body: Value) -> (StatusCode, Option<u64>, Value) {
     let mut request = app.http.post(app.url(path)).json(&body);
@@ -57,7 +47,7 @@ async fn one_ip_places_the_configured_number_of_orders(backend: Backend) {
     }
     assert_eq!(placed, 7);
     assert_eq!(rows(&app.dump().await, "payments"), 7);
-    assert_eq!(wechatpay(&app).calls("POST /v3/pay/transactions/native"), 7);
+    assert_eq!(app.wechatpay().calls("POST /v3/pay/transactions/native"), 7);
 
     // The landing page's form is the same order: refused with a page saying so.
     let response = app.http.post(app.url("/buy")).form(&[("plan", "pro"), ("lang", "en")]).send().await.unwrap();
@@ -95,7 +85,7 @@ async fn postgres_one_ip_places_the_configured_number_of_orders() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciliation_pages_through_every_pending_order_and_prunes_closed_ones() {
     let Some(app) = TestApp::start_with(Backend::Postgres, |config| config.edge.orders_per_ip_per_hour = 1_000).await else { return };
-    wechatpay(&app).set_fault(NotifyFault::NeverDeliver);
+    app.wechatpay().set_fault(NotifyFault::NeverDeliver);
     let orders = 230;
     for _ in 0..orders {
         assert_eq!(post_from(&app, "/checkout", None, json!({"plan": "pro"})).await.0, StatusCode::CREATED);
@@ -259,7 +249,7 @@ async fn an_onboarding_link_moves_into_a_cookie_and_retires_once_the_bot_runs() 
     assert_eq!((answered.status(), answered.headers()["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/onboard?lang=en"));
 
     // Paid, and the bot comes up (as the provisioner would mark it): the page says ready…
-    wechatpay(&app).pay(order["out_trade_no"].as_str().unwrap(), None).await.unwrap();
+    app.wechatpay().pay(order["out_trade_no"].as_str().unwrap(), None).await.unwrap();
     let accounts = &app.running.accounts;
     let deadline = Instant::now() + Duration::from_secs(20);
     let job = loop {

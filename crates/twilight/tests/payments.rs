@@ -13,7 +13,7 @@ use twilight_accounts::{JobKind, PaymentState, UserStatus};
 use twilight_sandbox::NotifyFault;
 use uuid::Uuid;
 
-use common::{Backend, TestApp};
+use common::{rows, Backend, TestApp};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -25,20 +25,10 @@ on_both_backends!(
     a_refund_ends_the_service_and_a_late_payment_notification_changes_nothing,
 );
 
-/// Rows of `table` in a `testing::dump`.
-fn rows(dump: &str, table: &str) -> usize {
-    let section = dump.split(&format!("{table}:\n")).nth(1).expect("table in dump");
-    section.lines().take_while(|line| !line.ends_with(':')).count()
-}
-
 async fn checkout(app: &TestApp) -> Value {
     let (status, order) = app.post("/checkout", None, json!({"plan": "pro"})).await;
     assert_eq!(status, 201, "{order}");
     order
-}
-
-fn sim(app: &TestApp) -> &twilight_sandbox::WechatPaySim {
-    &app.running.sandbox.as_ref().expect("the sandbox runs").wechatpay
 }
 
 async fn stage(app: &TestApp, order: &Value) -> String {
@@ -77,7 +67,7 @@ async fn a_paid_order_becomes_one_user_and_one_job_even_when_delivered_100_times
     }
     let before = app.dump().await;
 
-    let sim = sim(&app);
+    let sim = app.wechatpay();
     sim.set_fault(NotifyFault::DuplicateDelivery(100));
     let out_trade_no = order["out_trade_no"].as_str().unwrap();
     sim.pay(out_trade_no, None).await.unwrap();
@@ -127,13 +117,13 @@ async fn lite_unknown_and_malformed_checkouts_are_refused_and_write_nothing(app:
     let (status, _, body) = app.get(&format!("/orders/{}", Uuid::new_v4()), None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
     assert_eq!(app.dump().await, before);
-    assert_eq!(sim(&app).calls("POST /v3/pay/transactions/native"), 0);
+    assert_eq!(app.wechatpay().calls("POST /v3/pay/transactions/native"), 0);
     app.stop().await;
 }
 
 /// A `TRANSACTION.SUCCESS` resource for `out_trade_no`, as WeChat Pay reports a paid order.
 fn paid_resource(app: &TestApp, out_trade_no: &str) -> Value {
-    let mut resource = sim(app).transaction_json(out_trade_no).expect("the simulator has the order");
+    let mut resource = app.wechatpay().transaction_json(out_trade_no).expect("the simulator has the order");
     resource["trade_state"] = "SUCCESS".into();
     resource["trade_state_desc"] = "支付成功".into();
     resource["transaction_id"] = "4200000000202611250000000001".into();
@@ -152,7 +142,7 @@ async fn post_notification(app: &TestApp, headers: HeaderMap, body: impl Into<re
 async fn forged_stale_foreign_and_mismatched_notifications_write_nothing(app: TestApp) {
     let order = checkout(&app).await;
     let out_trade_no = order["out_trade_no"].as_str().unwrap();
-    let sim = sim(&app);
+    let sim = app.wechatpay();
     let genuine = paid_resource(&app, out_trade_no);
     let notification = |resource: &Value, at: DateTime<Utc>| sim.signed_notification("TRANSACTION.SUCCESS", "transaction", resource, at);
     let before = app.dump().await;
@@ -228,7 +218,7 @@ async fn forged_stale_foreign_and_mismatched_notifications_write_nothing(app: Te
 
 async fn a_lost_notification_is_settled_by_reconciliation_and_expired_orders_close(app: TestApp) {
     let payments = app.running.payments.clone().expect("payments run in the sandbox");
-    let sim = sim(&app);
+    let sim = app.wechatpay();
     sim.set_fault(NotifyFault::NeverDeliver);
     let paid = checkout(&app).await;
     let unpaid = checkout(&app).await;
@@ -259,7 +249,7 @@ async fn a_lost_notification_is_settled_by_reconciliation_and_expired_orders_clo
 }
 
 async fn a_refund_ends_the_service_and_a_late_payment_notification_changes_nothing(app: TestApp) {
-    let sim = sim(&app);
+    let sim = app.wechatpay();
     sim.set_retry_scale(0.001);
     sim.set_fault(NotifyFault::OutOfOrder);
     let order = checkout(&app).await;
@@ -305,11 +295,11 @@ async fn the_in_process_scheduler_reconciles(backend: Backend) {
     else {
         return;
     };
-    sim(&app).set_fault(NotifyFault::NeverDeliver);
+    app.wechatpay().set_fault(NotifyFault::NeverDeliver);
     let order = checkout(&app).await;
-    sim(&app).pay(order["out_trade_no"].as_str().unwrap(), None).await.unwrap();
+    app.wechatpay().pay(order["out_trade_no"].as_str().unwrap(), None).await.unwrap();
     wait_for_stage(&app, &order, "paid").await;
-    assert!(sim(&app).notify_attempts().is_empty());
+    assert!(app.wechatpay().notify_attempts().is_empty());
     app.stop().await;
 }
 

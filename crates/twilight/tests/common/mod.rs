@@ -120,6 +120,11 @@ impl TestApp {
         twilight_accounts::testing::dump(&self.config.accounts_url()).await
     }
 
+    /// The sandbox WeChat Pay this app sells through.
+    pub fn wechatpay(&self) -> &twilight_sandbox::WechatPaySim {
+        &self.running.sandbox.as_ref().expect("the sandbox runs").wechatpay
+    }
+
     pub fn tushare_calls(&self, api: &str) -> u64 {
         self.running.sandbox.as_ref().unwrap().tushare.calls_for(api)
     }
@@ -183,6 +188,12 @@ impl Stopped {
             db.cleanup().await;
         }
     }
+}
+
+/// Rows of `table` in a `testing::dump`.
+pub fn rows(dump: &str, table: &str) -> usize {
+    let section = dump.split(&format!("{table}:\n")).nth(1).expect("table in dump");
+    section.lines().take_while(|line| !line.ends_with(':')).count()
 }
 
 /// Everything the app logs in this test binary, at debug level, as JSON lines (installed as the
