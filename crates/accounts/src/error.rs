@@ -30,12 +30,8 @@ pub type Result<T, E = AccountsError> = std::result::Result<T, E>;
 /// message text). Every foreign key in this schema points at `users`, hence `NotFound("user")`.
 pub(crate) fn classify(err: sqlx::Error, what: &str) -> AccountsError {
     match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            AccountsError::Conflict(format!("{what} already exists"))
-        }
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-            AccountsError::NotFound("user")
-        }
+        sqlx::Error::Database(db) if db.is_unique_violation() => AccountsError::Conflict(format!("{what} already exists")),
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => AccountsError::NotFound("user"),
         _ => err.into(),
     }
 }

@@ -21,8 +21,8 @@ pub use error::{AccountsError, Result};
 pub use issue::{create_user_with_key, renew_url, user_overview, UserOverview, DATA_SCOPE, DEFAULT_RATE_LIMIT_PER_MIN};
 pub use model::{
     AdminToken, ApiKey, GatewayCensus, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, NewOrder, NewUser, Payment, PaymentState,
-    Plan, ProfileStatus, ProvisioningJob, RefundNotice, RefundRecorded, SettleOutcome, Settled, Settlement, UnknownValue,
-    UsageDay, UsageRecord, User, UserStatus,
+    Plan, ProfileStatus, ProvisioningJob, RefundNotice, RefundRecorded, SettleOutcome, Settled, Settlement, UnknownValue, UsageDay,
+    UsageRecord, User, UserStatus,
 };
 pub use sql::SqlAccounts;
 

@@ -18,8 +18,8 @@ use uuid::Uuid;
 use crate::error::classify;
 use crate::{
     Accounts, AccountsError, AdminToken, ApiKey, GatewayCensus, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, NewOrder, NewUser,
-    Payment, PaymentState, ProfileStatus, ProvisioningJob, RefundNotice, RefundRecorded, Result, SettleOutcome, Settled,
-    Settlement, UsageDay, UsageRecord, User, UserStatus,
+    Payment, PaymentState, ProfileStatus, ProvisioningJob, RefundNotice, RefundRecorded, Result, SettleOutcome, Settled, Settlement,
+    UsageDay, UsageRecord, User, UserStatus,
 };
 
 /// Rows per multi-row INSERT (and keys per `last_used_at` UPDATE). A statement may carry at most
@@ -31,8 +31,7 @@ const _: () = assert!(ROWS_PER_STATEMENT * 5 <= 32_766);
 
 const BUMP_AUTH_EPOCH: &str = "UPDATE auth_epoch SET version = version + 1 WHERE id = 1";
 
-const USER_COLUMNS: &str =
-    "user_id, email, weixin_openid, display_name, plan, status, created_at, paid_until, renewal_code, reminded_for";
+const USER_COLUMNS: &str = "user_id, email, weixin_openid, display_name, plan, status, created_at, paid_until, renewal_code, reminded_for";
 const INSERT_USER: &str = "INSERT INTO users (user_id, email, weixin_openid, display_name, plan, \
     status, created_at, paid_until, renewal_code) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 const PAYMENT_COLUMNS: &str = "payment_id, user_id, out_trade_no, plan, amount_cents, currency, \
@@ -137,12 +136,7 @@ impl SqlAccounts {
         let revoked_at = now();
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let revoked = sqlx::query(update)
-                .bind(id)
-                .bind(revoked_at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let revoked = sqlx::query(update).bind(id).bind(revoked_at).execute(&mut *tx).await?.rows_affected();
             if revoked > 0 {
                 sqlx::query(BUMP_AUTH_EPOCH).execute(&mut *tx).await?;
             }
@@ -196,8 +190,7 @@ where
 
 /// One subscription period after `from`: the same day of the next month (or its last day).
 fn one_period_after(from: DateTime<Utc>) -> DateTime<Utc> {
-    from.checked_add_months(Months::new(1))
-        .expect("a month after a payment is within chrono's range")
+    from.checked_add_months(Months::new(1)).expect("a month after a payment is within chrono's range")
 }
 
 /// What a renewal enqueues, given the user's profile: nothing for a bot that runs (or is being
@@ -238,7 +231,13 @@ impl NewJob {
         DateTime<Utc>: Encode<'q, DB> + Type<DB>,
         Option<String>: Encode<'q, DB> + Type<DB>,
     {
-        query.bind(self.job_id).bind(self.user_id).bind(self.kind.as_str()).bind(self.payment_id).bind(self.at).bind(self.onboarding_token_hash)
+        query
+            .bind(self.job_id)
+            .bind(self.user_id)
+            .bind(self.kind.as_str())
+            .bind(self.payment_id)
+            .bind(self.at)
+            .bind(self.onboarding_token_hash)
     }
 }
 
@@ -246,23 +245,14 @@ impl NewJob {
 /// settlement that paid it (answered with the order), or an error.
 fn repeated_settlement(existing: Option<Payment>, settlement: &Settlement) -> Result<Payment> {
     let payment = existing.ok_or(AccountsError::NotFound("order"))?;
-    if (payment.amount_cents, payment.currency.as_str())
-        != (settlement.amount_cents, settlement.currency.as_str())
-    {
+    if (payment.amount_cents, payment.currency.as_str()) != (settlement.amount_cents, settlement.currency.as_str()) {
         return Err(AccountsError::Rejected(format!(
             "paid {} {} but order {} charges {} {}",
-            settlement.amount_cents,
-            settlement.currency,
-            payment.out_trade_no,
-            payment.amount_cents,
-            payment.currency
+            settlement.amount_cents, settlement.currency, payment.out_trade_no, payment.amount_cents, payment.currency
         )));
     }
     if payment.processor_ref.as_deref() != Some(settlement.processor_ref.as_str()) {
-        return Err(AccountsError::Rejected(format!(
-            "order {} is {} under another transaction",
-            payment.out_trade_no, payment.status
-        )));
+        return Err(AccountsError::Rejected(format!("order {} is {} under another transaction", payment.out_trade_no, payment.status)));
     }
     Ok(payment)
 }
@@ -274,9 +264,7 @@ impl SqlAccounts {
         T: for<'q> Encode<'q, Postgres> + Type<Postgres> + for<'q> Encode<'q, Sqlite> + Type<Sqlite> + Send,
     {
         let sql = format!("SELECT {JOB_COLUMNS} FROM provisioning_jobs WHERE {condition}");
-        Ok(on_pool!(self, |pool| {
-            sqlx::query_as::<_, ProvisioningJob>(&sql).bind(value).fetch_optional(pool).await
-        })?)
+        Ok(on_pool!(self, |pool| { sqlx::query_as::<_, ProvisioningJob>(&sql).bind(value).fetch_optional(pool).await })?)
     }
 
     /// Runs a one-row `UPDATE provisioning_jobs … WHERE job_id = $1` binding `$2` (and `$3 = now`);
@@ -300,9 +288,7 @@ impl SqlAccounts {
         T: for<'q> Encode<'q, Postgres> + Type<Postgres> + for<'q> Encode<'q, Sqlite> + Type<Sqlite> + Send,
     {
         let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE {condition}");
-        Ok(on_pool!(self, |pool| {
-            sqlx::query_as::<_, Payment>(&sql).bind(value).fetch_optional(pool).await
-        })?)
+        Ok(on_pool!(self, |pool| { sqlx::query_as::<_, Payment>(&sql).bind(value).fetch_optional(pool).await })?)
     }
 }
 
@@ -326,10 +312,7 @@ impl Accounts for SqlAccounts {
     }
 
     async fn ping(&self) -> Result<()> {
-        on_pool!(self, |pool| sqlx::query("SELECT 1")
-            .execute(pool)
-            .await
-            .map(drop))?;
+        on_pool!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
         Ok(())
     }
 
@@ -356,19 +339,16 @@ impl Accounts for SqlAccounts {
 
     async fn create_user(&self, new: NewUser) -> Result<User> {
         let user = new_user(new);
-        on_pool!(self, |pool| bind_user(sqlx::query(INSERT_USER), &user)
-            .execute(pool)
-            .await
-            .map(drop))?;
+        on_pool!(self, |pool| bind_user(sqlx::query(INSERT_USER), &user).execute(pool).await.map(drop))?;
         Ok(user)
     }
 
     async fn user(&self, user_id: Uuid) -> Result<Option<User>> {
         Ok(on_pool!(self, |pool| {
             sqlx::query_as::<_, User>(&format!("SELECT {USER_COLUMNS} FROM users WHERE user_id = $1"))
-            .bind(user_id)
-            .fetch_optional(pool)
-            .await
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await
         })?)
     }
 
@@ -518,12 +498,7 @@ impl Accounts for SqlAccounts {
     }
 
     async fn revoke_user_keys(&self, user_id: Uuid) -> Result<u64> {
-        let revoked = self
-            .revoke(
-                "UPDATE api_keys SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
-                user_id,
-            )
-            .await?;
+        let revoked = self.revoke("UPDATE api_keys SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL", user_id).await?;
         if revoked == 0 && self.user(user_id).await?.is_none() {
             return Err(AccountsError::NotFound("user"));
         }
@@ -531,28 +506,20 @@ impl Accounts for SqlAccounts {
     }
 
     async fn revoke_api_key(&self, key_hash: &str) -> Result<bool> {
-        let update =
-            "UPDATE api_keys SET revoked_at = $2 WHERE key_hash = $1 AND revoked_at IS NULL";
+        let update = "UPDATE api_keys SET revoked_at = $2 WHERE key_hash = $1 AND revoked_at IS NULL";
         Ok(self.revoke(update, key_hash).await? > 0)
     }
 
     async fn insert_admin_token(&self, token_hash: &str, label: &str) -> Result<AdminToken> {
-        let token = AdminToken {
-            token_hash: token_hash.to_owned(),
-            label: label.to_owned(),
-            created_at: now(),
-            revoked_at: None,
-        };
+        let token = AdminToken { token_hash: token_hash.to_owned(), label: label.to_owned(), created_at: now(), revoked_at: None };
         on_pool!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO admin_tokens (token_hash, label, created_at) VALUES ($1, $2, $3)",
-            )
-            .bind(&token.token_hash)
-            .bind(&token.label)
-            .bind(token.created_at)
-            .execute(pool)
-            .await
-            .map(drop)
+            sqlx::query("INSERT INTO admin_tokens (token_hash, label, created_at) VALUES ($1, $2, $3)")
+                .bind(&token.token_hash)
+                .bind(&token.label)
+                .bind(token.created_at)
+                .execute(pool)
+                .await
+                .map(drop)
         })
         .map_err(|err| classify(err, "admin token"))?;
         Ok(token)
@@ -572,24 +539,21 @@ impl Accounts for SqlAccounts {
 
     async fn admin_tokens(&self) -> Result<Vec<AdminToken>> {
         Ok(on_pool!(self, |pool| {
-            sqlx::query_as::<_, AdminToken>("SELECT token_hash, label, created_at, revoked_at FROM admin_tokens ORDER BY created_at, token_hash")
-                .fetch_all(pool)
-                .await
+            sqlx::query_as::<_, AdminToken>(
+                "SELECT token_hash, label, created_at, revoked_at FROM admin_tokens ORDER BY created_at, token_hash",
+            )
+            .fetch_all(pool)
+            .await
         })?)
     }
 
     async fn revoke_admin_token(&self, token_hash: &str) -> Result<bool> {
-        let update =
-            "UPDATE admin_tokens SET revoked_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL";
+        let update = "UPDATE admin_tokens SET revoked_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL";
         Ok(self.revoke(update, token_hash).await? > 0)
     }
 
     async fn auth_epoch(&self) -> Result<i64> {
-        Ok(on_pool!(self, |pool| {
-            sqlx::query_scalar::<_, i64>("SELECT version FROM auth_epoch WHERE id = 1")
-                .fetch_one(pool)
-                .await
-        })?)
+        Ok(on_pool!(self, |pool| { sqlx::query_scalar::<_, i64>("SELECT version FROM auth_epoch WHERE id = 1").fetch_one(pool).await })?)
     }
 
     async fn record_usage(&self, records: &[UsageRecord]) -> Result<()> {
@@ -599,13 +563,10 @@ impl Accounts for SqlAccounts {
         let mut rows = Vec::with_capacity(records.len());
         let mut last_used = BTreeMap::<&str, DateTime<Utc>>::new();
         for record in records {
-            let status = i16::try_from(record.status).map_err(|_| {
-                sqlx::Error::Encode(format!("HTTP status {} out of range", record.status).into())
-            })?;
+            let status = i16::try_from(record.status)
+                .map_err(|_| sqlx::Error::Encode(format!("HTTP status {} out of range", record.status).into()))?;
             rows.push((record, status));
-            let latest = last_used
-                .entry(&record.key_hash)
-                .or_insert(record.occurred_at);
+            let latest = last_used.entry(&record.key_hash).or_insert(record.occurred_at);
             *latest = (*latest).max(record.occurred_at);
         }
         let last_used: Vec<_> = last_used.into_iter().collect();
@@ -613,9 +574,8 @@ impl Accounts for SqlAccounts {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                let mut insert = QueryBuilder::new(
-                    "INSERT INTO usage_log (row_id, user_id, endpoint, occurred_at, upstream_cost_pts, status) ",
-                );
+                let mut insert =
+                    QueryBuilder::new("INSERT INTO usage_log (row_id, user_id, endpoint, occurred_at, upstream_cost_pts, status) ");
                 insert.push_values(chunk, |mut row, &(record, status)| {
                     row.push_bind(record.row_id)
                         .push_bind(record.user_id)
@@ -652,21 +612,12 @@ impl Accounts for SqlAccounts {
              GROUP BY 1, 2 ORDER BY 1 DESC, 2",
             day = self.utc_day()
         );
-        Ok(on_pool!(self, |pool| {
-            sqlx::query_as::<_, UsageDay>(&sql)
-                .bind(user_id)
-                .bind(since)
-                .fetch_all(pool)
-                .await
-        })?)
+        Ok(on_pool!(self, |pool| { sqlx::query_as::<_, UsageDay>(&sql).bind(user_id).bind(since).fetch_all(pool).await })?)
     }
 
     async fn usage_count(&self, user_id: Uuid) -> Result<i64> {
         Ok(on_pool!(self, |pool| {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM usage_log WHERE user_id = $1")
-                .bind(user_id)
-                .fetch_one(pool)
-                .await
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM usage_log WHERE user_id = $1").bind(user_id).fetch_one(pool).await
         })?)
     }
 
@@ -746,9 +697,7 @@ impl Accounts for SqlAccounts {
         let sql = "DELETE FROM payments WHERE status = 'closed' AND paid_at IS NULL AND created_at < $1 \
              AND NOT EXISTS (SELECT 1 FROM provisioning_jobs j WHERE j.payment_id = payments.payment_id) \
              AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = payments.payment_id)";
-        Ok(on_pool!(self, |pool| {
-            sqlx::query(sql).bind(placed_before).execute(pool).await.map(|done| done.rows_affected())
-        })?)
+        Ok(on_pool!(self, |pool| { sqlx::query(sql).bind(placed_before).execute(pool).await.map(|done| done.rows_affected()) })?)
     }
 
     async fn settle_payment(&self, settlement: &Settlement) -> Result<Settled> {
@@ -784,10 +733,8 @@ impl Accounts for SqlAccounts {
             let (outcome, payment) = match claimed {
                 Some(payment) => (None, payment),
                 None => {
-                    let existing = sqlx::query_as::<_, Payment>(&select_payment)
-                        .bind(&settlement.out_trade_no)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                    let existing =
+                        sqlx::query_as::<_, Payment>(&select_payment).bind(&settlement.out_trade_no).fetch_optional(&mut *tx).await?;
                     (Some(SettleOutcome::AlreadyPaid), repeated_settlement(existing, settlement)?)
                 }
             };
@@ -895,10 +842,11 @@ impl Accounts for SqlAccounts {
             })?
             .rows_affected()
                 > 0;
-            let refunded_cents: i64 = sqlx::query_scalar("SELECT CAST(coalesce(sum(amount_cents), 0) AS BIGINT) FROM refunds WHERE payment_id = $1")
-                .bind(payment.payment_id)
-                .fetch_one(&mut *tx)
-                .await?;
+            let refunded_cents: i64 =
+                sqlx::query_scalar("SELECT CAST(coalesce(sum(amount_cents), 0) AS BIGINT) FROM refunds WHERE payment_id = $1")
+                    .bind(payment.payment_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
             if refunded_cents > payment.amount_cents {
                 return Err(AccountsError::Rejected(format!(
                     "refunds of order {} would add up to {refunded_cents}, more than its {}",
@@ -907,7 +855,9 @@ impl Accounts for SqlAccounts {
             }
             let user_id = payment.user_id.expect("a paid order always has its user");
             if refunded_cents == payment.amount_cents {
-                if let Some(finished) = sqlx::query_as::<_, Payment>(&finish).bind(payment.payment_id).bind(refunded_at).fetch_optional(&mut *tx).await? {
+                if let Some(finished) =
+                    sqlx::query_as::<_, Payment>(&finish).bind(payment.payment_id).bind(refunded_at).fetch_optional(&mut *tx).await?
+                {
                     payment = finished;
                     sqlx::query("UPDATE users SET status = $2 WHERE user_id = $1")
                         .bind(user_id)
@@ -961,12 +911,8 @@ impl Accounts for SqlAccounts {
     }
 
     async fn jobs_for_user(&self, user_id: Uuid) -> Result<Vec<ProvisioningJob>> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM provisioning_jobs WHERE user_id = $1 ORDER BY created_at, kind"
-        );
-        Ok(on_pool!(self, |pool| {
-            sqlx::query_as::<_, ProvisioningJob>(&sql).bind(user_id).fetch_all(pool).await
-        })?)
+        let sql = format!("SELECT {JOB_COLUMNS} FROM provisioning_jobs WHERE user_id = $1 ORDER BY created_at, kind");
+        Ok(on_pool!(self, |pool| { sqlx::query_as::<_, ProvisioningJob>(&sql).bind(user_id).fetch_all(pool).await })?)
     }
 
     async fn job(&self, job_id: Uuid) -> Result<Option<ProvisioningJob>> {
@@ -995,12 +941,7 @@ impl Accounts for SqlAccounts {
         );
         let (now, lease_until) = (now.trunc_subsecs(6), lease_until.trunc_subsecs(6));
         Ok(on_pool!(self, |pool| {
-            sqlx::query_as::<_, ProvisioningJob>(&sql)
-                .bind(worker)
-                .bind(now)
-                .bind(lease_until)
-                .fetch_optional(pool)
-                .await
+            sqlx::query_as::<_, ProvisioningJob>(&sql).bind(worker).bind(now).bind(lease_until).fetch_optional(pool).await
         })?)
     }
 
@@ -1093,18 +1034,16 @@ impl Accounts for SqlAccounts {
         let job = NewJob::due_now(user_id, JobKind::Provision, None, Some(onboarding_token_hash.to_owned()));
         let job_id = job.job_id;
         let enqueue = enqueue_job();
-        on_pool!(self, |pool| job.bind(sqlx::query(&enqueue)).execute(pool).await.map(drop)).map_err(|err| classify(err, "onboarding link"))?;
+        on_pool!(self, |pool| job.bind(sqlx::query(&enqueue)).execute(pool).await.map(drop))
+            .map_err(|err| classify(err, "onboarding link"))?;
         self.job(job_id).await?.ok_or(AccountsError::NotFound("job"))
     }
 
     async fn wake_job(&self, job_id: Uuid) -> Result<bool> {
         let unfinished = unfinished_job();
-        let sql = format!(
-            "UPDATE provisioning_jobs SET next_attempt_at = $2 WHERE job_id = $1 AND {unfinished}"
-        );
-        let woken = on_pool!(self, |pool| {
-            sqlx::query(&sql).bind(job_id).bind(now()).execute(pool).await.map(|done| done.rows_affected())
-        })?;
+        let sql = format!("UPDATE provisioning_jobs SET next_attempt_at = $2 WHERE job_id = $1 AND {unfinished}");
+        let woken =
+            on_pool!(self, |pool| { sqlx::query(&sql).bind(job_id).bind(now()).execute(pool).await.map(|done| done.rows_affected()) })?;
         Ok(woken > 0)
     }
 
@@ -1130,9 +1069,7 @@ impl Accounts for SqlAccounts {
 
     async fn profile_for_user(&self, user_id: Uuid) -> Result<Option<HermesProfile>> {
         let sql = format!("SELECT {PROFILE_COLUMNS} FROM hermes_profiles WHERE user_id = $1");
-        Ok(on_pool!(self, |pool| {
-            sqlx::query_as::<_, HermesProfile>(&sql).bind(user_id).fetch_optional(pool).await
-        })?)
+        Ok(on_pool!(self, |pool| { sqlx::query_as::<_, HermesProfile>(&sql).bind(user_id).fetch_optional(pool).await })?)
     }
 
     async fn record_gateway_census(&self, census: &GatewayCensus) -> Result<()> {
@@ -1182,9 +1119,7 @@ impl Accounts for SqlAccounts {
 
     async fn profiles_on_host(&self, host: &str, status: ProfileStatus) -> Result<Vec<HermesProfile>> {
         let sql = format!("SELECT {PROFILE_COLUMNS} FROM hermes_profiles WHERE host = $1 AND status = $2 ORDER BY created_at");
-        Ok(on_pool!(self, |pool| {
-            sqlx::query_as::<_, HermesProfile>(&sql).bind(host).bind(status.as_str()).fetch_all(pool).await
-        })?)
+        Ok(on_pool!(self, |pool| { sqlx::query_as::<_, HermesProfile>(&sql).bind(host).bind(status.as_str()).fetch_all(pool).await })?)
     }
 }
 
@@ -1194,9 +1129,7 @@ mod tests {
 
     #[tokio::test]
     async fn connect_rejects_unknown_schemes_without_echoing_the_url() {
-        let err = SqlAccounts::connect("mysql://app:s3cret@db/twilight")
-            .await
-            .unwrap_err();
+        let err = SqlAccounts::connect("mysql://app:s3cret@db/twilight").await.unwrap_err();
         assert!(matches!(err, AccountsError::InvalidUrl(_)), "{err:?}");
         assert!(!err.to_string().contains("s3cret"), "{err}");
     }

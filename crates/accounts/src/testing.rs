@@ -32,10 +32,7 @@ pub async fn fresh_postgres() -> Option<TestDb> {
     let admin_url = env::var("TWILIGHT_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
     let mut admin = match connect_admin(&admin_url).await {
         Ok(conn) => conn,
-        Err(err) if postgres_required() => panic!(
-            "Postgres required in CI but unreachable at {}: {err}",
-            redact(&admin_url)
-        ),
+        Err(err) if postgres_required() => panic!("Postgres required in CI but unreachable at {}: {err}", redact(&admin_url)),
         Err(_) => return None,
     };
     let name = format!("twilight_test_{:016x}", rand::random::<u64>());
@@ -48,12 +45,7 @@ pub async fn fresh_postgres() -> Option<TestDb> {
 
     let mut url = Url::parse(&admin_url).expect("TWILIGHT_TEST_PG_URL is a URL: it just connected");
     url.set_path(&name);
-    Some(TestDb {
-        url: url.into(),
-        admin_url,
-        name,
-        dropped: false,
-    })
+    Some(TestDb { url: url.into(), admin_url, name, dropped: false })
 }
 
 /// A throwaway Postgres database. [`cleanup`](TestDb::cleanup) drops it; if a test panics first,
@@ -84,9 +76,7 @@ impl TestDb {
 
     /// Drops the database under whoever is still connected (outage tests); `cleanup` stays safe.
     pub async fn drop_now(&self) {
-        drop_database(&self.admin_url, &self.name)
-            .await
-            .unwrap_or_else(|err| panic!("dropping test database {}: {err}", self.name));
+        drop_database(&self.admin_url, &self.name).await.unwrap_or_else(|err| panic!("dropping test database {}: {err}", self.name));
     }
 }
 
@@ -99,10 +89,7 @@ impl Drop for TestDb {
         // use a short-lived thread with its own runtime.
         let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(drop_database(&admin_url, &name)).ok()
         })
         .join();
@@ -114,16 +101,12 @@ impl Drop for TestDb {
 
 impl fmt::Debug for TestDb {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TestDb")
-            .field("url", &redact(&self.url))
-            .field("dropped", &self.dropped)
-            .finish_non_exhaustive()
+        f.debug_struct("TestDb").field("url", &redact(&self.url)).field("dropped", &self.dropped).finish_non_exhaustive()
     }
 }
 
 /// Tables whose every row [`dump`] prints: all but the append-only `usage_log`.
-pub const STATE_TABLES: [&str; 6] =
-    ["users", "api_keys", "admin_tokens", "payments", "provisioning_jobs", "hermes_profiles"];
+pub const STATE_TABLES: [&str; 6] = ["users", "api_keys", "admin_tokens", "payments", "provisioning_jobs", "hermes_profiles"];
 
 /// Every row of [`STATE_TABLES`] as text, in a stable order: equal dumps before and after an
 /// operation prove it changed nothing. Reads through its own connection, not the store under test.
@@ -162,13 +145,8 @@ pub async fn dump(url: &str) -> String {
 }
 
 async fn migrated(url: &str) -> SqlAccounts {
-    let accounts = SqlAccounts::connect(url)
-        .await
-        .expect("connecting to the test database");
-    accounts
-        .migrate()
-        .await
-        .expect("migrating the test database");
+    let accounts = SqlAccounts::connect(url).await.expect("connecting to the test database");
+    accounts.migrate().await.expect("migrating the test database");
     accounts
 }
 
@@ -181,9 +159,7 @@ async fn connect_admin(url: &str) -> Result<PgConnection, String> {
 
 async fn drop_database(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
     let mut admin = PgConnection::connect(admin_url).await?;
-    admin
-        .execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str())
-        .await?;
+    admin.execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str()).await?;
     admin.close().await
 }
 
@@ -214,10 +190,7 @@ mod tests {
             redact("postgres://app:s3cret@db.internal:5432/twilight?sslmode=require"),
             "postgres://app:redacted@db.internal:5432/twilight?sslmode=require"
         );
-        assert_eq!(
-            redact("postgres://postgres@127.0.0.1/x"),
-            "postgres://postgres@127.0.0.1/x"
-        );
+        assert_eq!(redact("postgres://postgres@127.0.0.1/x"), "postgres://postgres@127.0.0.1/x");
         assert_eq!(redact("not a url:s3cret"), "<unparsable url>");
     }
 }

@@ -8,12 +8,11 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use sqlx::error::ErrorKind;
 use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use twilight_accounts::testing::{dump, fresh_postgres, fresh_sqlite};
-use twilight_core::token::hash_hex;
 use twilight_accounts::{
-    Accounts, AccountsError, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, NewOrder, NewUser,
-    Payment, PaymentState, Plan, ProfileStatus, RefundNotice, SettleOutcome, Settlement, UsageDay, UsageRecord,
-    User, UserStatus,
+    Accounts, AccountsError, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, NewOrder, NewUser, Payment, PaymentState, Plan,
+    ProfileStatus, RefundNotice, SettleOutcome, Settlement, UsageDay, UsageRecord, User, UserStatus,
 };
+use twilight_core::token::hash_hex;
 use uuid::Uuid;
 
 /// Instantiates each contract test for both backends. Tests under `raw` also get the database
@@ -99,22 +98,12 @@ fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
 }
 
 async fn new_user(store: &dyn Accounts) -> User {
-    let new = NewUser {
-        email: None,
-        display_name: None,
-        plan: Plan::Pro,
-        paid_until: None,
-    };
+    let new = NewUser { email: None, display_name: None, plan: Plan::Pro, paid_until: None };
     store.create_user(new).await.unwrap()
 }
 
 fn new_key(user_id: Uuid, raw: &str) -> NewApiKey {
-    NewApiKey {
-        key_hash: hash_hex(raw),
-        user_id,
-        scope: "data:read".into(),
-        rate_limit_per_min: 60,
-    }
+    NewApiKey { key_hash: hash_hex(raw), user_id, scope: "data:read".into(), rate_limit_per_min: 60 }
 }
 
 fn usage(user_id: Uuid, key_hash: &str, endpoint: &str, occurred_at: DateTime<Utc>) -> UsageRecord {
@@ -157,11 +146,7 @@ async fn user_round_trip(store: &dyn Accounts) {
     assert!(created.created_at >= before - TimeDelta::seconds(1));
     assert!(created.created_at <= Utc::now());
 
-    let got = store
-        .user(created.user_id)
-        .await
-        .unwrap()
-        .expect("user just created");
+    let got = store.user(created.user_id).await.unwrap().expect("user just created");
     assert_eq!(got.user_id, created.user_id);
     assert_eq!(got.email.as_deref(), Some("li@example.com"));
     assert_eq!(got.display_name.as_deref(), Some("李雷"));
@@ -169,10 +154,7 @@ async fn user_round_trip(store: &dyn Accounts) {
     assert_eq!(got.plan, Plan::Lite);
     assert_eq!(got.status, UserStatus::Active);
     assert_eq!(got.created_at.timestamp(), created.created_at.timestamp());
-    assert_eq!(
-        got.paid_until.map(|t| t.timestamp()),
-        Some(paid_until.timestamp())
-    );
+    assert_eq!(got.paid_until.map(|t| t.timestamp()), Some(paid_until.timestamp()));
 }
 
 async fn unknown_user_is_none(store: &dyn Accounts) {
@@ -182,18 +164,8 @@ async fn unknown_user_is_none(store: &dyn Accounts) {
 
 async fn api_key_round_trip(store: &dyn Accounts) {
     let user = new_user(store).await;
-    let key = store
-        .insert_api_key(NewApiKey {
-            rate_limit_per_min: 600,
-            ..new_key(user.user_id, "tw_a")
-        })
-        .await
-        .unwrap();
-    let got = store
-        .api_key(&hash_hex("tw_a"))
-        .await
-        .unwrap()
-        .expect("key just inserted");
+    let key = store.insert_api_key(NewApiKey { rate_limit_per_min: 600, ..new_key(user.user_id, "tw_a") }).await.unwrap();
+    let got = store.api_key(&hash_hex("tw_a")).await.unwrap().expect("key just inserted");
     assert_eq!(got, key);
     assert_eq!(got.rate_limit_per_min, 600);
     assert_eq!(got.scope, "data:read");
@@ -204,74 +176,35 @@ async fn api_key_round_trip(store: &dyn Accounts) {
 
 async fn duplicate_key_hash_conflicts(store: &dyn Accounts) {
     let user = new_user(store).await;
-    store
-        .insert_api_key(new_key(user.user_id, "tw_dup"))
-        .await
-        .unwrap();
-    let err = store
-        .insert_api_key(new_key(user.user_id, "tw_dup"))
-        .await
-        .unwrap_err();
+    store.insert_api_key(new_key(user.user_id, "tw_dup")).await.unwrap();
+    let err = store.insert_api_key(new_key(user.user_id, "tw_dup")).await.unwrap_err();
     assert!(matches!(err, AccountsError::Conflict(_)), "{err:?}");
 }
 
 async fn key_for_unknown_user_is_not_found(store: &dyn Accounts) {
-    let err = store
-        .insert_api_key(new_key(Uuid::new_v4(), "tw_orphan"))
-        .await
-        .unwrap_err();
+    let err = store.insert_api_key(new_key(Uuid::new_v4(), "tw_orphan")).await.unwrap_err();
     assert!(matches!(err, AccountsError::NotFound("user")), "{err:?}");
-    assert_eq!(
-        store.api_key(&hash_hex("tw_orphan")).await.unwrap(),
-        None
-    );
+    assert_eq!(store.api_key(&hash_hex("tw_orphan")).await.unwrap(), None);
 }
 
 async fn revoke_user_keys_revokes_only_that_users_live_keys(store: &dyn Accounts) {
     let (alice, bob) = (new_user(store).await, new_user(store).await);
     for raw in ["a1", "a2", "a3"] {
-        store
-            .insert_api_key(new_key(alice.user_id, raw))
-            .await
-            .unwrap();
+        store.insert_api_key(new_key(alice.user_id, raw)).await.unwrap();
     }
-    store
-        .insert_api_key(new_key(bob.user_id, "b1"))
-        .await
-        .unwrap();
+    store.insert_api_key(new_key(bob.user_id, "b1")).await.unwrap();
     assert!(store.revoke_api_key(&hash_hex("a3")).await.unwrap());
-    let a3_revoked_at = store
-        .api_key(&hash_hex("a3"))
-        .await
-        .unwrap()
-        .unwrap()
-        .revoked_at;
+    let a3_revoked_at = store.api_key(&hash_hex("a3")).await.unwrap().unwrap().revoked_at;
     let epoch = store.auth_epoch().await.unwrap();
 
     assert_eq!(store.revoke_user_keys(alice.user_id).await.unwrap(), 2);
     assert_eq!(store.auth_epoch().await.unwrap(), epoch + 1);
     for raw in ["a1", "a2"] {
-        assert!(
-            store
-                .api_key(&hash_hex(raw))
-                .await
-                .unwrap()
-                .unwrap()
-                .is_revoked(),
-            "{raw}"
-        );
+        assert!(store.api_key(&hash_hex(raw)).await.unwrap().unwrap().is_revoked(), "{raw}");
     }
     let a3 = store.api_key(&hash_hex("a3")).await.unwrap().unwrap();
-    assert_eq!(
-        a3.revoked_at, a3_revoked_at,
-        "an earlier revocation keeps its time"
-    );
-    assert!(!store
-        .api_key(&hash_hex("b1"))
-        .await
-        .unwrap()
-        .unwrap()
-        .is_revoked());
+    assert_eq!(a3.revoked_at, a3_revoked_at, "an earlier revocation keeps its time");
+    assert!(!store.api_key(&hash_hex("b1")).await.unwrap().unwrap().is_revoked());
 
     assert_eq!(store.revoke_user_keys(alice.user_id).await.unwrap(), 0);
     assert_eq!(store.auth_epoch().await.unwrap(), epoch + 1);
@@ -281,37 +214,18 @@ async fn revoke_user_keys_revokes_only_that_users_live_keys(store: &dyn Accounts
 
 async fn revoke_api_key_once(store: &dyn Accounts) {
     let user = new_user(store).await;
-    store
-        .insert_api_key(new_key(user.user_id, "tw_r"))
-        .await
-        .unwrap();
-    store
-        .insert_api_key(new_key(user.user_id, "tw_keep"))
-        .await
-        .unwrap();
+    store.insert_api_key(new_key(user.user_id, "tw_r")).await.unwrap();
+    store.insert_api_key(new_key(user.user_id, "tw_keep")).await.unwrap();
     assert_eq!(store.auth_epoch().await.unwrap(), 0);
 
     assert!(store.revoke_api_key(&hash_hex("tw_r")).await.unwrap());
     assert_eq!(store.auth_epoch().await.unwrap(), 1);
     assert!(!store.revoke_api_key(&hash_hex("tw_r")).await.unwrap());
-    assert!(!store
-        .revoke_api_key(&hash_hex("tw_unknown"))
-        .await
-        .unwrap());
+    assert!(!store.revoke_api_key(&hash_hex("tw_unknown")).await.unwrap());
     assert_eq!(store.auth_epoch().await.unwrap(), 1);
 
-    assert!(store
-        .api_key(&hash_hex("tw_r"))
-        .await
-        .unwrap()
-        .unwrap()
-        .is_revoked());
-    assert!(!store
-        .api_key(&hash_hex("tw_keep"))
-        .await
-        .unwrap()
-        .unwrap()
-        .is_revoked());
+    assert!(store.api_key(&hash_hex("tw_r")).await.unwrap().unwrap().is_revoked());
+    assert!(!store.api_key(&hash_hex("tw_keep")).await.unwrap().unwrap().is_revoked());
 }
 
 async fn admin_tokens_round_trip_and_revoke(store: &dyn Accounts) {
@@ -319,21 +233,13 @@ async fn admin_tokens_round_trip_and_revoke(store: &dyn Accounts) {
     let token = store.insert_admin_token(&hash, "ops laptop").await.unwrap();
     assert_eq!(token.label, "ops laptop");
     assert_eq!(store.admin_token(&hash).await.unwrap(), Some(token));
-    assert_eq!(
-        store.admin_token(&hash_hex("adm_2")).await.unwrap(),
-        None
-    );
+    assert_eq!(store.admin_token(&hash_hex("adm_2")).await.unwrap(), None);
     let err = store.insert_admin_token(&hash, "again").await.unwrap_err();
     assert!(matches!(err, AccountsError::Conflict(_)), "{err:?}");
 
     let epoch = store.auth_epoch().await.unwrap();
     assert!(store.revoke_admin_token(&hash).await.unwrap());
-    assert!(store
-        .admin_token(&hash)
-        .await
-        .unwrap()
-        .unwrap()
-        .is_revoked());
+    assert!(store.admin_token(&hash).await.unwrap().unwrap().is_revoked());
     assert_eq!(store.auth_epoch().await.unwrap(), epoch + 1);
     assert!(!store.revoke_admin_token(&hash).await.unwrap());
     assert_eq!(store.auth_epoch().await.unwrap(), epoch + 1);
@@ -347,59 +253,33 @@ async fn record_usage_in_chunks_and_usage_by_day(store: &dyn Accounts) {
     let records: Vec<UsageRecord> = (0..1200)
         .map(|i| UsageRecord {
             upstream_cost_pts: i % 7,
-            ..usage(
-                alice.user_id,
-                "k",
-                if i % 3 == 0 { "/search" } else { "/price" },
-                start + TimeDelta::seconds(i.into()),
-            )
+            ..usage(alice.user_id, "k", if i % 3 == 0 { "/search" } else { "/price" }, start + TimeDelta::seconds(i.into()))
         })
         .collect();
     store.record_usage(&records).await.unwrap();
-    store
-        .record_usage(&[usage(bob.user_id, "k", "/price", start)])
-        .await
-        .unwrap();
+    store.record_usage(&[usage(bob.user_id, "k", "/price", start)]).await.unwrap();
 
     assert_eq!(store.usage_count(alice.user_id).await.unwrap(), 1200);
     assert_eq!(store.usage_count(bob.user_id).await.unwrap(), 1);
 
     let mut expected = BTreeMap::<(String, String), (i64, i64)>::new();
     for r in &records {
-        let group = expected
-            .entry((
-                r.occurred_at.format("%Y-%m-%d").to_string(),
-                r.endpoint.clone(),
-            ))
-            .or_default();
+        let group = expected.entry((r.occurred_at.format("%Y-%m-%d").to_string(), r.endpoint.clone())).or_default();
         group.0 += 1;
         group.1 += i64::from(r.upstream_cost_pts);
     }
     let mut expected: Vec<UsageDay> = expected
         .into_iter()
-        .map(
-            |((day, endpoint), (requests, upstream_cost_pts))| UsageDay {
-                day,
-                endpoint,
-                requests,
-                upstream_cost_pts,
-            },
-        )
+        .map(|((day, endpoint), (requests, upstream_cost_pts))| UsageDay { day, endpoint, requests, upstream_cost_pts })
         .collect();
     expected.sort_by(|a, b| b.day.cmp(&a.day).then(a.endpoint.cmp(&b.endpoint)));
     assert_eq!(expected.len(), 4);
     assert_eq!(expected[0].day, "2026-04-30");
     assert_eq!(expected[0].requests + expected[1].requests, 600);
 
-    let all = store
-        .usage_by_day(alice.user_id, at(2026, 4, 1, 0, 0, 0))
-        .await
-        .unwrap();
+    let all = store.usage_by_day(alice.user_id, at(2026, 4, 1, 0, 0, 0)).await.unwrap();
     assert_eq!(all, expected);
-    let second_day = store
-        .usage_by_day(alice.user_id, at(2026, 4, 30, 0, 0, 0))
-        .await
-        .unwrap();
+    let second_day = store.usage_by_day(alice.user_id, at(2026, 4, 30, 0, 0, 0)).await.unwrap();
     assert_eq!(second_day, expected[..2]);
 }
 
@@ -417,13 +297,7 @@ async fn a_usage_row_written_twice_counts_once(store: &dyn Accounts) {
 async fn record_usage_rejects_bad_status_without_writing(store: &dyn Accounts) {
     let user = new_user(store).await;
     let now = Utc::now();
-    let batch = [
-        usage(user.user_id, "k", "/price", now),
-        UsageRecord {
-            status: 40_000,
-            ..usage(user.user_id, "k", "/price", now)
-        },
-    ];
+    let batch = [usage(user.user_id, "k", "/price", now), UsageRecord { status: 40_000, ..usage(user.user_id, "k", "/price", now) }];
     assert!(store.record_usage(&batch).await.is_err());
     assert_eq!(store.usage_count(user.user_id).await.unwrap(), 0);
     store.record_usage(&[]).await.unwrap();
@@ -432,38 +306,21 @@ async fn record_usage_rejects_bad_status_without_writing(store: &dyn Accounts) {
 async fn last_used_at_follows_batch_max_and_never_goes_back(store: &dyn Accounts) {
     let user = new_user(store).await;
     let (k1, k2) = (hash_hex("k1"), hash_hex("k2"));
-    store
-        .insert_api_key(new_key(user.user_id, "k1"))
-        .await
-        .unwrap();
-    store
-        .insert_api_key(new_key(user.user_id, "k2"))
-        .await
-        .unwrap();
+    store.insert_api_key(new_key(user.user_id, "k1")).await.unwrap();
+    store.insert_api_key(new_key(user.user_id, "k2")).await.unwrap();
     let t0 = at(2026, 4, 30, 10, 0, 0) + TimeDelta::microseconds(123_456);
     let secs = |s: i64| t0 + TimeDelta::seconds(s);
-    let last_used =
-        |hash: String| async move { store.api_key(&hash).await.unwrap().unwrap().last_used_at };
+    let last_used = |hash: String| async move { store.api_key(&hash).await.unwrap().unwrap().last_used_at };
 
     let batch = [10, 30, 20].map(|s| usage(user.user_id, &k1, "/price", secs(s)));
     store.record_usage(&batch).await.unwrap();
-    store
-        .record_usage(&[usage(user.user_id, &k2, "/price", secs(5))])
-        .await
-        .unwrap();
+    store.record_usage(&[usage(user.user_id, &k2, "/price", secs(5))]).await.unwrap();
     assert_eq!(last_used(k1.clone()).await, Some(secs(30)));
     assert_eq!(last_used(k2.clone()).await, Some(secs(5)));
 
-    let older_and_newer = [
-        usage(user.user_id, &k1, "/price", secs(15)),
-        usage(user.user_id, &k2, "/price", secs(50)),
-    ];
+    let older_and_newer = [usage(user.user_id, &k1, "/price", secs(15)), usage(user.user_id, &k2, "/price", secs(50))];
     store.record_usage(&older_and_newer).await.unwrap();
-    assert_eq!(
-        last_used(k1).await,
-        Some(secs(30)),
-        "an older batch must not move it back"
-    );
+    assert_eq!(last_used(k1).await, Some(secs(30)), "an older batch must not move it back");
     assert_eq!(last_used(k2).await, Some(secs(50)));
 }
 
@@ -479,10 +336,7 @@ async fn raw_execute(url: &str, sql: &str) -> Result<(), sqlx::Error> {
 
 async fn check_constraints_reject_junk(store: &dyn Accounts, url: &str) {
     let user = new_user(store).await;
-    store
-        .insert_api_key(new_key(user.user_id, "tw_c"))
-        .await
-        .unwrap();
+    store.insert_api_key(new_key(user.user_id, "tw_c")).await.unwrap();
     for sql in [
         "UPDATE users SET plan = 'gold'",
         "UPDATE users SET status = 'deleted'",
@@ -492,19 +346,11 @@ async fn check_constraints_reject_junk(store: &dyn Accounts, url: &str) {
     ] {
         let err = raw_execute(url, sql).await.expect_err(sql);
         let kind = err.as_database_error().map(|db| db.kind());
-        assert!(
-            matches!(kind, Some(ErrorKind::CheckViolation)),
-            "{sql}: {err}"
-        );
+        assert!(matches!(kind, Some(ErrorKind::CheckViolation)), "{sql}: {err}");
     }
     raw_execute(url, "UPDATE users SET status = 'expired'").await.unwrap();
-    raw_execute(url, "UPDATE users SET plan = 'alpha'")
-        .await
-        .unwrap();
-    assert_eq!(
-        store.user(user.user_id).await.unwrap().unwrap().plan,
-        Plan::Alpha
-    );
+    raw_execute(url, "UPDATE users SET plan = 'alpha'").await.unwrap();
+    assert_eq!(store.user(user.user_id).await.unwrap().unwrap().plan, Plan::Alpha);
 }
 
 // ---- orders, payments and provisioning jobs ----
@@ -523,13 +369,7 @@ fn order(no: &str, renews: Option<Uuid>) -> NewOrder {
 }
 
 fn settlement(no: &str, transaction_id: &str, paid_at: DateTime<Utc>) -> Settlement {
-    Settlement {
-        out_trade_no: no.into(),
-        processor_ref: transaction_id.into(),
-        amount_cents: 19_800,
-        currency: "CNY".into(),
-        paid_at,
-    }
+    Settlement { out_trade_no: no.into(), processor_ref: transaction_id.into(), amount_cents: 19_800, currency: "CNY".into(), paid_at }
 }
 
 async fn order_round_trip_and_duplicate_numbers_conflict(store: &dyn Accounts) {

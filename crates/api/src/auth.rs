@@ -98,7 +98,9 @@ impl Authenticator {
         let lapsed = key.paid_until.is_some_and(|until| until + self.policy.grace < Utc::now());
         match key.status {
             UserStatus::Active if !lapsed => Ok(key),
-            UserStatus::Active | UserStatus::Expired => Err(ApiError::SubscriptionExpired { renew_url: self.policy.renew_url(&key.renewal_code) }),
+            UserStatus::Active | UserStatus::Expired => {
+                Err(ApiError::SubscriptionExpired { renew_url: self.policy.renew_url(&key.renewal_code) })
+            }
             UserStatus::Refunded | UserStatus::Suspended | UserStatus::Cancelled => Err(ApiError::Revoked),
         }
     }

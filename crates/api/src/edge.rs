@@ -68,7 +68,12 @@ impl EdgePolicy {
         let peer = extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip().to_canonical());
         let mut client = peer;
         if self.trusted_proxies.contains(&peer) {
-            let hops: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|value| value.to_str().ok()).flat_map(|value| value.split(',')).collect();
+            let hops: Vec<&str> = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .collect();
             for hop in hops.iter().rev() {
                 let Ok(ip) = hop.trim().parse::<IpAddr>() else { break };
                 client = ip.to_canonical();

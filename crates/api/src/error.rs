@@ -255,7 +255,9 @@ impl From<PathRejection> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection.status() {
-            status @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => ApiError::Protocol { status, message: rejection.body_text() },
+            status @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => {
+                ApiError::Protocol { status, message: rejection.body_text() }
+            }
             _ => ApiError::InvalidInput { field: None, message: rejection.body_text() },
         }
     }

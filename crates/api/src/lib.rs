@@ -22,8 +22,8 @@ use std::any::Any;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath};
-use axum::middleware;
 use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -158,9 +158,9 @@ pub fn router(ctx: ApiContext) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(ctx.clone(), edge::deadline))
         .layer(CatchPanicLayer::custom(panicked));
-    let router = SECURITY_HEADERS.into_iter().fold(router, |router, (name, value)| {
-        router.layer(SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value)))
-    });
+    let router = SECURITY_HEADERS
+        .into_iter()
+        .fold(router, |router, (name, value)| router.layer(SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))));
     router
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(request_span))

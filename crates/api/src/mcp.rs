@@ -15,8 +15,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, InitializeResult, JsonObject, ListToolsResult, PaginatedRequestParams,
-    ServerCapabilities, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, InitializeResult, JsonObject, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
@@ -65,13 +65,17 @@ impl DataTool {
 
     fn description(self) -> &'static str {
         match self {
-            DataTool::Price => "One number of one stock on one trading day, with its cite: close/open/high/low price, \
+            DataTool::Price => {
+                "One number of one stock on one trading day, with its cite: close/open/high/low price, \
 daily change (pct_chg), volume, turnover, or a valuation (pe_ttm, pe, pb, ps, total_mv 市值, circ_mv). Use it for any \
 price or valuation question (股价, 收盘价, 市盈率 P/E, 市净率 P/B, 市值, 涨跌幅). Answers {code, name, metric, value, unit, \
-as_of, cite}.",
-            DataTool::Fundamentals => "Financial indicators of one report period (ROE, gross margin, EPS, revenue and profit \
+as_of, cite}."
+            }
+            DataTool::Fundamentals => {
+                "Financial indicators of one report period (ROE, gross margin, EPS, revenue and profit \
 growth, debt ratio, …) plus the latest valuation, each number with its own cite. Use it for 财务, 基本面, 业绩, \
-盈利能力 questions. Answers {code, name, as_of, announced, claims:[{metric, value, unit, period, cite}]}.",
+盈利能力 questions. Answers {code, name, as_of, announced, claims:[{metric, value, unit, period, cite}]}."
+            }
         }
     }
 
@@ -110,7 +114,8 @@ growth, debt ratio, …) plus the latest valuation, each number with its own cit
 /// Tool arguments into an operation's parameters; a field of the wrong type or one the tool does
 /// not take is invalid input, like a bad query string.
 fn arguments_as<T: DeserializeOwned>(arguments: JsonObject) -> ApiResult<T> {
-    serde_json::from_value(Value::Object(arguments)).map_err(|e| ApiError::InvalidInput { field: None, message: format!("invalid arguments: {e}") })
+    serde_json::from_value(Value::Object(arguments))
+        .map_err(|e| ApiError::InvalidInput { field: None, message: format!("invalid arguments: {e}") })
 }
 
 fn answered<T: Serialize>(answer: Answer<T>) -> ApiResult<(Value, i32)> {
@@ -147,7 +152,11 @@ impl ServerHandler for DataTools {
             .with_instructions(INSTRUCTIONS)
     }
 
-    async fn list_tools(&self, _request: Option<PaginatedRequestParams>, _context: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
         Ok(ListToolsResult::with_all_items(DataTool::ALL.into_iter().map(DataTool::tool).collect()))
     }
 
@@ -196,7 +205,8 @@ async fn authenticate(State(ctx): State<ApiContext>, mut request: Request, next:
 async fn json_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_json = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    let is_json =
+        response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
     if !status.is_client_error() || is_json {
         return response;
     }

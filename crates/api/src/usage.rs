@@ -277,7 +277,15 @@ mod tests {
     use super::*;
 
     fn row(endpoint: &str) -> UsageRecord {
-        UsageRecord { row_id: Uuid::new_v4(), user_id: Uuid::nil(), key_hash: "k".into(), endpoint: endpoint.into(), occurred_at: Utc::now(), upstream_cost_pts: 0, status: 200 }
+        UsageRecord {
+            row_id: Uuid::new_v4(),
+            user_id: Uuid::nil(),
+            key_hash: "k".into(),
+            endpoint: endpoint.into(),
+            occurred_at: Utc::now(),
+            upstream_cost_pts: 0,
+            status: 200,
+        }
     }
 
     #[test]

@@ -200,7 +200,8 @@ impl WechatPayClient {
     fn check(&self, answer: Answer, headers: &HeaderMap) -> Result<Answer, WechatPayError> {
         let status = answer.status.as_u16();
         if is_signed(headers) {
-            verify(self.config.platform_keys.as_ref(), headers, &answer.body, Utc::now()).map_err(|source| WechatPayError::Unverified { status, source })?;
+            verify(self.config.platform_keys.as_ref(), headers, &answer.body, Utc::now())
+                .map_err(|source| WechatPayError::Unverified { status, source })?;
         } else if answer.status.is_success() {
             return Err(WechatPayError::Unverified { status, source: SignatureError::MissingHeader(HEADER_SIGNATURE) });
         }
@@ -209,7 +210,10 @@ impl WechatPayClient {
         }
         match serde_json::from_slice::<ErrorBody>(&answer.body) {
             Ok(error) => Err(WechatPayError::Api { status, code: ErrorCode::parse(&error.code), message: error.message }),
-            Err(_) => Err(WechatPayError::UnexpectedResponse { status, detail: String::from_utf8_lossy(&answer.body).chars().take(BODY_EXCERPT).collect() }),
+            Err(_) => Err(WechatPayError::UnexpectedResponse {
+                status,
+                detail: String::from_utf8_lossy(&answer.body).chars().take(BODY_EXCERPT).collect(),
+            }),
         }
     }
 }

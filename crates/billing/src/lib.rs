@@ -27,12 +27,17 @@ pub use error::{ErrorCode, WechatPayError};
 pub use model::{Order, Payer, Refund, RefundAmount, RefundRequest, RefundStatus, TradeState, Transaction, TransactionAmount};
 pub use notify::{Event, Notification, NotifyError, REFUND_SUCCESS, TRANSACTION_SUCCESS};
 pub use platform::{KeyRing, PlatformKeys, StaticPublicKey};
-pub use processor::{Checkout, EventKind, Money, Paid, PaymentError, PaymentProcessor, PaymentStatus, RefundReceipt, Refunded, VerifiedEvent, WECHATPAY};
-pub use service::{Billing, BillingConfig, BillingError, Handled, Offer, OrderStage, OrderView, PlacedOrder, Reconciled, Rejection, OFFERS};
+pub use processor::{
+    Checkout, EventKind, Money, Paid, PaymentError, PaymentProcessor, PaymentStatus, RefundReceipt, Refunded, VerifiedEvent, WECHATPAY,
+};
 pub use resource::{decrypt, DecryptError, EncryptedResource, ALGORITHM};
+pub use service::{
+    Billing, BillingConfig, BillingError, Handled, Offer, OrderStage, OrderView, PlacedOrder, Reconciled, Rejection, OFFERS,
+};
 pub use signature::{nonce, request_message, response_message, RequestSigner, SCHEME};
 pub use verify::{
-    verify, SignatureError, HEADER_NONCE, HEADER_SERIAL, HEADER_SIGNATURE, HEADER_SIGNATURE_TYPE, HEADER_TIMESTAMP, MAX_SKEW_SECS, SIGNTEST_PREFIX,
+    verify, SignatureError, HEADER_NONCE, HEADER_SERIAL, HEADER_SIGNATURE, HEADER_SIGNATURE_TYPE, HEADER_TIMESTAMP, MAX_SKEW_SECS,
+    SIGNTEST_PREFIX,
 };
 
 /// The RSA key types the key constructors take, so callers need not depend on `rsa` themselves.

@@ -88,7 +88,13 @@ pub(crate) fn parse(config: &WechatPayConfig, headers: &HeaderMap, body: &[u8], 
         }
         other => Event::Other(other.to_string()),
     };
-    Ok(Notification { id: envelope.id, create_time: envelope.create_time, event_type: envelope.event_type, summary: envelope.summary, event })
+    Ok(Notification {
+        id: envelope.id,
+        create_time: envelope.create_time,
+        event_type: envelope.event_type,
+        summary: envelope.summary,
+        event,
+    })
 }
 
 fn decrypt<T: DeserializeOwned>(config: &WechatPayConfig, resource: &EncryptedResource) -> Result<T, NotifyError> {

@@ -215,7 +215,9 @@ impl From<WechatPayError> for PaymentError {
             WechatPayError::Api { code: ErrorCode::OrderClosed, .. } => PaymentError::AlreadyClosed,
             WechatPayError::Api { code: ErrorCode::OutTradeNoUsed, .. } => PaymentError::DuplicateOrder,
             WechatPayError::Api { code: ErrorCode::OrderNotExist, .. } => PaymentError::NotFound,
-            WechatPayError::Api { code: ErrorCode::SystemError, .. } | WechatPayError::Transport(_) => PaymentError::Unavailable(error.to_string()),
+            WechatPayError::Api { code: ErrorCode::SystemError, .. } | WechatPayError::Transport(_) => {
+                PaymentError::Unavailable(error.to_string())
+            }
             WechatPayError::Api { status, .. } | WechatPayError::UnexpectedResponse { status, .. } if *status >= 500 => {
                 PaymentError::Unavailable(error.to_string())
             }

@@ -53,5 +53,7 @@ pub fn decrypt(key: &ApiV3Key, nonce: &str, associated_data: &str, ciphertext_b6
     }
     let ciphertext = BASE64.decode(ciphertext_b64).map_err(|_| DecryptError::Encoding)?;
     let cipher = Aes256Gcm::new(key.expose().into());
-    cipher.decrypt(Nonce::from_slice(nonce.as_bytes()), Payload { msg: &ciphertext, aad: associated_data.as_bytes() }).map_err(|_| DecryptError::Authentication)
+    cipher
+        .decrypt(Nonce::from_slice(nonce.as_bytes()), Payload { msg: &ciphertext, aad: associated_data.as_bytes() })
+        .map_err(|_| DecryptError::Authentication)
 }

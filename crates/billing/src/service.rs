@@ -32,7 +32,9 @@ pub struct Offer {
 
 /// The price list. Lite is shown on the landing page but cannot be bought yet.
 pub const OFFERS: [Offer; 2] = [
-    Offer { plan: Plan::Pro, amount: 19_800, currency: "CNY", description: "Twilight Drive Pro 股票研究助理 1个月", available: true },
+    Offer {
+        plan: Plan::Pro, amount: 19_800, currency: "CNY", description: "Twilight Drive Pro 股票研究助理 1个月", available: true
+    },
     Offer { plan: Plan::Lite, amount: 4_900, currency: "USD", description: "Twilight Drive Lite 1 month", available: false },
 ];
 
@@ -67,7 +69,11 @@ pub enum Handled {
     Settled(Box<Settled>),
     /// `full` once the refunds add up to the whole payment, which ends the user's service; a
     /// partial refund changes nothing else.
-    Refunded { out_trade_no: String, newly: bool, full: bool },
+    Refunded {
+        out_trade_no: String,
+        newly: bool,
+        full: bool,
+    },
     /// Verified, but an event the product does not act on.
     Ignored(String),
 }
@@ -260,12 +266,9 @@ impl Billing {
 
     async fn view(&self, payment: Payment, now: DateTime<Utc>) -> Result<OrderView, BillingError> {
         let job = match payment.user_id {
-            Some(user_id) if payment.status == PaymentState::Paid => self
-                .accounts
-                .jobs_for_user(user_id)
-                .await?
-                .into_iter()
-                .find(|job| job.payment_id == Some(payment.payment_id)),
+            Some(user_id) if payment.status == PaymentState::Paid => {
+                self.accounts.jobs_for_user(user_id).await?.into_iter().find(|job| job.payment_id == Some(payment.payment_id))
+            }
             _ => None,
         };
         Ok(OrderView {

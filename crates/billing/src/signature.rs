@@ -46,7 +46,10 @@ impl RequestSigner<'_> {
     /// timestamp and nonce, so the bytes can be pinned in tests.
     pub fn authorization(&self, method: &str, path_with_query: &str, timestamp: i64, nonce: &str, body: &[u8]) -> String {
         let signature = self.key.sign(&request_message(method, path_with_query, timestamp, nonce, body));
-        format!(r#"{SCHEME} mchid="{}",nonce_str="{nonce}",signature="{signature}",timestamp="{timestamp}",serial_no="{}""#, self.mchid, self.serial_no)
+        format!(
+            r#"{SCHEME} mchid="{}",nonce_str="{nonce}",signature="{signature}",timestamp="{timestamp}",serial_no="{}""#,
+            self.mchid, self.serial_no
+        )
     }
 }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::Utc;
 use reqwest::StatusCode;
 use twilight_billing::{
-    ApiV3Key, ErrorCode, Event, EventKind, MerchantKey, NotifyError, Order, PaymentError, PaymentProcessor, PaymentStatus, RefundRequest, RefundStatus,
-    SignatureError, StaticPublicKey, TradeState, WechatPayClient, WechatPayConfig, WechatPayError,
+    ApiV3Key, ErrorCode, Event, EventKind, MerchantKey, NotifyError, Order, PaymentError, PaymentProcessor, PaymentStatus, RefundRequest,
+    RefundStatus, SignatureError, StaticPublicKey, TradeState, WechatPayClient, WechatPayConfig, WechatPayError,
 };
 use twilight_sandbox::wechatpay::Delivery;
 use twilight_sandbox::{serve, NotifyFault, RecordingWebhook, SandboxKeys, WechatPaySim};
@@ -136,7 +136,10 @@ async fn an_order_is_placed_paid_notified_and_refunded() {
     assert!(h.sim.notify_attempts()[0].accepted(), "our webhook took it");
 
     let PaymentStatus::Paid(status) = processor.query("TD1001").await.unwrap() else { panic!("not paid") };
-    assert_eq!((status.transaction_id.as_str(), status.amount.amount, status.amount.currency.as_str()), (transaction_id.as_str(), 19800, "CNY"));
+    assert_eq!(
+        (status.transaction_id.as_str(), status.amount.amount, status.amount.currency.as_str()),
+        (transaction_id.as_str(), 19800, "CNY")
+    );
     assert!((Utc::now() - status.paid_at).num_seconds().abs() < 60);
 
     assert_eq!(api_code(&h.client.close_order("TD1001").await.unwrap_err()), Some(&ErrorCode::OrderPaid));
@@ -147,7 +150,10 @@ async fn an_order_is_placed_paid_notified_and_refunded() {
     let notifications = h.notifications(2).await;
     let Ok(notification) = &notifications[1] else { panic!("{notifications:?}") };
     let Event::RefundSuccess(refunded) = &notification.event else { panic!("{notification:?}") };
-    assert_eq!((refunded.refund_id.as_str(), refunded.refund_status, refunded.amount.refund), (receipt.refund_id.as_str(), RefundStatus::Success, 19800));
+    assert_eq!(
+        (refunded.refund_id.as_str(), refunded.refund_status, refunded.amount.refund),
+        (receipt.refund_id.as_str(), RefundStatus::Success, 19800)
+    );
     let event = processor.verify_notification(&h.webhook.received()[1].headers, &h.webhook.received()[1].body, Utc::now()).unwrap();
     assert!(matches!(event.kind, EventKind::Refunded(ref r) if r.out_trade_no == "TD1001" && r.amount.amount == 19800), "{event:?}");
     assert_eq!(processor.query("TD1001").await.unwrap(), PaymentStatus::Refunded);
@@ -229,7 +235,10 @@ async fn duplicates_share_an_id_and_stale_deliveries_are_refused() {
 
     let delivery = &h.webhook.received()[0];
     let later = Utc::now() + chrono::Duration::minutes(6);
-    assert!(matches!(h.client.parse_notification(&delivery.headers, &delivery.body, later), Err(NotifyError::Signature(SignatureError::Stale { .. }))));
+    assert!(matches!(
+        h.client.parse_notification(&delivery.headers, &delivery.body, later),
+        Err(NotifyError::Signature(SignatureError::Stale { .. }))
+    ));
 }
 
 #[tokio::test]

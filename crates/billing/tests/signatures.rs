@@ -12,7 +12,8 @@ use rsa::signature::Verifier;
 use rsa::RsaPrivateKey;
 use sha2::Sha256;
 use twilight_billing::{
-    request_message, response_message, verify, KeyError, KeyRing, MerchantKey, RequestSigner, SignatureError, StaticPublicKey, MAX_SKEW_SECS,
+    request_message, response_message, verify, KeyError, KeyRing, MerchantKey, RequestSigner, SignatureError, StaticPublicKey,
+    MAX_SKEW_SECS,
 };
 
 const KEY_ID: &str = "PUB_KEY_ID_0114232134912410000000000000";
@@ -33,9 +34,12 @@ fn signed_headers(body: &[u8]) -> HeaderMap {
     let (timestamp, nonce) = (signed_at().timestamp().to_string(), "c5ac7061fccab6bf3e254dcf98995b8c");
     let signature = MerchantKey::from_key(key().clone()).unwrap().sign(&response_message(&timestamp, nonce, body));
     let mut headers = HeaderMap::new();
-    for (name, value) in
-        [("wechatpay-timestamp", timestamp.as_str()), ("wechatpay-nonce", nonce), ("wechatpay-signature", &signature), ("wechatpay-serial", KEY_ID)]
-    {
+    for (name, value) in [
+        ("wechatpay-timestamp", timestamp.as_str()),
+        ("wechatpay-nonce", nonce),
+        ("wechatpay-signature", &signature),
+        ("wechatpay-serial", KEY_ID),
+    ] {
         headers.insert(name, value.parse().unwrap());
     }
     headers
@@ -132,16 +136,24 @@ fn the_authorization_header_carries_a_signature_over_the_request() {
     let merchant = MerchantKey::from_key(key().clone()).unwrap();
     let signer = RequestSigner { mchid: "1900000109", serial_no: "5157F09EFDC096DE15EBE81A47057A7232F1B8E1", key: &merchant };
     let body = br#"{"mchid":"1900000109"}"#;
-    let header = signer.authorization("POST", "/v3/pay/transactions/out-trade-no/TD0001/close", 1554208460, "593BEC0C930BF1AFEB40B4A08C8FB242", body);
+    let header = signer.authorization(
+        "POST",
+        "/v3/pay/transactions/out-trade-no/TD0001/close",
+        1554208460,
+        "593BEC0C930BF1AFEB40B4A08C8FB242",
+        body,
+    );
     let fields = header.strip_prefix("WECHATPAY2-SHA256-RSA2048 ").expect("the scheme comes first");
-    let field = |name: &str| fields.split(',').find_map(|kv| kv.strip_prefix(&format!("{name}=\""))?.strip_suffix('"')).unwrap().to_string();
+    let field =
+        |name: &str| fields.split(',').find_map(|kv| kv.strip_prefix(&format!("{name}=\""))?.strip_suffix('"')).unwrap().to_string();
     assert_eq!((field("mchid"), field("timestamp")), ("1900000109".into(), "1554208460".into()));
     assert_eq!(field("serial_no"), "5157F09EFDC096DE15EBE81A47057A7232F1B8E1");
     assert_eq!(field("nonce_str"), "593BEC0C930BF1AFEB40B4A08C8FB242");
 
     // Checked with `rsa` directly, not with our verifier.
     let signature = Signature::try_from(BASE64.decode(field("signature")).unwrap().as_slice()).unwrap();
-    let message = request_message("POST", "/v3/pay/transactions/out-trade-no/TD0001/close", 1554208460, "593BEC0C930BF1AFEB40B4A08C8FB242", body);
+    let message =
+        request_message("POST", "/v3/pay/transactions/out-trade-no/TD0001/close", 1554208460, "593BEC0C930BF1AFEB40B4A08C8FB242", body);
     assert!(VerifyingKey::<Sha256>::new(key().to_public_key()).verify(&message, &signature).is_ok());
     assert!(VerifyingKey::<Sha256>::new(key().to_public_key()).verify(&message[1..], &signature).is_err());
 }
@@ -151,5 +163,8 @@ fn keys_of_the_wrong_size_or_id_are_refused() {
     let small = RsaPrivateKey::new(&mut rand::thread_rng(), 1024).unwrap();
     assert!(matches!(MerchantKey::from_key(small.clone()), Err(KeyError::Size { bits: 1024, .. })));
     assert!(matches!(StaticPublicKey::new(KEY_ID, small.to_public_key()), Err(KeyError::Size { bits: 1024, .. })));
-    assert!(matches!(StaticPublicKey::new("5157F09EFDC096DE15EBE81A47057A7232F1B8E1", key().to_public_key()), Err(KeyError::PublicKeyId(_))));
+    assert!(matches!(
+        StaticPublicKey::new("5157F09EFDC096DE15EBE81A47057A7232F1B8E1", key().to_public_key()),
+        Err(KeyError::PublicKeyId(_))
+    ));
 }

@@ -11,8 +11,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use twilight_billing::{
-    decrypt, request_message, response_message, verify, ApiV3Key, DecryptError, Event, EventKind, MerchantKey, NotifyError, PaymentProcessor, RequestSigner,
-    SignatureError, StaticPublicKey, TradeState, Transaction, WechatPayClient, WechatPayConfig,
+    decrypt, request_message, response_message, verify, ApiV3Key, DecryptError, Event, EventKind, MerchantKey, NotifyError,
+    PaymentProcessor, RequestSigner, SignatureError, StaticPublicKey, TradeState, Transaction, WechatPayClient, WechatPayConfig,
 };
 
 #[derive(Deserialize)]
@@ -73,7 +73,11 @@ fn vectors() -> Vectors {
 
 impl Vectors {
     fn headers(&self) -> HeaderMap {
-        self.notification.headers.iter().map(|(name, value)| (HeaderName::try_from(name.as_str()).unwrap(), HeaderValue::from_str(value).unwrap())).collect()
+        self.notification
+            .headers
+            .iter()
+            .map(|(name, value)| (HeaderName::try_from(name.as_str()).unwrap(), HeaderValue::from_str(value).unwrap()))
+            .collect()
     }
 
     /// Shortly after Python signed.
@@ -131,7 +135,11 @@ fn our_signer_reproduces_pythons_request_signatures_byte_for_byte() {
 fn our_verifier_accepts_pythons_notification_signature() {
     let v = vectors();
     let headers = v.headers();
-    let message = response_message(&v.notification.headers["Wechatpay-Timestamp"], &v.notification.headers["Wechatpay-Nonce"], v.notification.body.as_bytes());
+    let message = response_message(
+        &v.notification.headers["Wechatpay-Timestamp"],
+        &v.notification.headers["Wechatpay-Nonce"],
+        v.notification.body.as_bytes(),
+    );
     assert_eq!(String::from_utf8(message.clone()).unwrap(), v.notification.message);
     assert_eq!(verify(&v.platform_keys(), &headers, v.notification.body.as_bytes(), v.now()), Ok(()));
 
@@ -187,7 +195,11 @@ fn a_flipped_byte_fails() {
     let mut ciphertext = BASE64.decode(&r.ciphertext).unwrap();
     for at in [0, ciphertext.len() - 1] {
         ciphertext[at] ^= 0x01;
-        assert_eq!(decrypt(&v.api_v3_key(), &r.nonce, &r.associated_data, &BASE64.encode(&ciphertext)), Err(DecryptError::Authentication), "byte {at}");
+        assert_eq!(
+            decrypt(&v.api_v3_key(), &r.nonce, &r.associated_data, &BASE64.encode(&ciphertext)),
+            Err(DecryptError::Authentication),
+            "byte {at}"
+        );
         ciphertext[at] ^= 0x01;
     }
     assert_eq!(decrypt(&v.api_v3_key(), &r.nonce, "refund", &r.ciphertext), Err(DecryptError::Authentication), "other AAD");
@@ -196,7 +208,10 @@ fn a_flipped_byte_fails() {
 
     let client = v.client();
     let tampered = v.notification.body.replacen("TRANSACTION.SUCCESS", "TRANSACTION.SUCCESs", 1);
-    assert_eq!(client.parse_notification(&v.headers(), tampered.as_bytes(), v.now()), Err(NotifyError::Signature(SignatureError::BadSignature)));
+    assert_eq!(
+        client.parse_notification(&v.headers(), tampered.as_bytes(), v.now()),
+        Err(NotifyError::Signature(SignatureError::BadSignature))
+    );
 }
 
 #[test]

@@ -115,7 +115,10 @@ impl IlinkClient {
     /// A client for the iLink API at `base_url` ([`DEFAULT_BASE_URL`] in production, a simulator
     /// in tests).
     pub fn new(base_url: &str) -> Result<Self, IlinkError> {
-        let base_url = Url::parse(base_url).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host()).ok_or_else(|| IlinkError::InvalidBaseUrl(base_url.to_string()))?;
+        let base_url = Url::parse(base_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+            .ok_or_else(|| IlinkError::InvalidBaseUrl(base_url.to_string()))?;
         Ok(IlinkClient { http: reqwest::Client::new(), base_url, hold: DEFAULT_LONG_POLL_HOLD })
     }
 
@@ -129,7 +132,13 @@ impl IlinkClient {
     pub async fn get_bot_qrcode(&self) -> Result<QrCode, IlinkError> {
         let url = endpoint(&self.base_url, "ilink/bot/get_bot_qrcode");
         let body = self.get(url, &[("bot_type", BOT_TYPE)], API_TIMEOUT).await?;
-        let field = |name: &'static str| body[name].as_str().filter(|s| !s.is_empty()).map(str::to_string).ok_or_else(|| IlinkError::Decode(format!("get_bot_qrcode answer without {name}")));
+        let field = |name: &'static str| {
+            body[name]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| IlinkError::Decode(format!("get_bot_qrcode answer without {name}")))
+        };
         Ok(QrCode { poll_key: field("qrcode")?, img_content: field("qrcode_img_content")?, poll_base: self.base_url.clone() })
     }
 
@@ -167,7 +176,9 @@ impl IlinkClient {
                 if ilink_bot_id.is_empty() {
                     return Err(IlinkError::IncompleteCredentials("ilink_bot_id"));
                 }
-                let base_url = Some(text("baseurl")).filter(|u| !u.is_empty()).unwrap_or_else(|| self.base_url.as_str().trim_end_matches('/').to_string());
+                let base_url = Some(text("baseurl"))
+                    .filter(|u| !u.is_empty())
+                    .unwrap_or_else(|| self.base_url.as_str().trim_end_matches('/').to_string());
                 PairingStatus::Confirmed { bot_token: bot_token.into(), ilink_bot_id, base_url, ilink_user_id: text("ilink_user_id") }
             }
             other => return Err(IlinkError::UnknownStatus(other.to_string())),
@@ -179,7 +190,10 @@ impl IlinkClient {
     /// gateway sends a message nobody asked for: `POST <bot_base>/ilink/bot/sendmessage` with the
     /// bot's token, a finished bot message, no `context_token`.
     pub async fn send_text(&self, bot_base: &str, bot_token: &SecretString, to_user_id: &str, text: &str) -> Result<(), IlinkError> {
-        let base = Url::parse(bot_base).ok().filter(|u| matches!(u.scheme(), "http" | "https")).ok_or_else(|| IlinkError::InvalidBaseUrl(bot_base.to_string()))?;
+        let base = Url::parse(bot_base)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| IlinkError::InvalidBaseUrl(bot_base.to_string()))?;
         let message = json!({
             "msg": {
                 "from_user_id": "",

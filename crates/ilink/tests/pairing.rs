@@ -73,7 +73,10 @@ async fn a_plain_pairing_confirms_with_credentials_the_simulator_knows() {
     h.client.send_text(&base_url, &bot_token, &ilink_user_id, "我是张老师，可以开始问股票了").await.unwrap();
     let sent = h.sim.sent(&ilink_bot_id);
     assert_eq!(sent.len(), 1);
-    assert_eq!((sent[0].to_user_id.as_str(), sent[0].text.as_str(), sent[0].context_token.as_deref()), (USER, "我是张老师，可以开始问股票了", None));
+    assert_eq!(
+        (sent[0].to_user_id.as_str(), sent[0].text.as_str(), sent[0].context_token.as_deref()),
+        (USER, "我是张老师，可以开始问股票了", None)
+    );
     assert!(sent[0].client_id.as_deref().is_some_and(|id| id.starts_with("twilight-")));
     let forged = secrecy::SecretString::from("not-the-bot-token".to_string());
     let refused = h.client.send_text(&base_url, &forged, &ilink_user_id, "hi").await.unwrap_err();

@@ -5,8 +5,22 @@ use crate::warehouse::{TableSpec, DAILY, DAILY_BASIC};
 /// A number `/price` can answer, and the daily table that holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
-    Close, Open, High, Low, PreClose, Change, PctChg, Vol, Amount,
-    Pe, PeTtm, Pb, Ps, TotalMv, CircMv, TurnoverRate,
+    Close,
+    Open,
+    High,
+    Low,
+    PreClose,
+    Change,
+    PctChg,
+    Vol,
+    Amount,
+    Pe,
+    PeTtm,
+    Pb,
+    Ps,
+    TotalMv,
+    CircMv,
+    TurnoverRate,
 }
 
 const ALL: [(Metric, &str, &str); 16] = [

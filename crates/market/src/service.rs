@@ -191,7 +191,9 @@ impl Market {
             calendar: Cache::builder().time_to_live(REFERENCE_TTL).build(),
             stocks: Cache::builder().time_to_live(REFERENCE_TTL).build(),
             health: Mutex::new(HashMap::new()),
-            tushare_breaker: failsafe::Config::new().failure_policy(failure_policy::consecutive_failures(1, backoff::constant(config.breaker_window))).build(),
+            tushare_breaker: failsafe::Config::new()
+                .failure_policy(failure_policy::consecutive_failures(1, backoff::constant(config.breaker_window)))
+                .build(),
             breaker_window: config.breaker_window,
             warehouse_health: Mutex::new(WarehouseHealth::default()),
         })
@@ -267,9 +269,10 @@ impl Market {
         let calendar = self.calendar_noting(&ledger).await?;
         let reports = self.reports(code, &ledger).await?;
         let report = match period {
-            Some(p) => reports.iter().find(|r| r.date("end_date") == Some(p)).ok_or_else(|| {
-                MarketError::NotFound(format!("{code} has no announced report for period {}", compact(p)))
-            })?,
+            Some(p) => reports
+                .iter()
+                .find(|r| r.date("end_date") == Some(p))
+                .ok_or_else(|| MarketError::NotFound(format!("{code} has no announced report for period {}", compact(p))))?,
             None => reports.first().ok_or_else(|| MarketError::NotFound(format!("{code} has no announced reports")))?,
         };
         let period = report.date("end_date").expect("key column is never null");
@@ -325,13 +328,21 @@ impl Market {
     /// The newest row on or before today: today's data appears only after the close, so an empty
     /// answer for today falls back to the previous trade date. When the upstream fails, the newest
     /// row the warehouse has, marked stale.
-    async fn latest_day_row(&self, calendar: &Calendar, stock: &Stock, spec: &'static TableSpec, ledger: &Ledger) -> Result<(NaiveDate, Arc<Option<Record>>), MarketError> {
+    async fn latest_day_row(
+        &self,
+        calendar: &Calendar,
+        stock: &Stock,
+        spec: &'static TableSpec,
+        ledger: &Ledger,
+    ) -> Result<(NaiveDate, Arc<Option<Record>>), MarketError> {
         let today = china_today(Utc::now());
         let latest = calendar.on_or_before(today).ok_or_else(|| MarketError::NotFound("the trade calendar has no open day yet".into()))?;
         let fresh = async {
             let row = self.day_row(spec, stock.code, latest, ledger).await?;
             match calendar.before(latest) {
-                Some(previous) if row.is_none() && latest == today => Ok((previous, self.day_row(spec, stock.code, previous, ledger).await?)),
+                Some(previous) if row.is_none() && latest == today => {
+                    Ok((previous, self.day_row(spec, stock.code, previous, ledger).await?))
+                }
                 _ => Ok((latest, row)),
             }
         };
@@ -345,7 +356,13 @@ impl Market {
 
     /// One row of a per-day table: memory, then warehouse, then exactly one upstream call for all
     /// concurrent askers of the same key.
-    async fn day_row(&self, spec: &'static TableSpec, code: TsCode, date: NaiveDate, ledger: &Ledger) -> Result<Arc<Option<Record>>, MarketError> {
+    async fn day_row(
+        &self,
+        spec: &'static TableSpec,
+        code: TsCode,
+        date: NaiveDate,
+        ledger: &Ledger,
+    ) -> Result<Arc<Option<Record>>, MarketError> {
         shared(
             self.day_rows
                 .try_get_with((spec.name, code, date), async {
@@ -353,7 +370,9 @@ impl Market {
                     if let Some(hit) = self.stored(spec, key, None).await.pop() {
                         return Ok(Arc::new(Some(hit)));
                     }
-                    let fetched = self.fetch(spec.name, params(&[("ts_code", code.to_string()), ("trade_date", compact(date))]), &spec.fields(), ledger).await?;
+                    let fetched = self
+                        .fetch(spec.name, params(&[("ts_code", code.to_string()), ("trade_date", compact(date))]), &spec.fields(), ledger)
+                        .await?;
                     let rows = self.store(spec, fetched).await;
                     Ok(Arc::new(rows.into_iter().find(|r| r.date("trade_date") == Some(date))))
                 })
@@ -370,14 +389,16 @@ impl Market {
                     if let Some(records) = self.stored_if_fresh(&FINA_INDICATOR, key.clone(), "end_date").await {
                         return Ok(Arc::new(records));
                     }
-                    let fetched = self.fetch(FINA_INDICATOR.name, params(&[("ts_code", code.to_string())]), &FINA_INDICATOR.fields(), ledger).await?;
+                    let fetched =
+                        self.fetch(FINA_INDICATOR.name, params(&[("ts_code", code.to_string())]), &FINA_INDICATOR.fields(), ledger).await?;
                     let mut rows = self.store(&FINA_INDICATOR, fetched).await;
                     rows.sort_by_key(|r| std::cmp::Reverse(r.date("end_date")));
                     Ok(Arc::new(rows))
                 })
                 .await,
         );
-        let stored = async { Some(Arc::new(self.stored(&FINA_INDICATOR, key.clone(), Some("end_date")).await)).filter(|rows| !rows.is_empty()) };
+        let stored =
+            async { Some(Arc::new(self.stored(&FINA_INDICATOR, key.clone(), Some("end_date")).await)).filter(|rows| !rows.is_empty()) };
         or_stored(fresh, stored, ledger).await
     }
 
@@ -394,7 +415,8 @@ impl Market {
                     let records = match self.stored_if_fresh(&STOCK_BASIC, Vec::new(), "ts_code").await {
                         Some(records) => records,
                         None => {
-                            let fetched = self.fetch(STOCK_BASIC.name, params(&[("list_status", "L".into())]), &STOCK_BASIC.fields(), ledger).await?;
+                            let fetched =
+                                self.fetch(STOCK_BASIC.name, params(&[("list_status", "L".into())]), &STOCK_BASIC.fields(), ledger).await?;
                             self.store(&STOCK_BASIC, fetched).await
                         }
                     };
@@ -402,7 +424,8 @@ impl Market {
                 })
                 .await,
         );
-        let stored = async { Some(Arc::new(stock_list(&self.stored(&STOCK_BASIC, Vec::new(), None).await))).filter(|stocks| !stocks.is_empty()) };
+        let stored =
+            async { Some(Arc::new(stock_list(&self.stored(&STOCK_BASIC, Vec::new(), None).await))).filter(|stocks| !stocks.is_empty()) };
         let stocks = or_stored(fresh, stored, ledger).await?;
         stocks.get(&code).cloned().ok_or_else(|| MarketError::NotFound(format!("unknown code {code}: no listed A-share has it")))
     }
@@ -483,13 +506,14 @@ impl Market {
     /// One metered upstream query behind the source's breaker, its outcome recorded for the
     /// health check.
     async fn fetch(&self, api_name: &str, params: Map<String, Value>, fields: &[&str], ledger: &Ledger) -> Result<Fetched, MarketError> {
-        let result = match self.tushare_breaker.call_with(MarketError::is_source_failure, self.tushare.query(api_name, params, fields)).await {
-            Ok(fetched) => Ok(fetched),
-            Err(failsafe::Error::Inner(error)) => Err(error),
-            Err(failsafe::Error::Rejected) => {
-                return Err(MarketError::SourceDown { source_name: "tushare", retry_after_secs: self.breaker_window.as_secs().max(1) });
-            }
-        };
+        let result =
+            match self.tushare_breaker.call_with(MarketError::is_source_failure, self.tushare.query(api_name, params, fields)).await {
+                Ok(fetched) => Ok(fetched),
+                Err(failsafe::Error::Inner(error)) => Err(error),
+                Err(failsafe::Error::Rejected) => {
+                    return Err(MarketError::SourceDown { source_name: "tushare", retry_after_secs: self.breaker_window.as_secs().max(1) });
+                }
+            };
         let mut health = self.health.lock().expect("health");
         let entry = health.entry("tushare").or_default();
         match &result {
@@ -509,7 +533,11 @@ impl Market {
 
 /// `fresh`, or when it failed for its upstream's sake, what `stored` finds (marked stale); the
 /// upstream's error when the warehouse has nothing either.
-async fn or_stored<T>(fresh: Result<T, MarketError>, stored: impl std::future::Future<Output = Option<T>>, ledger: &Ledger) -> Result<T, MarketError> {
+async fn or_stored<T>(
+    fresh: Result<T, MarketError>,
+    stored: impl std::future::Future<Output = Option<T>>,
+    ledger: &Ledger,
+) -> Result<T, MarketError> {
     match fresh {
         Err(error) if error.is_source_failure() => match stored.await {
             Some(value) => {

@@ -129,8 +129,7 @@ impl TushareClient {
     pub async fn query(&self, api_name: &str, params: Map<String, Value>, fields: &[&str]) -> Result<Fetched, MarketError> {
         let mut table = Table::default();
         let mut source = "tushare";
-        let mut cost_pts = 0;
-        for _ in 0..MAX_PAGES {
+        for pages in 1..=MAX_PAGES {
             let mut page_params = params.clone();
             if !table.is_empty() {
                 page_params.insert("offset".into(), Value::from(table.len()));
@@ -139,13 +138,13 @@ impl TushareClient {
             if sandbox {
                 source = "sandbox:tushare";
             }
-            cost_pts += COST_PTS_PER_PAGE;
             if table.fields.is_empty() {
                 table.fields = page.fields;
             }
             let got = page.items.len();
             table.items.extend(page.items);
             if !page.has_more || got == 0 {
+                let cost_pts = i32::try_from(pages).map_or(i32::MAX, |pages| pages * COST_PTS_PER_PAGE);
                 return Ok(Fetched { table, source, cost_pts });
             }
         }
@@ -199,10 +198,14 @@ impl TushareClient {
 fn classify(api_name: &str, envelope: Envelope) -> Result<Page, MarketError> {
     let msg = envelope.msg.unwrap_or_default();
     match envelope.code {
-        0 => envelope.data.ok_or_else(|| MarketError::Upstream { source_name: "tushare", message: format!("{api_name}: code 0 without data") }),
+        0 => envelope
+            .data
+            .ok_or_else(|| MarketError::Upstream { source_name: "tushare", message: format!("{api_name}: code 0 without data") }),
         40101 => Err(MarketError::UpstreamAuth { source_name: "tushare", message: msg }),
         // The same code means "over your per-minute quota" or "your points do not cover this API".
-        40203 if msg.contains("每分钟") || msg.contains("每小时") || msg.contains("每天") => Err(MarketError::Throttled { source_name: "tushare" }),
+        40203 if msg.contains("每分钟") || msg.contains("每小时") || msg.contains("每天") => {
+            Err(MarketError::Throttled { source_name: "tushare" })
+        }
         40203 => Err(MarketError::UpstreamPermission { source_name: "tushare", message: format!("{api_name}: {msg}") }),
         code => Err(MarketError::Upstream { source_name: "tushare", message: format!("{api_name}: code {code}: {msg}") }),
     }
@@ -236,7 +239,9 @@ mod tests {
         let err = |json| classify("daily", envelope(json)).err().unwrap();
         assert!(matches!(err(r#"{"code":40101,"msg":"您的token不对，请确认。","data":null}"#), MarketError::UpstreamAuth { .. }));
         assert!(matches!(
-            err(r#"{"code":40203,"msg":"抱歉，您每分钟最多访问该接口500次，权限的具体详情访问：https://tushare.pro/document/1?doc_id=108。"}"#),
+            err(
+                r#"{"code":40203,"msg":"抱歉，您每分钟最多访问该接口500次，权限的具体详情访问：https://tushare.pro/document/1?doc_id=108。"}"#
+            ),
             MarketError::Throttled { .. }
         ));
         assert!(matches!(err(r#"{"code":40203,"msg":"抱歉，您没有访问该接口的权限"}"#), MarketError::UpstreamPermission { .. }));

@@ -48,8 +48,16 @@ use ColType::{Date, Double, Int, Text};
 pub const DAILY: TableSpec = TableSpec {
     name: "daily",
     columns: &[
-        col("ts_code", Text), col("trade_date", Date), col("open", Double), col("high", Double), col("low", Double),
-        col("close", Double), col("pre_close", Double), col("change", Double), col("pct_chg", Double), col("vol", Double),
+        col("ts_code", Text),
+        col("trade_date", Date),
+        col("open", Double),
+        col("high", Double),
+        col("low", Double),
+        col("close", Double),
+        col("pre_close", Double),
+        col("change", Double),
+        col("pct_chg", Double),
+        col("vol", Double),
         col("amount", Double),
     ],
     key_len: 2,
@@ -59,10 +67,23 @@ pub const DAILY: TableSpec = TableSpec {
 pub const DAILY_BASIC: TableSpec = TableSpec {
     name: "daily_basic",
     columns: &[
-        col("ts_code", Text), col("trade_date", Date), col("close", Double), col("turnover_rate", Double),
-        col("turnover_rate_f", Double), col("volume_ratio", Double), col("pe", Double), col("pe_ttm", Double),
-        col("pb", Double), col("ps", Double), col("ps_ttm", Double), col("dv_ratio", Double), col("dv_ttm", Double),
-        col("total_share", Double), col("float_share", Double), col("free_share", Double), col("total_mv", Double),
+        col("ts_code", Text),
+        col("trade_date", Date),
+        col("close", Double),
+        col("turnover_rate", Double),
+        col("turnover_rate_f", Double),
+        col("volume_ratio", Double),
+        col("pe", Double),
+        col("pe_ttm", Double),
+        col("pb", Double),
+        col("ps", Double),
+        col("ps_ttm", Double),
+        col("dv_ratio", Double),
+        col("dv_ttm", Double),
+        col("total_share", Double),
+        col("float_share", Double),
+        col("free_share", Double),
+        col("total_mv", Double),
         col("circ_mv", Double),
     ],
     key_len: 2,
@@ -72,10 +93,22 @@ pub const DAILY_BASIC: TableSpec = TableSpec {
 pub const FINA_INDICATOR: TableSpec = TableSpec {
     name: "fina_indicator",
     columns: &[
-        col("ts_code", Text), col("end_date", Date), col("ann_date", Date), col("eps", Double), col("dt_eps", Double),
-        col("bps", Double), col("roe", Double), col("roe_dt", Double), col("roa", Double), col("grossprofit_margin", Double),
-        col("netprofit_margin", Double), col("debt_to_assets", Double), col("current_ratio", Double),
-        col("quick_ratio", Double), col("or_yoy", Double), col("netprofit_yoy", Double),
+        col("ts_code", Text),
+        col("end_date", Date),
+        col("ann_date", Date),
+        col("eps", Double),
+        col("dt_eps", Double),
+        col("bps", Double),
+        col("roe", Double),
+        col("roe_dt", Double),
+        col("roa", Double),
+        col("grossprofit_margin", Double),
+        col("netprofit_margin", Double),
+        col("debt_to_assets", Double),
+        col("current_ratio", Double),
+        col("quick_ratio", Double),
+        col("or_yoy", Double),
+        col("netprofit_yoy", Double),
     ],
     key_len: 2,
     keep_raw: true,
@@ -91,8 +124,13 @@ pub const TRADE_CAL: TableSpec = TableSpec {
 pub const STOCK_BASIC: TableSpec = TableSpec {
     name: "stock_basic",
     columns: &[
-        col("ts_code", Text), col("symbol", Text), col("name", Text), col("area", Text), col("industry", Text),
-        col("market", Text), col("list_date", Date),
+        col("ts_code", Text),
+        col("symbol", Text),
+        col("name", Text),
+        col("area", Text),
+        col("industry", Text),
+        col("market", Text),
+        col("list_date", Date),
     ],
     key_len: 1,
     keep_raw: false,
@@ -251,7 +289,8 @@ impl Warehouse {
         let conn = Connection::open(path).map_err(storage)?;
         for spec in TABLES {
             conn.execute_batch(&spec.ddl()).map_err(storage)?;
-            conn.execute_batch(&format!("CREATE TABLE IF NOT EXISTS {} AS SELECT * FROM {} LIMIT 0", spec.stage_name(), spec.name)).map_err(storage)?;
+            conn.execute_batch(&format!("CREATE TABLE IF NOT EXISTS {} AS SELECT * FROM {} LIMIT 0", spec.stage_name(), spec.name))
+                .map_err(storage)?;
         }
         let origin = conn.try_clone().map_err(storage)?;
         Ok(Warehouse { writer: Mutex::new(conn), origin: Mutex::new(origin), readers: Mutex::new(Vec::new()) })
@@ -300,7 +339,13 @@ impl Warehouse {
     }
 
     /// Upserts every row of an upstream answer into `spec`, in one transaction on the single writer.
-    pub fn upsert(&self, spec: &'static TableSpec, table: &Table, source: &str, fetched_at: DateTime<Utc>) -> Result<Vec<Record>, MarketError> {
+    pub fn upsert(
+        &self,
+        spec: &'static TableSpec,
+        table: &Table,
+        source: &str,
+        fetched_at: DateTime<Utc>,
+    ) -> Result<Vec<Record>, MarketError> {
         let rows = rows_of(spec, table, source, fetched_at);
         let stamp = DuckValue::Timestamp(TimeUnit::Microsecond, fetched_at.timestamp_micros());
         let stage = spec.stage_name();
@@ -351,7 +396,12 @@ fn rows_of(spec: &'static TableSpec, table: &Table, source: &str, fetched_at: Da
     table
         .rows()
         .map(|row| {
-            let record = Record { spec, cells: spec.columns.iter().map(|c| Cell::from_upstream(&row, c)).collect(), source: source.to_string(), fetched_at };
+            let record = Record {
+                spec,
+                cells: spec.columns.iter().map(|c| Cell::from_upstream(&row, c)).collect(),
+                source: source.to_string(),
+                fetched_at,
+            };
             (record, spec.keep_raw.then(|| row.to_json().to_string()))
         })
         .filter(|(record, _)| record.cells[..spec.key_len].iter().all(|c| *c != Cell::Null))
@@ -403,7 +453,9 @@ mod tests {
         let later = at + chrono::Duration::hours(1);
         let fix = json!([["600519.SH", "20260430", 1500.0, 1510.0, 1490.0, 1506.0, 1499.0, 7.0, 0.467, 20000.0, 3010000.0]]);
         warehouse.upsert(&DAILY, &table(fix), "tushare", later).unwrap();
-        let one = warehouse.select(&DAILY, &[Cell::Text("600519.SH".into()), Cell::Date(NaiveDate::from_ymd_opt(2026, 4, 30).unwrap())], None).unwrap();
+        let one = warehouse
+            .select(&DAILY, &[Cell::Text("600519.SH".into()), Cell::Date(NaiveDate::from_ymd_opt(2026, 4, 30).unwrap())], None)
+            .unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!((one[0].number("close"), one[0].source.as_str(), one[0].fetched_at), (Some(1506.0), "tushare", later));
         assert_eq!(warehouse.row_counts().unwrap().iter().find(|(t, _)| *t == "daily").unwrap().1, 2);

@@ -68,7 +68,8 @@ async fn throttling_is_retried_after_the_backoff_then_reported() {
 
     // A throttle that lifts during the backoff is invisible to the caller.
     sim.set_mode(TushareMode::Throttled);
-    let waiting = tokio::spawn(async move { tushare.query("daily", params(&[("ts_code", "600519.SH"), ("trade_date", "20260430")]), &[]).await });
+    let waiting =
+        tokio::spawn(async move { tushare.query("daily", params(&[("ts_code", "600519.SH"), ("trade_date", "20260430")]), &[]).await });
     tokio::time::sleep(Duration::from_millis(5)).await;
     sim.set_mode(TushareMode::Normal);
     let fetched = waiting.await.unwrap().unwrap();

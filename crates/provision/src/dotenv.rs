@@ -166,11 +166,7 @@ mod tests {
     fn set_and_remove_keep_everything_else() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".env");
-        std::fs::write(
-            &path,
-            "# Per-profile secrets\nA=1\n\n# keep me\nexport B = old\nC=3 # trailing comment\nB=older\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "# Per-profile secrets\nA=1\n\n# keep me\nexport B = old\nC=3 # trailing comment\nB=older\n").unwrap();
         let mut env = DotEnv::load(&path).unwrap();
         assert_eq!(env.keys(), ["A", "B", "C"]);
         env.set(&key("B"), "new value").unwrap();

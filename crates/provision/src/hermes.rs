@@ -308,7 +308,9 @@ mod tests {
         };
         let cli_envs = envs(&cli.command());
         assert!(cli_envs.contains(&("HERMES_HOME".into(), Some("/srv/hermes".into()))));
-        assert!(cli_envs.iter().all(|(k, _)| k == "HERMES_HOME" || k == "HERMES_DISABLE_LAZY_INSTALLS" || INHERITED_ENV.contains(&k.as_str())));
+        assert!(cli_envs
+            .iter()
+            .all(|(k, _)| k == "HERMES_HOME" || k == "HERMES_DISABLE_LAZY_INSTALLS" || INHERITED_ENV.contains(&k.as_str())));
 
         let profile = ProfileName::parse("user-1").unwrap();
         let gateway = cli.gateway_command(&profile);

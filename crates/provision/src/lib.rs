@@ -30,7 +30,7 @@ pub use dotenv::DotEnv;
 pub use error::{Error, Result};
 pub use hermes::HermesCli;
 pub use names::{EnvKey, ProfileName, TEMPLATE_PROFILE};
+pub use provisioner::{Outcome, Provisioner, ProvisionerConfig};
 pub use secrets::{plant_secrets, FileStore, PassStore, SecretDelivery, SecretStore, SystemdCredsStore};
 pub use service::{Account, Backoff, ChildSupervisor, GatewayUser, Launcher, ServiceManager, ServiceStatus, SystemdManager, SystemdScope};
-pub use provisioner::{Outcome, Provisioner, ProvisionerConfig};
 pub use soul::BotName;

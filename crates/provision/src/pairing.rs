@@ -22,7 +22,11 @@ pub struct PairedBot {
 
 impl std::fmt::Debug for PairedBot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PairedBot").field("bot_id", &self.bot_id).field("base_url", &self.base_url).field("owner", &self.owner).finish_non_exhaustive()
+        f.debug_struct("PairedBot")
+            .field("bot_id", &self.bot_id)
+            .field("base_url", &self.base_url)
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
     }
 }
 
@@ -56,7 +60,8 @@ pub fn write_account_file(profile_dir: &Path, bot: &PairedBot) -> Result<()> {
 pub fn read_account_file(profile_dir: &Path, bot_id: &str) -> Result<PairedBot> {
     let path = profile_dir.join("weixin").join("accounts").join(format!("{bot_id}.json"));
     let text = std::fs::read_to_string(&path).map_err(crate::Error::io("reading", &path))?;
-    let saved: serde_json::Value = serde_json::from_str(&text).map_err(|_| crate::Error::Hermes { profile: bot_id.to_string(), reason: "the bot's account file is not JSON" })?;
+    let saved: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|_| crate::Error::Hermes { profile: bot_id.to_string(), reason: "the bot's account file is not JSON" })?;
     let field = |name: &str| saved[name].as_str().unwrap_or_default().to_string();
     Ok(PairedBot { bot_token: field("token").into(), bot_id: bot_id.to_string(), base_url: field("base_url"), owner: field("user_id") })
 }
@@ -84,7 +89,12 @@ mod tests {
     #[test]
     fn the_account_file_is_private_and_the_allowlist_names_only_the_owner() {
         let dir = tempfile::tempdir().unwrap();
-        let bot = PairedBot { bot_token: "tok-secret".to_string().into(), bot_id: "abc@im.bot".into(), base_url: "https://ilink".into(), owner: "wx-owner".into() };
+        let bot = PairedBot {
+            bot_token: "tok-secret".to_string().into(),
+            bot_id: "abc@im.bot".into(),
+            base_url: "https://ilink".into(),
+            owner: "wx-owner".into(),
+        };
         write_account_file(dir.path(), &bot).unwrap();
         let path = dir.path().join("weixin/accounts/abc@im.bot.json");
         let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();

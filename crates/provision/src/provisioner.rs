@@ -23,7 +23,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use twilight_accounts::{
-    Accounts, GatewayCensus, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, ProfileStatus, ProvisioningJob, UserStatus, DEFAULT_RATE_LIMIT_PER_MIN,
+    Accounts, GatewayCensus, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, ProfileStatus, ProvisioningJob, UserStatus,
+    DEFAULT_RATE_LIMIT_PER_MIN,
 };
 use twilight_core::token::{hash_hex, RawToken};
 use twilight_ilink::{IlinkClient, PairingStatus};
@@ -335,7 +336,15 @@ impl Provisioner {
     }
 
     /// Writes the job's progress; `keep_lease` extends our lease instead of releasing it.
-    async fn record(&self, job: &ProvisioningJob, state: JobState, attempts: i32, error: Option<&str>, next: DateTime<Utc>, keep_lease: bool) -> Result<bool> {
+    async fn record(
+        &self,
+        job: &ProvisioningJob,
+        state: JobState,
+        attempts: i32,
+        error: Option<&str>,
+        next: DateTime<Utc>,
+        keep_lease: bool,
+    ) -> Result<bool> {
         let update = JobUpdate { state, attempts, last_error: error.map(str::to_string), next_attempt_at: next };
         let lease = keep_lease.then(|| self.lease_from(Utc::now()));
         Ok(self.accounts.update_job(job.job_id, &self.config.worker_id, &update, lease).await?)
@@ -389,7 +398,9 @@ impl Provisioner {
                 }
                 Ok(Step::Next(JobState::Active))
             }
-            finished @ (JobState::Active | JobState::Done | JobState::Failed | JobState::Cancelled) => Err(Error::UnknownJobState(finished.to_string())),
+            finished @ (JobState::Active | JobState::Done | JobState::Failed | JobState::Cancelled) => {
+                Err(Error::UnknownJobState(finished.to_string()))
+            }
         }
     }
 
@@ -509,7 +520,11 @@ impl Provisioner {
         let token_key = env_key(API_TOKEN);
         let planted = match self.secrets.get(profile, &token_key).await {
             Ok(raw) => {
-                let live = self.accounts.api_key(&hash_hex(raw.expose_secret())).await?.is_some_and(|key| key.user_id == job.user_id && !key.is_revoked());
+                let live = self
+                    .accounts
+                    .api_key(&hash_hex(raw.expose_secret()))
+                    .await?
+                    .is_some_and(|key| key.user_id == job.user_id && !key.is_revoked());
                 live.then_some(raw)
             }
             Err(Error::SecretNotFound { .. }) => None,
@@ -627,7 +642,13 @@ impl Provisioner {
         Ok(())
     }
 
-    async fn set_profile_status(&self, job: &ProvisioningJob, profile: &ProfileName, status: ProfileStatus, bot: Option<String>) -> Result<()> {
+    async fn set_profile_status(
+        &self,
+        job: &ProvisioningJob,
+        profile: &ProfileName,
+        status: ProfileStatus,
+        bot: Option<String>,
+    ) -> Result<()> {
         let existing = self.accounts.profile_for_user(job.user_id).await?;
         let row = HermesProfile {
             profile_name: profile.to_string(),

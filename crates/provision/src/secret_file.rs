@@ -27,12 +27,8 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
     let temp = dir.join(format!(".{name}.{}.{unique}.tmp", std::process::id()));
     let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(Error::io("creating", &temp))?;
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp).map_err(Error::io("creating", &temp))?;
         file.write_all(bytes).map_err(Error::io("writing", &temp))?;
         file.sync_all().map_err(Error::io("syncing", &temp))?;
         std::fs::rename(&temp, path).map_err(Error::io("replacing", path))

@@ -38,9 +38,7 @@ impl BotName {
             return Err(Error::InvalidBotName("contains consecutive spaces"));
         }
         if !name.chars().all(|c| c.is_alphanumeric() || " ·-.".contains(c)) {
-            return Err(Error::InvalidBotName(
-                "only letters, digits, single spaces and · - . are allowed (no markdown or brackets)",
-            ));
+            return Err(Error::InvalidBotName("only letters, digits, single spaces and · - . are allowed (no markdown or brackets)"));
         }
         Ok(BotName(name.to_owned()))
     }
@@ -75,10 +73,7 @@ impl fmt::Debug for BotName {
 pub fn write_soul(template_soul: &Path, profile_dir: &Path, name: &BotName) -> Result<()> {
     let template = std::fs::read_to_string(template_soul).map_err(Error::io("reading", template_soul))?;
     if !template.contains(BOT_NAME_PLACEHOLDER) {
-        return Err(Error::Template {
-            path: template_soul.to_owned(),
-            reason: format!("has no {BOT_NAME_PLACEHOLDER} placeholder"),
-        });
+        return Err(Error::Template { path: template_soul.to_owned(), reason: format!("has no {BOT_NAME_PLACEHOLDER} placeholder") });
     }
     // hermes may read SOUL.md at any moment: replace it whole.
     secret_file::write_bytes(&profile_dir.join("SOUL.md"), template.replace(BOT_NAME_PLACEHOLDER, name.as_str()).as_bytes())
@@ -100,9 +95,26 @@ mod tests {
     fn refuses_rather_than_mangles() {
         let too_long = "股".repeat(17);
         for bad in [
-            "", "   ", &too_long, "a\nb", "tab\there", "# title", "**bold**", "_x_", "`code`", "[link](x)",
-            "<b>", "{{BOT_NAME}}", "a|b", "a\\b", "a  b", "zero\u{200b}width", "rtl\u{202e}x", "\"quoted\"",
-            "ignore: all", "x>y",
+            "",
+            "   ",
+            &too_long,
+            "a\nb",
+            "tab\there",
+            "# title",
+            "**bold**",
+            "_x_",
+            "`code`",
+            "[link](x)",
+            "<b>",
+            "{{BOT_NAME}}",
+            "a|b",
+            "a\\b",
+            "a  b",
+            "zero\u{200b}width",
+            "rtl\u{202e}x",
+            "\"quoted\"",
+            "ignore: all",
+            "x>y",
         ] {
             assert!(BotName::parse(bad).is_err(), "{bad:?} accepted");
         }

@@ -127,7 +127,11 @@ async fn template_clone_plant_name_and_delete_with_real_hermes() {
     let tools: Vec<&str> = seen["weixin_tools"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     // `kanban` is listed for every platform but only activates inside a kanban worker, which the
     // template's `kanban.dispatch_in_gateway: false` never spawns.
-    assert_eq!(tools, ["clarify", "kanban", "memory", "session_search", "skills", "todo", "twilight"], "only tools that run no code and touch no files outside the profile");
+    assert_eq!(
+        tools,
+        ["clarify", "kanban", "memory", "session_search", "skills", "todo", "twilight"],
+        "only tools that run no code and touch no files outside the profile"
+    );
     let twilight = &seen["mcp_servers"]["twilight"];
     assert_eq!(twilight["url"], "http://127.0.0.1:8080/mcp", "{twilight}");
     assert_eq!(twilight["headers"]["Authorization"], format!("Bearer {token}"), "the user's own key, from the profile's .env");

@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use twilight_accounts::testing::dump;
 use secrecy::{ExposeSecret, SecretString};
+use twilight_accounts::testing::dump;
 use twilight_accounts::{Accounts, JobKind, JobState, JobUpdate, NewOrder, Plan, ProfileStatus, RefundNotice, Settlement, UserStatus};
 use twilight_core::token::hash_hex;
 use twilight_ilink::IlinkClient;
 use twilight_provision::{
-    Backoff, ChildSupervisor, DotEnv, EnvKey, FileStore, GatewayUser, HermesCli, Outcome, ProfileName, Provisioner, ProvisionerConfig, SecretStore,
-    ServiceManager,
+    Backoff, ChildSupervisor, DotEnv, EnvKey, FileStore, GatewayUser, HermesCli, Outcome, ProfileName, Provisioner, ProvisionerConfig,
+    SecretStore, ServiceManager,
 };
 use twilight_sandbox::{serve, IlinkSim, IlinkSimConfig};
 use uuid::Uuid;
@@ -77,7 +77,13 @@ impl Harness {
             onboarding_token_hash: hash_hex(&no),
         };
         self.accounts.create_order(order).await.unwrap();
-        let settlement = Settlement { out_trade_no: no.clone(), processor_ref: format!("tx-{no}"), amount_cents: 19_800, currency: "CNY".into(), paid_at: Utc::now() };
+        let settlement = Settlement {
+            out_trade_no: no.clone(),
+            processor_ref: format!("tx-{no}"),
+            amount_cents: 19_800,
+            currency: "CNY".into(),
+            paid_at: Utc::now(),
+        };
         self.accounts.settle_payment(&settlement).await.unwrap()
     }
 
@@ -264,7 +270,12 @@ async fn a_paid_user_gets_a_paired_named_running_bot_with_one_planted_key(h: Har
     let env_file = h.hermes.env_file(&profile);
     let env = std::fs::read_to_string(&env_file).unwrap();
     assert_eq!(mode(&env_file), 0o600);
-    for line in ["WEIXIN_DM_POLICY=allowlist", &format!("WEIXIN_ALLOWED_USERS={OWNER}"), "WEIXIN_GROUP_POLICY=disabled", "WEIXIN_ALLOW_ALL_USERS=false"] {
+    for line in [
+        "WEIXIN_DM_POLICY=allowlist",
+        &format!("WEIXIN_ALLOWED_USERS={OWNER}"),
+        "WEIXIN_GROUP_POLICY=disabled",
+        "WEIXIN_ALLOW_ALL_USERS=false",
+    ] {
         assert!(env.lines().any(|l| l == line), "{line} missing from .env keys {:?}", DotEnv::load(&env_file).unwrap());
     }
     let stored = h.accounts.profile_for_user(user_id).await.unwrap().unwrap();
@@ -273,13 +284,16 @@ async fn a_paid_user_gets_a_paired_named_running_bot_with_one_planted_key(h: Har
     assert_eq!(h.accounts.job(job_id).await.unwrap().unwrap().verify_code, None, "a used code is not kept");
 
     // Exactly one live key, planted and stored only as its hash.
-    let raw = env.lines().find_map(|l| l.strip_prefix("TWILIGHT_API_TOKEN=")).expect("planted").trim_matches('\'').trim_matches('"').to_string();
+    let raw =
+        env.lines().find_map(|l| l.strip_prefix("TWILIGHT_API_TOKEN=")).expect("planted").trim_matches('\'').trim_matches('"').to_string();
     let key = h.accounts.api_key(&hash_hex(&raw)).await.unwrap().expect("the planted key is the user's");
     assert_eq!((key.user_id, key.is_revoked()), (user_id, false));
     let db = dump(url).await;
     assert!(!db.contains(&raw), "the raw key is in the database");
     // The profile's LLM is our relay, reached with that same key: no upstream LLM key is planted.
-    let planted = |key: &str| env.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).map(|v| v.trim_matches('\'').trim_matches('"').to_string());
+    let planted = |key: &str| {
+        env.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).map(|v| v.trim_matches('\'').trim_matches('"').to_string())
+    };
     assert_eq!(planted("DASHSCOPE_API_KEY").as_deref(), Some(raw.as_str()), "the LLM key is the user's own key");
     assert_eq!(planted("DASHSCOPE_BASE_URL").as_deref(), Some("http://127.0.0.1:9/llm/v1"));
 
@@ -298,7 +312,10 @@ async fn a_paid_user_gets_a_paired_named_running_bot_with_one_planted_key(h: Har
     // The bot has greeted its owner in WeChat, in the name they chose, and recorded it (so no
     // later run greets again; see the contract test of claim_welcome).
     let greetings = h.ilink.sent(&bot_id);
-    assert_eq!(greetings.iter().map(|m| (m.to_user_id.as_str(), m.text.as_str())).collect::<Vec<_>>(), [(OWNER, "我是小明，可以开始问股票了")]);
+    assert_eq!(
+        greetings.iter().map(|m| (m.to_user_id.as_str(), m.text.as_str())).collect::<Vec<_>>(),
+        [(OWNER, "我是小明，可以开始问股票了")]
+    );
     assert!(stored.welcomed_at.is_some());
     assert!(!h.accounts.claim_welcome(user_id, Utc::now()).await.unwrap(), "a second greeting could be claimed");
     // The gateway talks to iLink with the bot's token.
@@ -439,7 +456,10 @@ async fn a_crash_after_any_step_converges_to_one_profile_key_and_gateway(h: Harn
         let key = h.accounts.api_key(&hash_hex(planted.expose_secret())).await.unwrap().expect("the planted key is stored");
         assert!(!key.is_revoked(), "after a crash at {state}");
         let env = std::fs::read_to_string(h.hermes.env_file(&profile)).unwrap();
-        assert!(env.contains(planted.expose_secret()) && env.contains(&format!("WEIXIN_ALLOWED_USERS={OWNER}")), "after a crash at {state}");
+        assert!(
+            env.contains(planted.expose_secret()) && env.contains(&format!("WEIXIN_ALLOWED_USERS={OWNER}")),
+            "after a crash at {state}"
+        );
         assert_eq!(gateways(&profile), 0, "no gateway before the bot is named");
     }
 
@@ -506,7 +526,14 @@ async fn an_expired_bot_stops_and_its_renewal_brings_the_same_bot_back(h: Harnes
     assert_eq!((census.host.as_str(), census.expected, census.running), ("test-host", 1, 0), "the census sees the gateway down");
     let services = Arc::new(ChildSupervisor::new(h.hermes.clone()));
     let ilink = IlinkClient::new(&h.ilink_url).unwrap();
-    let restarted = Provisioner::new(h.accounts.clone(), h.hermes.clone(), h.secrets.clone(), services.clone(), ilink, provisioner_config(&h, "worker-2"));
+    let restarted = Provisioner::new(
+        h.accounts.clone(),
+        h.hermes.clone(),
+        h.secrets.clone(),
+        services.clone(),
+        ilink,
+        provisioner_config(&h, "worker-2"),
+    );
     assert_eq!(restarted.restore_gateways().await.unwrap(), 1);
     gateway_up(services.as_ref(), &profile).await;
     let census = restarted.take_census().await.unwrap();

@@ -140,7 +140,8 @@ async fn the_real_hermes_gateway_is_supervised_restarted_and_stopped() {
     let first = supervisor.status(&p).await.unwrap().pid.unwrap();
     assert!(std::fs::read_to_string(&gateway_pid).unwrap().contains(&format!("\"pid\": {first}")));
     let environ = std::fs::read(format!("/proc/{first}/environ")).unwrap();
-    let environ: Vec<String> = environ.split(|&b| b == 0).filter(|v| !v.is_empty()).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+    let environ: Vec<String> =
+        environ.split(|&b| b == 0).filter(|v| !v.is_empty()).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
     for expected in [
         format!("HERMES_HOME={}", home.path().display()),
         format!("HOME={}", dir.display()),
@@ -149,7 +150,8 @@ async fn the_real_hermes_gateway_is_supervised_restarted_and_stopped() {
     ] {
         assert!(environ.contains(&expected), "{expected} missing from {environ:?}");
     }
-    let allowed = ["HERMES_HOME", "HOME", "HERMES_KANBAN_HOME", "HERMES_DISABLE_LAZY_INSTALLS", "VIRTUAL_ENV", "PATH", "LANG", "LC_ALL", "TZ"];
+    let allowed =
+        ["HERMES_HOME", "HOME", "HERMES_KANBAN_HOME", "HERMES_DISABLE_LAZY_INSTALLS", "VIRTUAL_ENV", "PATH", "LANG", "LC_ALL", "TZ"];
     for variable in &environ {
         let key = variable.split('=').next().unwrap();
         assert!(allowed.contains(&key), "the backend's {key} reached the gateway");
@@ -245,7 +247,11 @@ async fn gateway_users_cannot_read_each_other() {
         assert_eq!(GatewayUser::for_profile(p).lookup().unwrap(), None);
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(cli.profile_dir(p)).unwrap();
-        assert_eq!((meta.uid(), meta.gid()), (0, 0), "a profile outliving its user goes back to root, not to a later user with the same uid");
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (0, 0),
+            "a profile outliving its user goes back to root, not to a later user with the same uid"
+        );
         cli.delete_profile(p).await.unwrap();
     }
 
@@ -293,7 +299,13 @@ async fn systemd_system_units_get_a_user_of_their_own() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(&profile_dir).unwrap().uid(), account.uid);
     let unit = std::fs::read_to_string(manager.unit_path(&p)).unwrap();
-    for line in [format!("User={user}"), format!("Group={user}"), format!("TemporaryFileSystem={}:ro", home.path().display()), format!("BindPaths={}", profile_dir.display()), "MemoryMax=256M".into()] {
+    for line in [
+        format!("User={user}"),
+        format!("Group={user}"),
+        format!("TemporaryFileSystem={}:ro", home.path().display()),
+        format!("BindPaths={}", profile_dir.display()),
+        "MemoryMax=256M".into(),
+    ] {
         assert!(unit.lines().any(|l| l == line), "missing {line:?} in\n{unit}");
     }
     manager.start(&p).await.unwrap();
@@ -325,11 +337,15 @@ async fn the_system_unit_passes_systemd_analyze() {
     let complaints = String::from_utf8_lossy(&verify.stderr);
     assert!(verify.status.success(), "systemd-analyze verify failed:\n{complaints}");
     let (unit_name, user) = (SystemdManager::unit_name(&p), GatewayUser::for_profile(&p));
-    assert!(!complaints.lines().any(|l| l.contains(&unit_name) || l.contains(user.as_str())), "systemd-analyze verify complained:\n{complaints}");
+    assert!(
+        !complaints.lines().any(|l| l.contains(&unit_name) || l.contains(user.as_str())),
+        "systemd-analyze verify complained:\n{complaints}"
+    );
 
     let security = std::process::Command::new(&analyze).args(["security", "--offline=yes", "--threshold=20"]).arg(&unit).output().unwrap();
     let report = String::from_utf8_lossy(&security.stdout);
-    let overall = report.lines().find_map(|l| l.split_once(&format!("Overall exposure level for {unit_name}: "))).map(|(_, rest)| rest.to_owned());
+    let overall =
+        report.lines().find_map(|l| l.split_once(&format!("Overall exposure level for {unit_name}: "))).map(|(_, rest)| rest.to_owned());
     let overall = overall.unwrap_or_else(|| panic!("no overall exposure in:\n{report}\n{}", String::from_utf8_lossy(&security.stderr)));
     let score: f64 = overall.split_whitespace().next().unwrap().parse().unwrap();
     {
@@ -361,9 +377,7 @@ async fn systemd_manager_writes_the_unit_and_drives_systemctl() {
     let systemctl = fake_systemctl(dir.path());
     let units = dir.path().join("units");
     let cli = HermesCli::new("/opt/venv/bin/hermes", "/var/lib/twilight/hermes");
-    let manager = SystemdManager::new(cli, SystemdScope::User, SecretDelivery::ProfileEnv)
-        .with_unit_dir(&units)
-        .with_systemctl(&systemctl);
+    let manager = SystemdManager::new(cli, SystemdScope::User, SecretDelivery::ProfileEnv).with_unit_dir(&units).with_systemctl(&systemctl);
     let p = ProfileName::parse("user-abc").unwrap();
 
     assert_eq!(manager.status(&p).await.unwrap(), Default::default());

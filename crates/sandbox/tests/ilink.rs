@@ -130,7 +130,8 @@ async fn typing_needs_the_ticket_from_getconfig() {
     let (_, config) = h.call("getconfig", Some(&bot.bot_token), json!({"ilink_user_id": OWNER, "context_token": "ctx"})).await;
     let ticket = config["typing_ticket"].as_str().unwrap();
     assert_eq!(config["ret"], 0);
-    let (_, typing) = h.call("sendtyping", Some(&bot.bot_token), json!({"ilink_user_id": OWNER, "typing_ticket": ticket, "status": 1})).await;
+    let (_, typing) =
+        h.call("sendtyping", Some(&bot.bot_token), json!({"ilink_user_id": OWNER, "typing_ticket": ticket, "status": 1})).await;
     assert_eq!(typing["ret"], 0);
     let (_, wrong) = h.call("sendtyping", Some(&bot.bot_token), json!({"ilink_user_id": OWNER, "typing_ticket": "x", "status": 2})).await;
     assert_ne!(wrong["ret"], 0);
@@ -145,7 +146,13 @@ async fn faults_and_counters_cover_the_api_but_not_the_controls() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let (status, _) = h.call("getuploadurl", Some(&bot.bot_token), json!({})).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    let control = h.http.post(format!("{}/_sandbox/ilink/bots/{}/messages", h.url, bot.ilink_bot_id)).json(&json!({"from_user_id": OWNER, "text": "x"})).send().await.unwrap();
+    let control = h
+        .http
+        .post(format!("{}/_sandbox/ilink/bots/{}/messages", h.url, bot.ilink_bot_id))
+        .json(&json!({"from_user_id": OWNER, "text": "x"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(control.status(), StatusCode::OK);
 
     h.sim.set_fault(Fault::Slow(Duration::from_millis(200)));
@@ -180,7 +187,8 @@ async fn a_person_pairs_through_the_scan_page_and_the_json_controls() {
     let html = h.http.get(&page_url).send().await.unwrap().text().await.unwrap();
     assert!(html.contains(r#"id="status">scaned<"#) && html.contains(OWNER) && html.contains(r#"value="confirm""#));
 
-    let view: Value = h.http.post(format!("{}/_sandbox/ilink/qrcodes/{key}/verify_code", h.url)).send().await.unwrap().json().await.unwrap();
+    let view: Value =
+        h.http.post(format!("{}/_sandbox/ilink/qrcodes/{key}/verify_code", h.url)).send().await.unwrap().json().await.unwrap();
     let code = view["verify_code"].as_str().unwrap().to_string();
     assert_eq!(view["stage"], "need_verifycode");
     let html = h.http.get(&page_url).send().await.unwrap().text().await.unwrap();
@@ -188,14 +196,26 @@ async fn a_person_pairs_through_the_scan_page_and_the_json_controls() {
 
     let refused = h.http.post(format!("{}/_sandbox/ilink/qrcodes/{key}/confirm", h.url)).send().await.unwrap();
     assert_eq!(refused.status(), StatusCode::CONFLICT, "the code comes first");
-    let status: Value = h.http.get(format!("{}/ilink/bot/get_qrcode_status?qrcode={key}&verify_code={code}", h.url)).send().await.unwrap().json().await.unwrap();
+    let status: Value = h
+        .http
+        .get(format!("{}/ilink/bot/get_qrcode_status?qrcode={key}&verify_code={code}", h.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(status["status"], "scaned");
     let confirmed = h.http.post(&page_url).form(&[("action", "confirm")]).send().await.unwrap();
     assert_eq!(confirmed.status(), StatusCode::SEE_OTHER);
     let view = h.sim.pairing(&key).unwrap();
     assert_eq!(view.stage, Stage::Confirmed);
-    let status: Value = h.http.get(format!("{}/ilink/bot/get_qrcode_status?qrcode={key}", h.url)).send().await.unwrap().json().await.unwrap();
-    assert_eq!((&status["status"], &status["ilink_bot_id"], &status["ilink_user_id"]), (&json!("confirmed"), &json!(view.ilink_bot_id.unwrap()), &json!(OWNER)));
+    let status: Value =
+        h.http.get(format!("{}/ilink/bot/get_qrcode_status?qrcode={key}", h.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (&status["status"], &status["ilink_bot_id"], &status["ilink_user_id"]),
+        (&json!("confirmed"), &json!(view.ilink_bot_id.unwrap()), &json!(OWNER))
+    );
 
     let unknown = h.http.post(format!("{}/_sandbox/ilink/qrcodes/nope/scan", h.url)).send().await.unwrap();
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);

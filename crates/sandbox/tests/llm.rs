@@ -47,7 +47,11 @@ impl Harness {
                 Some(calls) => {
                     assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
                     let f = &calls[0]["function"];
-                    Said::Tool(f["name"].as_str().unwrap().into(), serde_json::from_str(f["arguments"].as_str().unwrap()).unwrap(), calls[0]["id"].as_str().unwrap().into())
+                    Said::Tool(
+                        f["name"].as_str().unwrap().into(),
+                        serde_json::from_str(f["arguments"].as_str().unwrap()).unwrap(),
+                        calls[0]["id"].as_str().unwrap().into(),
+                    )
                 }
                 None => Said::Text(message["content"].as_str().unwrap().into()),
             };
@@ -110,13 +114,25 @@ async fn the_default_rule_calls_the_price_tool_then_quotes_value_and_cite() {
 async fn scripted_turns_come_first_and_only_for_agent_requests() {
     let h = harness().await;
     h.sim.script([Turn::tool("terminal", json!({"command": "echo 42"})), Turn::final_text("The tool said: {tool_result}")]);
-    let title = h.raw(json!({"model": "qwen-plus", "messages": [{"role": "user", "content": "name this chat"}]})).await.json::<Value>().await.unwrap();
-    assert!(title["choices"][0]["message"]["content"].as_str().unwrap().contains("name this chat"), "a request without tools leaves the script alone");
+    let title = h
+        .raw(json!({"model": "qwen-plus", "messages": [{"role": "user", "content": "name this chat"}]}))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert!(
+        title["choices"][0]["message"]["content"].as_str().unwrap().contains("name this chat"),
+        "a request without tools leaves the script alone"
+    );
     let Said::Tool(name, arguments, _) = h.ask(json!([{"role": "user", "content": "anything"}]), true).await else { panic!() };
     assert_eq!((name.as_str(), &arguments), ("terminal", &json!({"command": "echo 42"})));
-    let messages = json!([{"role": "user", "content": "anything"}, {"role": "tool", "tool_call_id": "x", "content": "{\"output\": \"42\"}"}]);
+    let messages =
+        json!([{"role": "user", "content": "anything"}, {"role": "tool", "tool_call_id": "x", "content": "{\"output\": \"42\"}"}]);
     assert_eq!(h.ask(messages, false).await, Said::Text("The tool said: {\"output\": \"42\"}".into()));
-    assert!(matches!(h.ask(json!([{"role": "user", "content": "hello"}]), false).await, Said::Text(t) if t.contains("hello")), "back to the default rule");
+    assert!(
+        matches!(h.ask(json!([{"role": "user", "content": "hello"}]), false).await, Said::Text(t) if t.contains("hello")),
+        "back to the default rule"
+    );
 }
 
 #[tokio::test]

@@ -79,8 +79,13 @@ fn day(yyyymmdd: &str) -> NaiveDate {
 #[tokio::test]
 async fn answers_are_columnar_with_the_fields_asked_for_in_order() {
     let sb = Sandbox::start().await;
-    let envelope =
-        sb.call("daily", json!({"ts_code": "600519.SH", "start_date": "20260401", "end_date": "20260430"}), "close,trade_date,ts_code,nonsense").await;
+    let envelope = sb
+        .call(
+            "daily",
+            json!({"ts_code": "600519.SH", "start_date": "20260401", "end_date": "20260430"}),
+            "close,trade_date,ts_code,nonsense",
+        )
+        .await;
     assert_eq!(envelope["code"], 0);
     assert_eq!(envelope["msg"], "");
     assert!(envelope["request_id"].as_str().is_some_and(|id| !id.is_empty()));
@@ -353,7 +358,8 @@ async fn two_simulators_give_identical_data() {
 #[tokio::test]
 async fn pre_close_is_the_previous_sessions_close_across_a_holiday() {
     let sb = Sandbox::start().await;
-    let rows = sb.rows("daily", json!({"ts_code": "600519.SH,000001.SZ,300750.SZ", "start_date": "20240201", "end_date": "20240229"}), "").await;
+    let rows =
+        sb.rows("daily", json!({"ts_code": "600519.SH,000001.SZ,300750.SZ", "start_date": "20240201", "end_date": "20240229"}), "").await;
     for code in ["600519.SH", "000001.SZ", "300750.SZ"] {
         let bars: Vec<_> = rows.iter().filter(|r| s(r, "ts_code") == code).collect();
         let before = bars.iter().find(|r| s(r, "trade_date") == "20240208").unwrap();
@@ -441,9 +447,11 @@ async fn trade_cal_lists_every_day_latest_first() {
     assert_eq!(by_date("20240208")["is_open"], 1);
     assert_eq!(by_date("20240219")["pretrade_date"], "20240208");
     assert_eq!(by_date("20240210")["pretrade_date"], "20240208", "closed days carry it too");
-    let open = sb.rows("trade_cal", json!({"exchange": "", "start_date": "20240201", "end_date": "20240229", "is_open": "1"}), "cal_date").await;
+    let open =
+        sb.rows("trade_cal", json!({"exchange": "", "start_date": "20240201", "end_date": "20240229", "is_open": "1"}), "cal_date").await;
     assert_eq!(open.len(), 15);
-    let szse = sb.rows("trade_cal", json!({"exchange": "SZSE", "start_date": "20240201", "end_date": "20240229", "is_open": 1}), "cal_date").await;
+    let szse =
+        sb.rows("trade_cal", json!({"exchange": "SZSE", "start_date": "20240201", "end_date": "20240229", "is_open": 1}), "cal_date").await;
     assert_eq!(szse, open);
     let future = sb.rows("trade_cal", json!({"start_date": "20261225", "end_date": "20270110"}), "cal_date").await;
     assert_eq!(s(&future[0], "cal_date"), "20261231", "the calendar runs to the end of the current year");

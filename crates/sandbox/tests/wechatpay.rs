@@ -191,7 +191,9 @@ async fn orders_are_idempotent_per_body_and_queryable() {
     let (status, body) = h.query("TD0404").await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("ORDER_NOT_EXIST")));
 
-    for (no, total, notify_url) in [("bad no", 19800, h.webhook.url()), ("TD0003", 0, h.webhook.url()), ("TD0003", 19800, "http://example.com/notify")] {
+    for (no, total, notify_url) in
+        [("bad no", 19800, h.webhook.url()), ("TD0003", 0, h.webhook.url()), ("TD0003", 19800, "http://example.com/notify")]
+    {
         let mut order = h.order(no, total);
         order["notify_url"] = json!(notify_url);
         let (status, body) = h.call("POST", "/v3/pay/transactions/native", Some(order)).await;
@@ -360,13 +362,20 @@ async fn close_and_refund_follow_the_protocol() {
     let attempts = h.sim.wait_for_attempts(2, WAIT).await;
     assert_eq!(attempts[1].event_type, "REFUND.SUCCESS");
     let (envelope, resource) = open(&h.webhook.received()[1]);
-    assert_eq!((envelope["resource"]["associated_data"].as_str(), envelope["resource"]["original_type"].as_str()), (Some("refund"), Some("refund")));
+    assert_eq!(
+        (envelope["resource"]["associated_data"].as_str(), envelope["resource"]["original_type"].as_str()),
+        (Some("refund"), Some("refund"))
+    );
     assert_eq!((resource["refund_status"].as_str(), resource["refund_id"].as_str()), (Some("SUCCESS"), refund["refund_id"].as_str()));
     assert_eq!((resource["mchid"].as_str(), resource["amount"]["refund"].as_i64()), (Some(MCHID), Some(5000)));
     assert_eq!(h.query("TD0081").await.1["trade_state"], "REFUND");
 
     let (_, again) = h.refund("TD0081", "RF0081", 5000).await;
-    assert_eq!((again["refund_id"].clone(), again["status"].as_str()), (refund["refund_id"].clone(), Some("SUCCESS")), "a repeat is the same refund");
+    assert_eq!(
+        (again["refund_id"].clone(), again["status"].as_str()),
+        (refund["refund_id"].clone(), Some("SUCCESS")),
+        "a repeat is the same refund"
+    );
     assert_eq!(h.refund("TD0081", "RF0081", 4000).await.1["code"], "INVALID_REQUEST", "same refund number, different amount");
     assert_eq!(h.refund("TD0081", "RF0082", 14801).await.1["code"], "INVALID_REQUEST", "more than is left");
     assert_eq!(h.refund("TD0081", "RF0082", 14800).await.0, StatusCode::OK, "the rest");
@@ -382,7 +391,8 @@ async fn the_pay_page_is_labelled_sandbox_and_pays() {
     let html = page.text().await.unwrap();
     assert!(html.contains("SANDBOX — no real money") && html.contains("¥198.00") && html.contains("NOTPAY"), "{html}");
 
-    let paid = h.http.post(format!("{}/sandbox/pay/TD0090", h.url)).form(&[("openid", "oPAGE000000000000000000000000")]).send().await.unwrap();
+    let paid =
+        h.http.post(format!("{}/sandbox/pay/TD0090", h.url)).form(&[("openid", "oPAGE000000000000000000000000")]).send().await.unwrap();
     assert_eq!(paid.status(), StatusCode::OK);
     assert!(paid.text().await.unwrap().contains("Paid"));
     assert_eq!(h.query("TD0090").await.1["payer"]["openid"], "oPAGE000000000000000000000000");

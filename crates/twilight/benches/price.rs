@@ -35,7 +35,14 @@ fn wrk(url: &str, header: Option<&str>, seconds: u32, isolate: bool) -> Figures 
     let output = command.arg(url).output().expect("wrk runs (scripts/bench installs it)");
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(!text.contains("Non-2xx"), "wrk saw errors:\n{text}");
-    let field = |prefix: &str| text.lines().map(str::trim).find_map(|l| l.strip_prefix(prefix)).unwrap_or_else(|| panic!("no '{prefix}' in:\n{text}")).trim().to_string();
+    let field = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no '{prefix}' in:\n{text}"))
+            .trim()
+            .to_string()
+    };
     let micros = |s: String| {
         let (number, unit) = s.split_at(s.find(|c: char| c.is_alphabetic()).expect("unit"));
         let n: f64 = number.parse().expect("number");
@@ -46,8 +53,18 @@ fn wrk(url: &str, header: Option<&str>, seconds: u32, isolate: bool) -> Figures 
             other => panic!("unit {other}"),
         }
     };
-    let requests = text.lines().find(|l| l.contains("requests in")).and_then(|l| l.split_whitespace().next()).and_then(|n| n.parse().ok()).expect("request count");
-    Figures { requests_per_sec: field("Requests/sec:").parse().expect("req/s"), p50_us: micros(field("50%")), p99_us: micros(field("99%")), requests }
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("request count");
+    Figures {
+        requests_per_sec: field("Requests/sec:").parse().expect("req/s"),
+        p50_us: micros(field("50%")),
+        p99_us: micros(field("99%")),
+        requests,
+    }
 }
 
 fn main() {
@@ -103,7 +120,11 @@ fn main() {
     println!("{:<28} {:>12} {:>10} {:>10}", "", "req/s", "p50 µs", "p99 µs");
     println!("{:<28} {:>12.0} {:>10.0} {:>10.0}", "bare axum hello", hello.requests_per_sec, hello.p50_us, hello.p99_us);
     println!("{:<28} {:>12.0} {:>10.0} {:>10.0}", "cached /price (auth+rl+meter)", price.requests_per_sec, price.p50_us, price.p99_us);
-    println!("ratio: throughput {:.1}% of hello (target ≥ 50%), p99 {:.2}× hello's (target ≤ 1.5×)", 100.0 * price.requests_per_sec / hello.requests_per_sec, price.p99_us / hello.p99_us);
+    println!(
+        "ratio: throughput {:.1}% of hello (target ≥ 50%), p99 {:.2}× hello's (target ≤ 1.5×)",
+        100.0 * price.requests_per_sec / hello.requests_per_sec,
+        price.p99_us / hello.p99_us
+    );
     println!("absolute: /price p99 {:.0} µs (target < 1000 µs; hello's own p99 here is {:.0} µs)", price.p99_us, hello.p99_us);
     let metered = runtime.block_on(accounts.usage_count(user_id)).unwrap();
     let served = 1 + warm.requests + price.requests;

@@ -10,9 +10,9 @@ use anyhow::Context;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use twilight_accounts::{Accounts, SqlAccounts};
+use twilight_api::auth::SubscriptionPolicy;
 use twilight_api::llm::{Relay, RelayConfig};
 use twilight_api::payments::{Payments, NOTIFY_PATH};
-use twilight_api::auth::SubscriptionPolicy;
 use twilight_api::{ApiContext, ApiParts, SandboxLinks};
 use twilight_billing::{ApiV3Key, Billing, BillingConfig, MerchantKey, StaticPublicKey, WechatPayClient, WechatPayConfig};
 use twilight_core::RawToken;
@@ -165,7 +165,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         },
     };
     let breaker_window = Duration::from_secs(config.tushare.breaker_secs.max(1));
-    let market = Market::open(MarketConfig { warehouse_path: config.warehouse_path(), tushare, breaker_window }).context("opening the warehouse")?;
+    let market =
+        Market::open(MarketConfig { warehouse_path: config.warehouse_path(), tushare, breaker_window }).context("opening the warehouse")?;
     let admin_token_file = config.data_dir.join("admin-token");
     ensure_admin_token(&*accounts, &admin_token_file).await?;
 
@@ -232,7 +233,12 @@ async fn serve(listener: tokio::net::TcpListener, ctx: ApiContext, shutdown: Can
 
 /// Selling through the sandbox WeChat Pay (notifications to this server at `addr`) or the
 /// configured merchant; `None` when neither is there.
-pub fn payments(config: &Config, accounts: &Arc<dyn Accounts>, sandbox: Option<&Sandbox>, addr: SocketAddr) -> anyhow::Result<Option<Arc<Payments>>> {
+pub fn payments(
+    config: &Config,
+    accounts: &Arc<dyn Accounts>,
+    sandbox: Option<&Sandbox>,
+    addr: SocketAddr,
+) -> anyhow::Result<Option<Arc<Payments>>> {
     let wechatpay = match sandbox {
         Some(sandbox) => Some(sandbox.wechatpay_config(format!("http://{}{NOTIFY_PATH}", loopback(addr)))?),
         None => config.wechatpay()?,

@@ -10,16 +10,29 @@ use anyhow::{bail, Context};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use twilight_api::edge::EdgePolicy;
 use twilight_api::limit::IpQuotas;
 use twilight_billing::{ApiV3Key, MerchantKey, StaticPublicKey, WechatPayConfig};
-use serde::{Deserialize, Serialize};
 
 /// Top-level config keys the environment may set; other `TWILIGHT_*` variables (secrets such as
 /// `TWILIGHT_TUSHARE_TOKEN`, `TWILIGHT_LOG`, test switches) are not configuration.
-const CONFIG_KEYS: [&str; 13] =
-    ["listen", "public_url", "data_dir", "accounts_url", "warehouse_path", "edge", "tushare", "sandbox", "payments", "subscription", "scheduler", "provisioner", "llm"];
+const CONFIG_KEYS: [&str; 13] = [
+    "listen",
+    "public_url",
+    "data_dir",
+    "accounts_url",
+    "warehouse_path",
+    "edge",
+    "tushare",
+    "sandbox",
+    "payments",
+    "subscription",
+    "scheduler",
+    "provisioner",
+    "llm",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,7 +43,7 @@ pub struct Config {
     pub public_url: Option<String>,
     pub data_dir: PathBuf,
     /// `sqlite:<path>` or `postgres://…`; default: SQLite under `data_dir`.
-    pub accounts_url: Option<String>,
+    pub accounts_url: Option<DbUrl>,
     /// Default: `<data_dir>/warehouse.duckdb`.
     pub warehouse_path: Option<PathBuf>,
     pub edge: EdgeSection,
@@ -41,6 +54,53 @@ pub struct Config {
     pub scheduler: SchedulerSection,
     pub provisioner: ProvisionerSection,
     pub llm: LlmSection,
+}
+
+/// A database URL whose password never reaches a log line or a panic message: `Debug` masks it
+/// (in the userinfo and in a `password=` query parameter).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DbUrl(String);
+
+impl DbUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for DbUrl {
+    fn from(url: String) -> Self {
+        DbUrl(url)
+    }
+}
+
+impl std::fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (base, query) = self.0.split_once('?').map_or((self.0.as_str(), None), |(base, query)| (base, Some(query)));
+        let base = match base.split_once("://") {
+            Some((scheme, rest)) => {
+                let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                match authority.rsplit_once('@') {
+                    Some((userinfo, host)) if userinfo.contains(':') => {
+                        format!("{scheme}://{}:***@{host}{path}", userinfo.split(':').next().unwrap_or_default())
+                    }
+                    _ => base.to_string(),
+                }
+            }
+            None => base.to_string(),
+        };
+        let query = query.map(|query| {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("?{}", pairs.join("&"))
+        });
+        write!(f, "{:?}", format!("{base}{}", query.unwrap_or_default()))
+    }
 }
 
 /// What the HTTP server allows one client and one request.
@@ -320,7 +380,10 @@ impl Config {
             llm_deadline: Duration::from_secs(edge.llm_deadline_secs.max(1)),
             body_limit: edge.body_limit_bytes,
             secure_cookies: self.public_url.as_deref().is_some_and(|url| url.starts_with("https://")),
-            onboarding_link_after_ready: i64::try_from(edge.onboarding_link_secs_after_ready).ok().and_then(chrono::Duration::try_seconds).unwrap_or(chrono::Duration::MAX),
+            onboarding_link_after_ready: i64::try_from(edge.onboarding_link_secs_after_ready)
+                .ok()
+                .and_then(chrono::Duration::try_seconds)
+                .unwrap_or(chrono::Duration::MAX),
         }
     }
 
@@ -340,7 +403,9 @@ impl Config {
     }
 
     pub fn accounts_url(&self) -> String {
-        self.accounts_url.clone().unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("accounts.sqlite").display()))
+        self.accounts_url
+            .as_ref()
+            .map_or_else(|| format!("sqlite:{}", self.data_dir.join("accounts.sqlite").display()), |url| url.expose().to_string())
     }
 
     pub fn warehouse_path(&self) -> PathBuf {
@@ -351,7 +416,9 @@ impl Config {
     /// when no merchant is configured.
     pub fn wechatpay(&self) -> anyhow::Result<Option<WechatPayConfig>> {
         let Some(section) = &self.payments.wechatpay else { return Ok(None) };
-        let read = |what: &str, path: &Path| std::fs::read_to_string(path).with_context(|| format!("reading payments.wechatpay.{what} {}", path.display()));
+        let read = |what: &str, path: &Path| {
+            std::fs::read_to_string(path).with_context(|| format!("reading payments.wechatpay.{what} {}", path.display()))
+        };
         let platform_pem = read("platform_public_key_file", &section.platform_public_key_file)?;
         Ok(Some(WechatPayConfig {
             mchid: section.mchid.clone(),
@@ -359,7 +426,10 @@ impl Config {
             merchant_serial: section.merchant_serial.clone(),
             merchant_key: MerchantKey::from_pem_file(&section.merchant_key_file).context("payments.wechatpay.merchant_key_file")?,
             api_v3_key: ApiV3Key::from_file(&section.api_v3_key_file).context("payments.wechatpay.api_v3_key_file")?,
-            platform_keys: Arc::new(StaticPublicKey::from_pem(section.platform_public_key_id.clone(), &platform_pem).context("payments.wechatpay.platform_public_key_file")?),
+            platform_keys: Arc::new(
+                StaticPublicKey::from_pem(section.platform_public_key_id.clone(), &platform_pem)
+                    .context("payments.wechatpay.platform_public_key_file")?,
+            ),
             notify_url: section.notify_url.clone(),
             base_url: section.base_url.clone(),
             timeout: Duration::from_secs(section.timeout_secs),
@@ -440,9 +510,25 @@ fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
     Ok(std::env::current_dir().context("reading the working directory")?.join(path))
 }
 
+// figment::Jail's closures must return figment::Error, which is large; that signature is figment's.
 #[cfg(test)]
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_passwords_stay_out_of_debug_output() {
+        let debug = |url: &str| format!("{:?}", DbUrl::from(url.to_string()));
+        assert_eq!(debug("postgres://twilight:s3cret@db.internal:5432/twilight"), r#""postgres://twilight:***@db.internal:5432/twilight""#);
+        assert_eq!(
+            debug("postgres://twilight@127.0.0.1/twilight?sslmode=require&password=s3cret"),
+            r#""postgres://twilight@127.0.0.1/twilight?sslmode=require&password=***""#
+        );
+        assert_eq!(debug("sqlite:./data/accounts.sqlite"), r#""sqlite:./data/accounts.sqlite""#);
+        let config = Config { accounts_url: Some(DbUrl::from("postgres://u:hunter2@h/d".to_string())), ..Config::default() };
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert_eq!(config.accounts_url(), "postgres://u:hunter2@h/d");
+    }
 
     #[test]
     fn embedded_default_runs_the_sandbox_on_sqlite() {
@@ -492,7 +578,10 @@ mod tests {
         let ok = dir.path().join("ok.toml");
         std::fs::write(&ok, "[llm]\nbase_url = \"http://llm.invalid/v1\"\ndaily_token_budget = 5\nallowed_models = []\n").unwrap();
         let config = Config::load(Some(&ok)).unwrap();
-        assert_eq!((config.llm.base_url.as_str(), config.llm.daily_token_budget, config.llm.timeout_secs), ("http://llm.invalid/v1", 5, 120));
+        assert_eq!(
+            (config.llm.base_url.as_str(), config.llm.daily_token_budget, config.llm.timeout_secs),
+            ("http://llm.invalid/v1", 5, 120)
+        );
         assert!(config.llm.allowed_models.is_empty());
 
         let secret = dir.path().join("secret.toml");

@@ -83,15 +83,11 @@ enum AdminCommand {
         offset: i64,
     },
     /// One user: plan, status, paid_until, profile, open jobs and last payment, as JSON.
-    User {
-        user: Uuid,
-    },
+    User { user: Uuid },
     /// Every admin token by its hash (never the token), label and revocation.
     Tokens,
     /// Revoke an admin token by the hash `tokens` lists.
-    RevokeToken {
-        token_hash: String,
-    },
+    RevokeToken { token_hash: String },
     /// Requests and upstream points by endpoint by day.
     Usage {
         #[arg(long)]
@@ -179,7 +175,12 @@ async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
             println!("{}", token.expose());
         }
         AdminCommand::CreateUser { email, plan, rate_limit } => {
-            let (user, key) = twilight_accounts::create_user_with_key(&*accounts, NewUser { email, display_name: None, plan, paid_until: None }, rate_limit).await?;
+            let (user, key) = twilight_accounts::create_user_with_key(
+                &*accounts,
+                NewUser { email, display_name: None, plan, paid_until: None },
+                rate_limit,
+            )
+            .await?;
             println!("user_id: {}\napi_key: {}\n(the key is shown once; only its sha256 is stored)", user.user_id, key.expose());
         }
         AdminCommand::RevokeKey { user } => {
@@ -187,10 +188,14 @@ async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
             println!("revoked {revoked} key(s) of {user}");
         }
         AdminCommand::Provision { user } => {
-            let (job, link) = twilight_api::admin::provision_user(&*accounts, user).await.with_context(|| format!("provisioning {user}"))?;
-            println!("job {} ({})
+            let (job, link) =
+                twilight_api::admin::provision_user(&*accounts, user).await.with_context(|| format!("provisioning {user}"))?;
+            println!(
+                "job {} ({})
 onboarding link: {link}
-(shown once; an earlier link of this user stops working)", job.job_id, job.state);
+(shown once; an earlier link of this user stops working)",
+                job.job_id, job.state
+            );
         }
         AdminCommand::InstallTemplate => {
             let hermes = twilight_provision::HermesCli::new(config.hermes_bin(), config.hermes_home()?);

@@ -9,8 +9,8 @@ use anyhow::{bail, Context};
 use twilight_accounts::Accounts;
 use twilight_ilink::IlinkClient;
 use twilight_provision::{
-    ChildSupervisor, FileStore, HermesCli, PassStore, ProfileName, Provisioner, ProvisionerConfig, SecretDelivery, SecretStore, ServiceManager,
-    SystemdCredsStore, SystemdManager, SystemdScope,
+    ChildSupervisor, FileStore, HermesCli, PassStore, ProfileName, Provisioner, ProvisionerConfig, SecretDelivery, SecretStore,
+    ServiceManager, SystemdCredsStore, SystemdManager, SystemdScope,
 };
 
 use crate::app::Sandbox;
@@ -21,7 +21,12 @@ const CONFIG_DIR: &str = "/etc/twilight";
 
 /// A provisioner for this host, with the profile template installed (or updated) in hermes.
 /// `api_base` is the data plane's URL as the users' agents reach it.
-pub async fn provisioner(config: &Config, accounts: Arc<dyn Accounts>, sandbox: Option<&Sandbox>, api_base: String) -> anyhow::Result<Provisioner> {
+pub async fn provisioner(
+    config: &Config,
+    accounts: Arc<dyn Accounts>,
+    sandbox: Option<&Sandbox>,
+    api_base: String,
+) -> anyhow::Result<Provisioner> {
     let section = &config.provisioner;
     let bin = config.hermes_bin();
     if !bin.is_file() {
@@ -37,9 +42,11 @@ pub async fn provisioner(config: &Config, accounts: Arc<dyn Accounts>, sandbox: 
     };
     let services: Arc<dyn ServiceManager> = match section.service_manager.as_str() {
         "supervisor" => Arc::new(ChildSupervisor::new(hermes.clone())),
-        "systemd-user" => {
-            Arc::new(SystemdManager::new(hermes.clone(), SystemdScope::User, secrets.delivery()).with_memory_max(&section.gateway_memory_max).context("provisioner.gateway_memory_max")?)
-        }
+        "systemd-user" => Arc::new(
+            SystemdManager::new(hermes.clone(), SystemdScope::User, secrets.delivery())
+                .with_memory_max(&section.gateway_memory_max)
+                .context("provisioner.gateway_memory_max")?,
+        ),
         // Each gateway as its own OS user, in a sandbox that hides our data, secrets and configuration.
         "systemd-system" => Arc::new(
             SystemdManager::new(hermes.clone(), SystemdScope::System, secrets.delivery())
@@ -84,7 +91,10 @@ pub async fn provisioner(config: &Config, accounts: Arc<dyn Accounts>, sandbox: 
 /// Creates or updates the profile template every user is cloned from.
 pub async fn install_template(config: &Config, hermes: &HermesCli) -> anyhow::Result<()> {
     let dir = &config.provisioner.template_dir;
-    hermes.install_template(dir, &ProfileName::template()).await.with_context(|| format!("installing the profile template from {}", dir.display()))?;
+    hermes
+        .install_template(dir, &ProfileName::template())
+        .await
+        .with_context(|| format!("installing the profile template from {}", dir.display()))?;
     Ok(())
 }
 
@@ -96,5 +106,9 @@ fn gateway_hidden_paths(config: &Config) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname").map(|name| name.trim().to_string()).ok().filter(|name| !name.is_empty()).unwrap_or_else(|| "localhost".into())
+    std::fs::read_to_string("/etc/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }

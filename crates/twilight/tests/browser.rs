@@ -53,13 +53,19 @@ impl Drop for Driver {
 /// Chromium and chromedriver, or `None` outside CI when they are not installed (CI must have them).
 fn driver() -> Option<Driver> {
     if !(std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists()) {
-        let required = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") || std::env::var("TWILIGHT_REQUIRE_BROWSER").as_deref() == Ok("1");
+        let required = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
+            || std::env::var("TWILIGHT_REQUIRE_BROWSER").as_deref() == Ok("1");
         assert!(!required, "chromium/chromedriver missing (scripts/install-deps installs them)");
         eprintln!("\n!!!!! SKIPPED browser tests: no {CHROMIUM} or {CHROMEDRIVER} !!!!!\n");
         return None;
     }
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(CHROMEDRIVER).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("chromedriver starts");
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
     let driver = Driver { child, url: format!("http://127.0.0.1:{port}") };
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -84,7 +90,9 @@ async fn browser(driver: &Driver, screen: Screen) -> Client {
 
 fn screenshot_dir() -> PathBuf {
     let dir = std::env::var_os("TWILIGHT_SCREENSHOTS").map(PathBuf::from).unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
         target.join("screenshots")
     });
     std::fs::create_dir_all(&dir).unwrap();
@@ -152,7 +160,11 @@ async fn assert_security_headers(client: &Client) {
     let headers: Vec<Option<String>> = serde_json::from_value(headers).unwrap();
     let csp = headers[0].as_deref().unwrap_or_else(|| panic!("no CSP on {url}"));
     assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{url}: {csp}");
-    assert_eq!(headers[1..].iter().map(Option::as_deref).collect::<Vec<_>>(), [Some("DENY"), Some("nosniff"), Some("no-referrer"), Some("no-store")], "{url}");
+    assert_eq!(
+        headers[1..].iter().map(Option::as_deref).collect::<Vec<_>>(),
+        [Some("DENY"), Some("nosniff"), Some("no-referrer"), Some("no-store")],
+        "{url}"
+    );
 }
 
 /// Follows a sandbox link in the same tab (the page opens it in a new one for people).

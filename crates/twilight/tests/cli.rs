@@ -25,7 +25,9 @@ fn admin_commands_create_revoke_and_report() {
 
     let (ok, out, err) = twilight(dir.path(), &["admin", "create-user", "--email", "a@example.com", "--rate-limit", "120"]);
     assert!(ok, "{err}");
-    let field = |name: &str| out.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_else(|| panic!("no {name} in {out}")).to_string();
+    let field = |name: &str| {
+        out.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_else(|| panic!("no {name} in {out}")).to_string()
+    };
     let (user_id, key) = (field("user_id:"), field("api_key:"));
     assert_eq!(key.len(), 43);
     assert!(!err.contains(&key), "the key is printed once, on stdout, never logged");

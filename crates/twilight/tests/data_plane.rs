@@ -225,7 +225,12 @@ async fn latest_price_and_fundamentals(app: TestApp) {
 async fn every_answered_request_is_metered(app: TestApp) {
     let (user_id, key) = app.user(1000).await;
     let mut answered = 0;
-    for path in ["/price?code=600519.SH&trade_date=20260430", "/price?code=600519.SH&trade_date=20260430", "/price?code=bad", "/fundamentals?code=000001.SZ"] {
+    for path in [
+        "/price?code=600519.SH&trade_date=20260430",
+        "/price?code=600519.SH&trade_date=20260430",
+        "/price?code=bad",
+        "/fundamentals?code=000001.SZ",
+    ] {
         app.get(path, Some(&key)).await;
         answered += 1;
     }
@@ -264,7 +269,15 @@ async fn health_and_admin_validation(app: TestApp) {
     assert_eq!((status, body["error"]["field"].as_str()), (400, Some("email")));
     let (status, body) = app.post("/admin/users", admin, json!({"surprise": 1})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_input")));
-    let response = app.http.post(app.url("/admin/users")).bearer_auth(&app.admin_token).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let response = app
+        .http
+        .post(app.url("/admin/users"))
+        .bearer_auth(&app.admin_token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
     assert_eq!(response.json::<serde_json::Value>().await.unwrap()["error"]["code"], "invalid_input");
     let (status, _) = app.post(&format!("/admin/users/{}/keys/revoke", uuid::Uuid::new_v4()), admin, json!({})).await;
@@ -441,7 +454,11 @@ async fn every_response_carries_its_request_id_and_the_security_headers(app: Tes
         let response = app.http.get(app.url(path)).send().await.unwrap();
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         assert!(header("content-security-policy").contains("script-src 'self'"), "{path}");
-        assert_eq!((header("x-frame-options"), header("x-content-type-options"), header("referrer-policy")), ("DENY".into(), "nosniff".into(), "no-referrer".into()), "{path}");
+        assert_eq!(
+            (header("x-frame-options"), header("x-content-type-options"), header("referrer-policy")),
+            ("DENY".into(), "nosniff".into(), "no-referrer".into()),
+            "{path}"
+        );
         let caching = if path.starts_with("/static/") { "public, max-age=3600" } else { "no-store" };
         assert_eq!(header("cache-control"), caching, "{path}");
     }
@@ -449,7 +466,14 @@ async fn every_response_carries_its_request_id_and_the_security_headers(app: Tes
     // A data request's log lines name the request, its route and its user, never the key.
     let (user_id, key) = app.user(60).await;
     let request_id = format!("trace-{}", uuid::Uuid::new_v4().simple());
-    let answered = app.http.get(app.url("/price?code=600519.SH&trade_date=20260430")).bearer_auth(&key).header("x-request-id", &request_id).send().await.unwrap();
+    let answered = app
+        .http
+        .get(app.url("/price?code=600519.SH&trade_date=20260430"))
+        .bearer_auth(&key)
+        .header("x-request-id", &request_id)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(answered.status(), 200);
     let logs = String::from_utf8_lossy(&common::captured_logs().lock().unwrap()).into_owned();
     let lines: Vec<&str> = logs.lines().filter(|line| line.contains(&request_id)).collect();

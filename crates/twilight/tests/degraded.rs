@@ -40,7 +40,8 @@ async fn a_tushare_outage_over_an_aged_warehouse_answers_stale_and_asks_once_per
     {
         let warehouse = Warehouse::open(&warehouse_path).unwrap();
         let tables: Vec<&str> = warehouse.row_counts().unwrap().into_iter().map(|(table, _)| table).collect();
-        let aging: String = tables.iter().map(|table| format!("UPDATE {table} SET fetched_at = fetched_at - INTERVAL {AGED_SECS} SECOND;")).collect();
+        let aging: String =
+            tables.iter().map(|table| format!("UPDATE {table} SET fetched_at = fetched_at - INTERVAL {AGED_SECS} SECOND;")).collect();
         warehouse.read(|conn| conn.execute_batch(&aging)).unwrap();
     }
 

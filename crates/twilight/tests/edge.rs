@@ -131,7 +131,14 @@ async fn failed_lookups_get_an_ip_refused_before_the_database() {
     // The key already known is served from memory: no lookup, no refusal.
     assert_eq!(app.get("/price?code=600519.SH&trade_date=20260430", Some(&key)).await.0, 200);
     // Another client behind the proxy is still only told its token is unknown.
-    let response = app.http.get(app.url("/price?code=600519.SH")).bearer_auth("guess-x").header("x-forwarded-for", "203.0.113.7").send().await.unwrap();
+    let response = app
+        .http
+        .get(app.url("/price?code=600519.SH"))
+        .bearer_auth("guess-x")
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     app.stop().await;
 }
@@ -227,7 +234,9 @@ async fn an_onboarding_link_moves_into_a_cookie_and_retires_once_the_bot_runs() 
     let opened = browser.get(app.url(&format!("{link}?lang=en"))).send().await.unwrap();
     assert_eq!(opened.status(), StatusCode::OK);
     let set_cookie = opened.headers()["set-cookie"].to_str().unwrap().to_string();
-    for attribute in [format!("twilight_onboard={token}"), "HttpOnly".into(), "SameSite=Strict".into(), "Path=/onboard".into(), "Max-Age=2592000".into()] {
+    for attribute in
+        [format!("twilight_onboard={token}"), "HttpOnly".into(), "SameSite=Strict".into(), "Path=/onboard".into(), "Max-Age=2592000".into()]
+    {
         assert!(set_cookie.contains(&attribute), "{attribute} missing from {set_cookie}");
     }
     assert!(!set_cookie.contains("Secure"), "plain http in the sandbox: {set_cookie}");
@@ -245,7 +254,8 @@ async fn an_onboarding_link_moves_into_a_cookie_and_retires_once_the_bot_runs() 
     assert_eq!(browser.get(app.url("/onboard")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
     let status: Value = browser.get(app.url("/onboard/status")).header("cookie", &cookie).send().await.unwrap().json().await.unwrap();
     assert_eq!(status["step"], "awaiting_payment");
-    let answered = browser.post(app.url("/onboard")).header("cookie", &cookie).form(&[("action", "refresh_qr"), ("lang", "en")]).send().await.unwrap();
+    let answered =
+        browser.post(app.url("/onboard")).header("cookie", &cookie).form(&[("action", "refresh_qr"), ("lang", "en")]).send().await.unwrap();
     assert_eq!((answered.status(), answered.headers()["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/onboard?lang=en"));
 
     // Paid, and the bot comes up (as the provisioner would mark it): the page says ready…
@@ -259,7 +269,12 @@ async fn an_onboarding_link_moves_into_a_cookie_and_retires_once_the_bot_runs() 
         assert!(Instant::now() < deadline, "the payment made no job");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let active = twilight_accounts::JobUpdate { state: twilight_accounts::JobState::Active, attempts: 0, last_error: None, next_attempt_at: Utc::now() };
+    let active = twilight_accounts::JobUpdate {
+        state: twilight_accounts::JobState::Active,
+        attempts: 0,
+        last_error: None,
+        next_attempt_at: Utc::now(),
+    };
     assert!(accounts.update_job(job.job_id, "edge-test", &active, None).await.unwrap());
     let status: Value = browser.get(app.url("/onboard/status")).header("cookie", &cookie).send().await.unwrap().json().await.unwrap();
     assert_eq!(status["step"], "ready");

@@ -144,11 +144,13 @@ async fn refusals_never_reach_the_upstream(app: TestApp) {
     assert_eq!(app.get("/llm/v1/models", Some(&app.admin_token)).await.0, 403);
 
     // Malformed requests: 400 naming the problem; too large: 413. All JSON.
-    let refused = |status: u16, code: &'static str, field: Option<&'static str>| move |response: (u16, Value)| {
-        assert_eq!(response.0, status, "{}", response.1);
-        assert_eq!(response.1["error"]["code"], code, "{}", response.1);
-        assert_eq!(response.1["error"]["field"].as_str(), field, "{}", response.1);
-        response.1["error"]["message"].as_str().unwrap().to_string()
+    let refused = |status: u16, code: &'static str, field: Option<&'static str>| {
+        move |response: (u16, Value)| {
+            assert_eq!(response.0, status, "{}", response.1);
+            assert_eq!(response.1["error"]["code"], code, "{}", response.1);
+            assert_eq!(response.1["error"]["field"].as_str(), field, "{}", response.1);
+            response.1["error"]["message"].as_str().unwrap().to_string()
+        }
     };
     let send = |body: Vec<u8>| {
         let app = &app;
@@ -160,7 +162,9 @@ async fn refusals_never_reach_the_upstream(app: TestApp) {
     };
     let message = refused(400, "invalid_input", None)(send(b"{\"model\": \"qwen3.7-plus\", \"messages\": [".to_vec()).await);
     assert!(message.contains("not valid JSON"), "{message}");
-    let message = refused(400, "invalid_input", Some("model"))(send(json!({"model": "qwen3.7-max", "messages": [{"role": "user", "content": "hi"}]}).to_string().into_bytes()).await);
+    let message = refused(400, "invalid_input", Some("model"))(
+        send(json!({"model": "qwen3.7-max", "messages": [{"role": "user", "content": "hi"}]}).to_string().into_bytes()).await,
+    );
     assert!(message.contains("qwen3.7-max") && message.contains("qwen3.7-plus"), "{message}");
     refused(400, "invalid_input", Some("messages"))(send(json!({"model": "qwen3.7-plus"}).to_string().into_bytes()).await);
     let mut huge = ask("hi");
@@ -240,7 +244,15 @@ async fn budget_warns_once_when_crossed_counting_earlier_usage(backend: Backend)
     let spender_id: Uuid = spender.parse().unwrap();
     let earlier = BUDGET - 5;
     let before_today = Utc::now().date_naive().and_time(chrono::NaiveTime::MIN).and_utc() - chrono::Duration::hours(1);
-    let row = |endpoint: &str, occurred_at, cost| UsageRecord { row_id: uuid::Uuid::new_v4(), user_id: spender_id, key_hash: "earlier".into(), endpoint: endpoint.into(), occurred_at, upstream_cost_pts: cost, status: 200 };
+    let row = |endpoint: &str, occurred_at, cost| UsageRecord {
+        row_id: uuid::Uuid::new_v4(),
+        user_id: spender_id,
+        key_hash: "earlier".into(),
+        endpoint: endpoint.into(),
+        occurred_at,
+        upstream_cost_pts: cost,
+        status: 200,
+    };
     // Today's earlier completions count; yesterday's and other endpoints' do not.
     let seeded = [row("llm", Utc::now(), earlier as i32), row("llm", before_today, 50_000), row("/price", Utc::now(), 50_000)];
     app.running.accounts.record_usage(&seeded).await.unwrap();
@@ -262,7 +274,10 @@ async fn budget_warns_once_when_crossed_counting_earlier_usage(backend: Backend)
     assert_eq!(warnings.len(), 1, "one warning, for the spender only: {warnings:?}");
     let fields = &warnings[0]["fields"];
     assert_eq!(warnings[0]["level"], "WARN");
-    assert_eq!((fields["user_id"].as_str(), fields["tokens"].as_i64(), fields["budget"].as_i64()), (Some(spender.as_str()), Some(earlier + first_tokens), Some(BUDGET)));
+    assert_eq!(
+        (fields["user_id"].as_str(), fields["tokens"].as_i64(), fields["budget"].as_i64()),
+        (Some(spender.as_str()), Some(earlier + first_tokens), Some(BUDGET))
+    );
     app.stop().await;
 }
 
@@ -279,7 +294,10 @@ const HELD_TOKENS: u64 = 77;
 const PLAIN_TOKENS: u64 = 11;
 
 fn chunk(content: &str) -> Bytes {
-    Bytes::from(format!("data: {}\n\n", json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]})))
+    Bytes::from(format!(
+        "data: {}\n\n",
+        json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]})
+    ))
 }
 
 fn openai_error(status: StatusCode, message: &str) -> Response {
@@ -345,12 +363,14 @@ async fn a_configured_upstream_streams_through_and_its_refusals_are_ours() {
     .await
     .unwrap();
     let (user_id, key) = app.user(60).await;
-    let request = |model: &str, stream: bool| json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let request =
+        |model: &str, stream: bool| json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}).to_string();
 
     // The first event reaches the client while the upstream is still holding the rest back.
     let mut response = post_raw(&app, Some(&key), request("hold", true)).await;
     assert_eq!(response.status(), 200);
-    let first = tokio::time::timeout(Duration::from_secs(10), response.chunk()).await.expect("the first event was held back").unwrap().unwrap();
+    let first =
+        tokio::time::timeout(Duration::from_secs(10), response.chunk()).await.expect("the first event was held back").unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("第一段"));
     upstream.release.notify_one();
     let rest = read_all(&mut response).await;

@@ -92,7 +92,9 @@ async fn tools_answer_like_the_http_endpoints_and_are_metered_per_call(app: Test
     // A key of 60 a minute: its 61st call in a burst is refused with the wait (the bucket refills
     // one token a second, so a slow machine may fit in a few more first).
     let (limited_user, limited_key) = app.user(60).await;
-    let Some(seen) = client(&app, &limited_key, json!([{"call": "price", "arguments": {"code": "600519.SH"}, "times": 70}])).await else { return };
+    let Some(seen) = client(&app, &limited_key, json!([{"call": "price", "arguments": {"code": "600519.SH"}, "times": 70}])).await else {
+        return;
+    };
     let results = calls(&seen["steps"][0]);
     let answered = results.iter().take_while(|r| r["is_error"] == false).count();
     assert!((60..=65).contains(&answered), "{answered} calls before the first refusal: {seen}");
@@ -120,7 +122,12 @@ async fn refusals_happen_before_mcp_and_in_our_json_shape(app: TestApp) {
     let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "curl", "version": "1"}}});
     let post = |token: Option<&str>, body: String, content_type: &str| {
-        let mut request = app.http.post(app.url("/mcp")).header("content-type", content_type).header("accept", "application/json, text/event-stream").body(body);
+        let mut request = app
+            .http
+            .post(app.url("/mcp"))
+            .header("content-type", content_type)
+            .header("accept", "application/json, text/event-stream")
+            .body(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -135,7 +142,9 @@ async fn refusals_happen_before_mcp_and_in_our_json_shape(app: TestApp) {
 
     // Tokens are checked first, in the data plane's words.
     let admin = app.admin_token.clone();
-    for (token, status, code) in [(None, 401, "missing_token"), (Some("not-a-key"), 401, "invalid_token"), (Some(admin.as_str()), 403, "forbidden")] {
+    for (token, status, code) in
+        [(None, 401, "missing_token"), (Some("not-a-key"), 401, "invalid_token"), (Some(admin.as_str()), 403, "forbidden")]
+    {
         let response = post(token, initialize.to_string(), "application/json").await.unwrap();
         assert_eq!(response.status(), status);
         if status == 401 {

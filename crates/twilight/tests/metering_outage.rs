@@ -72,7 +72,13 @@ impl OwnPostgres {
             false => Command::new(&program),
         };
         let output = command.args(args).current_dir(self.dir.path()).output().unwrap();
-        assert!(output.status.success(), "{} {args:?}: {}{}", program.display(), String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{} {args:?}: {}{}",
+            program.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }
 
@@ -81,14 +87,19 @@ impl Drop for OwnPostgres {
         let data = self.data();
         let _ = Command::new(self.bin.join("pg_ctl")).args(["-D", &data, "-m", "immediate", "stop"]).output();
         if nix::unistd::geteuid().is_root() {
-            let _ = Command::new("runuser").args(["-u", "postgres", "--"]).arg(self.bin.join("pg_ctl")).args(["-D", &data, "-m", "immediate", "stop"]).output();
+            let _ = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"))
+                .args(["-D", &data, "-m", "immediate", "stop"])
+                .output();
         }
     }
 }
 
 /// The newest installed server's `bin` directory.
 fn server_binaries() -> Option<PathBuf> {
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql").ok()?.flatten().map(|entry| entry.path().join("bin")).collect();
+    let mut versions: Vec<PathBuf> =
+        std::fs::read_dir("/usr/lib/postgresql").ok()?.flatten().map(|entry| entry.path().join("bin")).collect();
     versions.sort();
     versions.into_iter().rev().find(|bin| bin.join("pg_ctl").exists() && bin.join("initdb").exists())
 }
@@ -112,14 +123,17 @@ async fn usage_rows(accounts: &dyn twilight_accounts::Accounts, user: uuid::Uuid
 
 /// Bytes of usage rows waiting on disk: the spill file, and what a replay moved aside.
 fn spilled_bytes(data_dir: &Path) -> u64 {
-    ["usage-spill.jsonl", "usage-spill.replaying"].iter().map(|name| std::fs::metadata(data_dir.join(name)).map_or(0, |file| file.len())).sum()
+    ["usage-spill.jsonl", "usage-spill.replaying"]
+        .iter()
+        .map(|name| std::fs::metadata(data_dir.join(name)).map_or(0, |file| file.len()))
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_rows_equal_answered_requests_across_a_database_outage_and_a_restart() {
     let Some(postgres) = OwnPostgres::start() else { return };
     let url = postgres.url();
-    let app = TestApp::start_with(Backend::Sqlite, |config| config.accounts_url = Some(url.clone())).await.unwrap();
+    let app = TestApp::start_with(Backend::Sqlite, |config| config.accounts_url = Some(url.clone().into())).await.unwrap();
     let (user_id, key) = app.user(1_000_000).await;
     let user: uuid::Uuid = user_id.parse().unwrap();
     let answered = Arc::new(AtomicI64::new(0));
@@ -158,7 +172,7 @@ async fn usage_rows_equal_answered_requests_across_a_database_outage_and_a_resta
     let stopped = app.stop_server().await;
     postgres.up();
     let restarted = TestApp::start_with(Backend::Sqlite, |config| {
-        config.accounts_url = Some(url.clone());
+        config.accounts_url = Some(url.clone().into());
         config.data_dir = data_dir.clone();
     })
     .await

@@ -114,7 +114,11 @@ pub struct UsageParams {
 }
 
 /// `GET /admin/users/{user_id}/usage[?days=30]` — requests and upstream points by endpoint by day.
-pub async fn usage(State(ctx): State<ApiContext>, Path(raw_id): Path<String>, ApiQuery(params): ApiQuery<UsageParams>) -> ApiResult<Json<Value>> {
+pub async fn usage(
+    State(ctx): State<ApiContext>,
+    Path(raw_id): Path<String>,
+    ApiQuery(params): ApiQuery<UsageParams>,
+) -> ApiResult<Json<Value>> {
     let id = user_id(&raw_id)?;
     let days = params.days.unwrap_or(30);
     if !(1..=366).contains(&days) {

@@ -19,7 +19,9 @@ pub async fn healthz(State(ctx): State<ApiContext>) -> (StatusCode, Json<Value>)
         }
     };
     let mut warehouse = match ctx.market.row_counts().await {
-        Ok(counts) => json!({ "ok": true, "rows": counts.into_iter().map(|(t, n)| (t.to_string(), Value::from(n))).collect::<Map<_, _>>() }),
+        Ok(counts) => {
+            json!({ "ok": true, "rows": counts.into_iter().map(|(t, n)| (t.to_string(), Value::from(n))).collect::<Map<_, _>>() })
+        }
         Err(e) => {
             tracing::error!(error = %e, "health: warehouse unreadable");
             json!({ "ok": false, "error": "unreadable" })

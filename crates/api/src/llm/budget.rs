@@ -59,7 +59,9 @@ impl Budget {
         }
         let midnight = today.and_time(chrono::NaiveTime::MIN).and_utc();
         let spent = match accounts.usage_by_day(user_id, midnight).await {
-            Ok(days) => days.iter().filter(|d| d.endpoint == COMPLETION_ENDPOINT).map(|d| u64::try_from(d.upstream_cost_pts).unwrap_or(0)).sum(),
+            Ok(days) => {
+                days.iter().filter(|d| d.endpoint == COMPLETION_ENDPOINT).map(|d| u64::try_from(d.upstream_cost_pts).unwrap_or(0)).sum()
+            }
             Err(error) => {
                 tracing::warn!(%user_id, error = %error, "cannot read today's LLM usage; the budget tally starts at 0");
                 0

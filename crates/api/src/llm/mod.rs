@@ -112,9 +112,11 @@ impl Relay {
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(RelaySetupError::BaseUrl(config.base_url));
         }
-        let mut authorization = HeaderValue::from_str(&format!("Bearer {}", config.api_key.expose_secret().trim())).map_err(|_| RelaySetupError::ApiKey)?;
+        let mut authorization =
+            HeaderValue::from_str(&format!("Bearer {}", config.api_key.expose_secret().trim())).map_err(|_| RelaySetupError::ApiKey)?;
         authorization.set_sensitive(true);
-        let client = reqwest::Client::builder().connect_timeout(config.timeout.min(Duration::from_secs(10))).read_timeout(config.timeout).build()?;
+        let client =
+            reqwest::Client::builder().connect_timeout(config.timeout.min(Duration::from_secs(10))).read_timeout(config.timeout).build()?;
         Ok(Relay { budget: Budget::new(config.daily_token_budget), limits: RateLimits::default(), base_url, authorization, client, config })
     }
 
@@ -189,10 +191,16 @@ async fn admit(State(ctx): State<ApiContext>, mut request: Request, next: Next) 
 }
 
 /// `POST /llm/v1/chat/completions`
-async fn completions(State(ctx): State<ApiContext>, Extension(key): Extension<Arc<UserKey>>, Extension(relay): Extension<Arc<Relay>>, request: Request) -> Response {
+async fn completions(
+    State(ctx): State<ApiContext>,
+    Extension(key): Extension<Arc<UserKey>>,
+    Extension(relay): Extension<Arc<Relay>>,
+    request: Request,
+) -> Response {
     let mut meter = Meter::new(relay.clone(), ctx.usage.clone(), key.clone());
     let answer = async {
-        let body = Bytes::from_request(request, &ctx).await.map_err(|r| ApiError::Protocol { status: r.status(), message: r.body_text() })?;
+        let body =
+            Bytes::from_request(request, &ctx).await.map_err(|r| ApiError::Protocol { status: r.status(), message: r.body_text() })?;
         let request = checked(&relay, &body)?;
         relay.budget.seed(&*ctx.accounts, key.user_id).await;
         relay.complete(request, &mut meter).await
@@ -207,7 +215,11 @@ async fn completions(State(ctx): State<ApiContext>, Extension(key): Extension<Ar
 }
 
 /// `GET /llm/v1/models`
-async fn models(State(ctx): State<ApiContext>, Extension(key): Extension<Arc<UserKey>>, Extension(relay): Extension<Arc<Relay>>) -> Response {
+async fn models(
+    State(ctx): State<ApiContext>,
+    Extension(key): Extension<Arc<UserKey>>,
+    Extension(relay): Extension<Arc<Relay>>,
+) -> Response {
     let response = relay.models().await.unwrap_or_else(IntoResponse::into_response);
     ctx.usage.record_call(&key, MODELS_ENDPOINT, response.status().as_u16(), 0);
     response
@@ -216,9 +228,13 @@ async fn models(State(ctx): State<ApiContext>, Extension(key): Extension<Arc<Use
 /// The request as it goes upstream: a JSON object with an allowed `model` and non-empty
 /// `messages`; a streamed one asks for the usage chunk. Anything else is left to the upstream.
 fn checked(relay: &Relay, body: &[u8]) -> ApiResult<Value> {
-    let mut request: Value = serde_json::from_slice(body).map_err(|e| ApiError::InvalidInput { field: None, message: format!("the body is not valid JSON: {e}") })?;
+    let mut request: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::InvalidInput { field: None, message: format!("the body is not valid JSON: {e}") })?;
     let Some(object) = request.as_object_mut() else {
-        return Err(ApiError::InvalidInput { field: None, message: "the body must be a JSON object (an OpenAI chat-completions request)".into() });
+        return Err(ApiError::InvalidInput {
+            field: None,
+            message: "the body must be a JSON object (an OpenAI chat-completions request)".into(),
+        });
     };
     match object.get("model") {
         Some(Value::String(model)) if !model.is_empty() => relay.check_model(model)?,
@@ -254,7 +270,11 @@ fn relayed(status: StatusCode, content_type: Option<HeaderValue>, body: Body) ->
 /// The upstream could not be reached, or did not answer in time (504).
 fn unreachable_upstream(error: reqwest::Error) -> ApiError {
     if error.is_timeout() {
-        return ApiError::Upstream { status: StatusCode::GATEWAY_TIMEOUT, message: "the model service did not answer in time".into(), retry_after_secs: None };
+        return ApiError::Upstream {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            message: "the model service did not answer in time".into(),
+            retry_after_secs: None,
+        };
     }
     tracing::warn!(error = %error, "the LLM upstream cannot be reached");
     ApiError::Upstream { status: StatusCode::BAD_GATEWAY, message: "the model service cannot be reached".into(), retry_after_secs: None }
@@ -269,11 +289,16 @@ async fn refusal(response: reqwest::Response) -> ApiError {
     let body = response.bytes().await.unwrap_or_default();
     let detail = serde_json::from_slice::<Value>(&body)
         .ok()
-        .and_then(|e| e["error"]["message"].as_str().or_else(|| e["message"].as_str()).map(|m| m.chars().take(MAX_DETAIL_CHARS).collect::<String>()))
+        .and_then(|e| {
+            e["error"]["message"].as_str().or_else(|| e["message"].as_str()).map(|m| m.chars().take(MAX_DETAIL_CHARS).collect::<String>())
+        })
         .unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
     let (status, message, retry_after_secs) = match status {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            tracing::error!(upstream_status = status.as_u16(), "the LLM upstream refused the relay's key; check llm.api_key_file / TWILIGHT_LLM_API_KEY");
+            tracing::error!(
+                upstream_status = status.as_u16(),
+                "the LLM upstream refused the relay's key; check llm.api_key_file / TWILIGHT_LLM_API_KEY"
+            );
             (StatusCode::BAD_GATEWAY, "the model service refused this server's credentials".to_string(), None)
         }
         StatusCode::TOO_MANY_REQUESTS => (status, format!("the model service is busy: {detail}"), Some(retry_after_secs.unwrap_or(5))),
@@ -314,7 +339,11 @@ mod tests {
         assert!(!format!("{relay:?}").contains("sk-backend"));
         let ok = checked(&relay, br#"{"model":"qwen3.7-plus","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
         assert!(ok.get("stream_options").is_none());
-        let streamed = checked(&relay, br#"{"model":"qwen3.7-plus","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"x":1}}"#).unwrap();
+        let streamed = checked(
+            &relay,
+            br#"{"model":"qwen3.7-plus","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"x":1}}"#,
+        )
+        .unwrap();
         assert_eq!(streamed["stream_options"], json!({"x": 1, "include_usage": true}));
 
         assert_eq!(field(checked(&relay, b"{not json").unwrap_err()), None);
@@ -323,7 +352,10 @@ mod tests {
         assert_eq!(field(checked(&relay, br#"{"messages":[{"role":"user"}]}"#).unwrap_err()), Some("model"));
         assert_eq!(field(checked(&relay, br#"{"model":"qwen3.7-plus","messages":[]}"#).unwrap_err()), Some("messages"));
         assert_eq!(field(checked(&relay, br#"{"model":"qwen3.7-plus","messages":[{}],"stream":"yes"}"#).unwrap_err()), Some("stream"));
-        assert!(checked(&super::tests::relay(&[]), br#"{"model":"anything","messages":[{}]}"#).is_ok(), "an empty allowlist allows any model");
+        assert!(
+            checked(&super::tests::relay(&[]), br#"{"model":"anything","messages":[{}]}"#).is_ok(),
+            "an empty allowlist allows any model"
+        );
     }
 
     #[test]

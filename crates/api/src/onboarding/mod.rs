@@ -221,7 +221,12 @@ struct VerifyCode {
 }
 
 /// `POST /onboard/{token}/verify-code {"code":"123456"}` — passes the code on to the pairing.
-async fn verify_code(State(ctx): State<ApiContext>, client: ClientIp, ApiPath(token): ApiPath<String>, ApiJson(body): ApiJson<VerifyCode>) -> ApiResult<StatusCode> {
+async fn verify_code(
+    State(ctx): State<ApiContext>,
+    client: ClientIp,
+    ApiPath(token): ApiPath<String>,
+    ApiJson(body): ApiJson<VerifyCode>,
+) -> ApiResult<StatusCode> {
     submit_verify_code(&ctx, client, &token, &body.code).await?;
     Ok(StatusCode::ACCEPTED)
 }
@@ -248,7 +253,12 @@ struct Name {
 
 /// `POST /onboard/{token}/bot-name {"name":"张老师"}` — names the bot once it is paired (and
 /// renames it later: the persona is rewritten from the template).
-async fn bot_name(State(ctx): State<ApiContext>, client: ClientIp, ApiPath(token): ApiPath<String>, ApiJson(body): ApiJson<Name>) -> ApiResult<StatusCode> {
+async fn bot_name(
+    State(ctx): State<ApiContext>,
+    client: ClientIp,
+    ApiPath(token): ApiPath<String>,
+    ApiJson(body): ApiJson<Name>,
+) -> ApiResult<StatusCode> {
     submit_bot_name(&ctx, client, &token, &body.name).await?;
     Ok(StatusCode::ACCEPTED)
 }

@@ -22,14 +22,23 @@ pub struct CheckoutRequest {
 
 /// `POST /checkout` — places an order and answers what the payer's page shows: the QR to pay,
 /// the amount, when it expires, where to poll, and the onboarding link to go on to once paid.
-pub async fn create(State(ctx): State<ApiContext>, client: ClientIp, ApiJson(body): ApiJson<CheckoutRequest>) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn create(
+    State(ctx): State<ApiContext>,
+    client: ClientIp,
+    ApiJson(body): ApiJson<CheckoutRequest>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let payments = ctx.payments()?;
-    let plan: Plan = body.plan.parse().map_err(|_| ApiError::invalid("plan", format!("unknown plan '{}'; one of: pro, lite", body.plan)))?;
+    let plan: Plan =
+        body.plan.parse().map_err(|_| ApiError::invalid("plan", format!("unknown plan '{}'; one of: pro, lite", body.plan)))?;
     let renew = body.renew.as_deref().map(str::trim).filter(|token| !token.is_empty());
     ctx.ip_limits.order(client)?;
     let now = Utc::now();
     let placed = payments.billing.checkout(plan, renew, now).await?;
-    let view = payments.billing.order(placed.payment.payment_id, now).await?.ok_or_else(|| ApiError::Internal("the order just placed cannot be read back".into()))?;
+    let view = payments
+        .billing
+        .order(placed.payment.payment_id, now)
+        .await?
+        .ok_or_else(|| ApiError::Internal("the order just placed cannot be read back".into()))?;
     let mut answer = order_json(&view);
     answer["code_url"] = placed.code_url.clone().into();
     answer["qr_svg"] = qr::svg(&placed.code_url)?.into();

@@ -134,9 +134,7 @@ struct ErrorPage {
 fn render(template: &impl Template) -> Response {
     match template.render() {
         Ok(html) => Html(html).into_response(),
-        Err(error) => {
-            ApiError::Internal(format!("page did not render: {error}")).into_response()
-        }
+        Err(error) => ApiError::Internal(format!("page did not render: {error}")).into_response(),
     }
 }
 
@@ -237,7 +235,13 @@ async fn renewing(ctx: &ApiContext, client: ClientIp, code: &str) -> Result<Opti
 
 /// `GET /renew/{code}` — the link a bot shows its owner (in a reminder, or when their subscription
 /// has run out): the plan, until when it runs, and a button to pay another month.
-async fn renew_page(State(ctx): State<ApiContext>, client: ClientIp, ApiPath(code): ApiPath<String>, query: Result<Query<PageQuery>, QueryRejection>, headers: HeaderMap) -> Response {
+async fn renew_page(
+    State(ctx): State<ApiContext>,
+    client: ClientIp,
+    ApiPath(code): ApiPath<String>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
     let query = query.map(|q| q.0).unwrap_or_default();
     let frame = Frame::new(&ctx, Lang::negotiate(query.lang.as_deref(), &headers), &format!("/renew/{code}"));
     let user = match renewing(&ctx, client, &code).await {
@@ -256,7 +260,13 @@ struct RenewForm {
 }
 
 /// `POST /renew/{code}` — places the renewal order for the user's plan and goes on to pay it.
-async fn renew(State(ctx): State<ApiContext>, client: ClientIp, ApiPath(code): ApiPath<String>, headers: HeaderMap, form: Result<Form<RenewForm>, FormRejection>) -> Response {
+async fn renew(
+    State(ctx): State<ApiContext>,
+    client: ClientIp,
+    ApiPath(code): ApiPath<String>,
+    headers: HeaderMap,
+    form: Result<Form<RenewForm>, FormRejection>,
+) -> Response {
     let lang_field = form.as_ref().ok().and_then(|f| f.lang.clone());
     let frame = Frame::new(&ctx, Lang::negotiate(lang_field.as_deref(), &headers), &format!("/renew/{code}"));
     match renewing(&ctx, client, &code).await {
@@ -303,7 +313,13 @@ struct ContinuePage {
 /// moves into the cookie and the browser goes on to the token-free page. It goes on by a refresh
 /// of this page rather than a redirect: a navigation started on our own page carries a
 /// SameSite=Strict cookie even when the link was followed from another site.
-async fn open_link(State(ctx): State<ApiContext>, client: ClientIp, ApiPath(token): ApiPath<String>, query: Result<Query<PageQuery>, QueryRejection>, headers: HeaderMap) -> Response {
+async fn open_link(
+    State(ctx): State<ApiContext>,
+    client: ClientIp,
+    ApiPath(token): ApiPath<String>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
     let lang = Lang::negotiate(query.ok().and_then(|q| q.0.lang).as_deref(), &headers);
     let frame = Frame::new(&ctx, lang, onboarding::PAGE);
     if let Err(error) = onboarding::link(&ctx, client, &token).await {
@@ -355,7 +371,12 @@ struct OnboardPage {
 
 /// `GET /onboard` — the order's page from payment to a running bot, for the link opened last in
 /// this browser (its cookie).
-async fn onboard_page(State(ctx): State<ApiContext>, client: ClientIp, query: Result<Query<PageQuery>, QueryRejection>, headers: HeaderMap) -> Response {
+async fn onboard_page(
+    State(ctx): State<ApiContext>,
+    client: ClientIp,
+    query: Result<Query<PageQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
     let lang = Lang::negotiate(query.ok().and_then(|q| q.0.lang).as_deref(), &headers);
     let token = onboarding::cookie_token(&headers).unwrap_or_default();
     show_onboarding(&ctx, client, &token, lang, None).await
@@ -444,12 +465,19 @@ struct OnboardForm {
 
 /// `POST /onboard` — the page's forms (verify code, bot name, new QR code), doing what the JSON
 /// endpoints do, then back to the page; a mistake shows the page again saying what to fix.
-async fn onboard_form(State(ctx): State<ApiContext>, client: ClientIp, headers: HeaderMap, form: Result<Form<OnboardForm>, FormRejection>) -> Response {
+async fn onboard_form(
+    State(ctx): State<ApiContext>,
+    client: ClientIp,
+    headers: HeaderMap,
+    form: Result<Form<OnboardForm>, FormRejection>,
+) -> Response {
     let token = onboarding::cookie_token(&headers).unwrap_or_default();
     let lang_field = form.as_ref().ok().and_then(|f| f.lang.clone());
     let lang = Lang::negotiate(lang_field.as_deref(), &headers);
     let t = Texts::of(lang);
-    let Ok(Form(form)) = form else { return with_status(StatusCode::BAD_REQUEST, show_onboarding(&ctx, client, &token, lang, Some(t.error_try_again)).await) };
+    let Ok(Form(form)) = form else {
+        return with_status(StatusCode::BAD_REQUEST, show_onboarding(&ctx, client, &token, lang, Some(t.error_try_again)).await);
+    };
     let done = match form.action.as_str() {
         "verify_code" => onboarding::submit_verify_code(&ctx, client, &token, form.code.as_deref().unwrap_or("")).await,
         "bot_name" => onboarding::submit_bot_name(&ctx, client, &token, form.name.as_deref().unwrap_or("")).await,

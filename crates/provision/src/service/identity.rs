@@ -183,7 +183,9 @@ impl Isolation {
     pub(crate) async fn remove(&self, profile: &ProfileName) -> Result<()> {
         let dir = self.hermes.profile_dir(profile);
         if tokio::fs::symlink_metadata(&dir).await.is_ok_and(|meta| meta.is_dir()) {
-            tokio::task::spawn_blocking(move || hand_over(&dir, Account { uid: 0, gid: 0 })).await.expect("taking the profile back panicked")?;
+            tokio::task::spawn_blocking(move || hand_over(&dir, Account { uid: 0, gid: 0 }))
+                .await
+                .expect("taking the profile back panicked")?;
         }
         GatewayUser::for_profile(profile).remove(self.timeout).await
     }
@@ -195,7 +197,11 @@ impl Isolation {
         let python = self.hermes.python();
         let interpreter = std::fs::canonicalize(&python).unwrap_or(python);
         for path in [self.hermes.bin().to_owned(), interpreter, self.hermes.profile_dir(profile)] {
-            reachable(&path, account, masked).map_err(|blocked| Error::Unreachable { user: user.to_string(), path: path.clone(), blocked })?;
+            reachable(&path, account, masked).map_err(|blocked| Error::Unreachable {
+                user: user.to_string(),
+                path: path.clone(),
+                blocked,
+            })?;
         }
         Ok(())
     }

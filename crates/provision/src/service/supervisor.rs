@@ -76,7 +76,13 @@ impl ChildSupervisor {
 
     /// Runs whatever `launcher` builds (tests; other runtimes), as we run.
     pub fn with_launcher(launcher: Launcher) -> ChildSupervisor {
-        ChildSupervisor { launcher, isolation: None, backoff: Backoff::default(), grace: Duration::from_secs(15), profiles: Mutex::default() }
+        ChildSupervisor {
+            launcher,
+            isolation: None,
+            backoff: Backoff::default(),
+            grace: Duration::from_secs(15),
+            profiles: Mutex::default(),
+        }
     }
 
     pub fn with_backoff(mut self, backoff: Backoff) -> ChildSupervisor {

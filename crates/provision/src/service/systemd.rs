@@ -31,7 +31,8 @@ const FATAL_CONFIG_EXIT: u8 = 78;
 
 /// Exports every credential systemd decrypted into `$CREDENTIALS_DIRECTORY` (named after its key) and
 /// execs hermes. Written for a unit file: `$$` is systemd's escape for a literal `$`.
-const EXPORT_CREDENTIALS: &str = r#"/bin/sh -c 'for f in "$${CREDENTIALS_DIRECTORY}"/*; do [ -f "$$f" ] && export "$${f##*/}=$$(cat "$$f")"; done; exec "$$0" "$$@"'"#;
+const EXPORT_CREDENTIALS: &str =
+    r#"/bin/sh -c 'for f in "$${CREDENTIALS_DIRECTORY}"/*; do [ -f "$$f" ] && export "$${f##*/}=$$(cat "$$f")"; done; exec "$$0" "$$@"'"#;
 
 /// What `ProtectHome=` hides; a unit whose venv or profile lies below one of them gets empty tmpfs homes
 /// with those bound in instead of no homes at all.
@@ -117,9 +118,7 @@ impl SystemdManager {
     /// Units for the gateways of `hermes`'s profiles, receiving secrets as `secrets` says.
     pub fn new(hermes: HermesCli, scope: SystemdScope, secrets: SecretDelivery) -> SystemdManager {
         let (unit_dir, isolation) = match scope {
-            SystemdScope::User => {
-                (std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".config/systemd/user"), None)
-            }
+            SystemdScope::User => (std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".config/systemd/user"), None),
             SystemdScope::System => (PathBuf::from("/etc/systemd/system"), Isolation::detect(&hermes)),
         };
         SystemdManager {
@@ -515,7 +514,10 @@ mod tests {
         for absent in ["/var/lib/twilight/secrets", "BindReadOnlyPaths=", "ReadWritePaths=", "MemoryDenyWriteExecute="] {
             assert!(!text.contains(absent), "{absent} in\n{text}");
         }
-        assert_eq!(system.unit_path(&profile), Path::new("/etc/systemd/system/hermes-gateway-user-6f9619ff8b86d011b42d00c04fc964ff.service"));
+        assert_eq!(
+            system.unit_path(&profile),
+            Path::new("/etc/systemd/system/hermes-gateway-user-6f9619ff8b86d011b42d00c04fc964ff.service")
+        );
     }
 
     #[test]

@@ -94,7 +94,11 @@ async fn view(State(sim): State<IlinkSim>, Path(qrcode): Path<String>) -> Result
     Ok(Json(sim.pairing(&qrcode)?))
 }
 
-async fn json_action(State(sim): State<IlinkSim>, Path((qrcode, action)): Path<(String, String)>, body: Bytes) -> Result<Json<PairingView>, Refusal> {
+async fn json_action(
+    State(sim): State<IlinkSim>,
+    Path((qrcode, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<PairingView>, Refusal> {
     Ok(Json(apply(&sim, &qrcode, &action, json_body(&body)?)?))
 }
 
@@ -145,7 +149,11 @@ async fn page_action(State(sim): State<IlinkSim>, Path(qrcode): Path<String>, Fo
     match apply(&sim, &qrcode, &action, args) {
         Ok(_) => Redirect::to(&format!("/sandbox/ilink/scan/{qrcode}")).into_response(),
         Err(Refusal(status, message)) => {
-            let back = format!(r#"<p class="error">{}</p><p><a href="/sandbox/ilink/scan/{}">Back</a></p>"#, escape_html(&message), escape_html(&qrcode));
+            let back = format!(
+                r#"<p class="error">{}</p><p><a href="/sandbox/ilink/scan/{}">Back</a></p>"#,
+                escape_html(&message),
+                escape_html(&qrcode)
+            );
             (status, Html(shell(&back))).into_response()
         }
     }
@@ -161,13 +169,22 @@ fn pairing_page(view: &PairingView) -> String {
             r#"<form method="post"><label>WeChat user id (optional) <input name="wechat_user" autocomplete="off"></label><br>{}</form>"#,
             button("scan", "Scan with WeChat")
         ),
-        Stage::Scanned => format!(r#"<form method="post">{} {} {}</form>"#, button("confirm", "Confirm login"), button("verify_code", "Ask for a verification code"), button("expire", "Let it expire")),
+        Stage::Scanned => format!(
+            r#"<form method="post">{} {} {}</form>"#,
+            button("confirm", "Confirm login"),
+            button("verify_code", "Ask for a verification code"),
+            button("expire", "Let it expire")
+        ),
         Stage::NeedVerifyCode => format!(
             r#"<p>Type this code into the page showing the QR code:</p><p class="code" id="code">{}</p><p><a href="">Refresh</a></p>"#,
             escape_html(view.verify_code.as_deref().unwrap_or_default())
         ),
-        Stage::Confirmed => format!(r#"<p>Logged in: bot <code id="bot">{}</code>.</p>"#, escape_html(view.ilink_bot_id.as_deref().unwrap_or_default())),
-        Stage::VerifyCodeBlocked | Stage::Expired | Stage::BindedRedirect => "<p>Nothing more to do here; the product needs a new QR code.</p>".to_string(),
+        Stage::Confirmed => {
+            format!(r#"<p>Logged in: bot <code id="bot">{}</code>.</p>"#, escape_html(view.ilink_bot_id.as_deref().unwrap_or_default()))
+        }
+        Stage::VerifyCodeBlocked | Stage::Expired | Stage::BindedRedirect => {
+            "<p>Nothing more to do here; the product needs a new QR code.</p>".to_string()
+        }
     };
     let scanned = view.scanned_by.as_deref().map(|u| format!("<p>Scanned by <code>{}</code></p>", escape_html(u))).unwrap_or_default();
     format!(

@@ -72,7 +72,12 @@ impl Bots {
             ilink_user_id: owner.to_string(),
         };
         self.tokens.insert(credentials.bot_token.clone(), credentials.ilink_bot_id.clone());
-        let bot = Bot { inbox: Vec::new(), sent: Vec::new(), typing_ticket: BASE64.encode(common::random_alphanumeric(24)), arrived: watch::channel(()).0 };
+        let bot = Bot {
+            inbox: Vec::new(),
+            sent: Vec::new(),
+            typing_ticket: BASE64.encode(common::random_alphanumeric(24)),
+            arrived: watch::channel(()).0,
+        };
         self.by_id.insert(credentials.ilink_bot_id.clone(), bot);
         credentials
     }

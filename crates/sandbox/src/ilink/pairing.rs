@@ -285,7 +285,11 @@ impl IlinkSim {
     }
 
     /// Applies `change` to the pairing and wakes its pollers.
-    fn act(&self, qrcode: &str, change: impl FnOnce(&mut Pairing, &mut PairingContext<'_>) -> Result<(), ControlError>) -> Result<PairingView, ControlError> {
+    fn act(
+        &self,
+        qrcode: &str,
+        change: impl FnOnce(&mut Pairing, &mut PairingContext<'_>) -> Result<(), ControlError>,
+    ) -> Result<PairingView, ControlError> {
         let mut guard = self.state();
         let state = &mut *guard;
         let pairing = state.pairings.get_mut(qrcode).ok_or_else(|| ControlError::UnknownQrCode(qrcode.to_string()))?;

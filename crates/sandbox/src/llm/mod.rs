@@ -103,7 +103,8 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 
 /// The request's bearer token (empty without one), recorded for [`LlmSim::keys`].
 fn bearer(sim: &LlmSim, headers: &HeaderMap) -> String {
-    let key = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default().to_string();
+    let key =
+        headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default().to_string();
     sim.state().keys.push(key.clone());
     key
 }

@@ -41,9 +41,9 @@ pub enum Reply {
 pub fn answer(scripted: Option<Turn>, messages: &[Value], tools: &Value) -> Reply {
     match scripted {
         Some(Turn::ToolCall { name, arguments }) => Reply::ToolCall { name, arguments: arguments.to_string() },
-        Some(Turn::Final { text_template }) => Reply::Text(
-            text_template.replace("{tool_result}", &latest(messages, "tool")).replace("{user}", &latest(messages, "user")),
-        ),
+        Some(Turn::Final { text_template }) => {
+            Reply::Text(text_template.replace("{tool_result}", &latest(messages, "tool")).replace("{user}", &latest(messages, "user")))
+        }
         None => default_rule(messages, tools),
     }
 }
@@ -55,10 +55,9 @@ fn default_rule(messages: &[Value], tools: &Value) -> Reply {
     let question = latest(messages, "user");
     let offers_price = tools.as_array().is_some_and(|tools| tools.iter().any(|t| t["function"]["name"] == PRICE_TOOL));
     match six_digit_code(&question) {
-        Some(code) if offers_price && asks_for_pe(&question) => Reply::ToolCall {
-            name: PRICE_TOOL.into(),
-            arguments: json!({"code": code, "metric": "pe_ttm"}).to_string(),
-        },
+        Some(code) if offers_price && asks_for_pe(&question) => {
+            Reply::ToolCall { name: PRICE_TOOL.into(), arguments: json!({"code": code, "metric": "pe_ttm"}).to_string() }
+        }
         _ => Reply::Text(format!("（sandbox-qwen）收到：{question}")),
     }
 }
@@ -92,7 +91,9 @@ fn six_digit_code(text: &str) -> Option<&str> {
 
 fn asks_for_pe(text: &str) -> bool {
     let lower = text.to_lowercase();
-    lower.contains("p/e") || lower.contains("市盈率") || lower.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').any(|w| w == "pe" || w == "pe_ttm")
+    lower.contains("p/e")
+        || lower.contains("市盈率")
+        || lower.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').any(|w| w == "pe" || w == "pe_ttm")
 }
 
 /// A sentence stating the value and every cite field of the data-plane answer inside `content`
@@ -168,7 +169,10 @@ mod tests {
         // hermes hands an MCP result to the model as {"result": <text>, "structuredContent": <json>}.
         let tool = json!({"role": "tool", "content": json!({"result": body.to_string(), "structuredContent": body}).to_string()});
         let Reply::Text(text) = answer(None, &[question[0].clone(), tool], &price_tools()) else { panic!("expected text") };
-        assert!(text.contains("28.5") && text.contains("tc_42") && text.contains("sandbox:tushare") && text.contains("daily_basic"), "{text}");
+        assert!(
+            text.contains("28.5") && text.contains("tc_42") && text.contains("sandbox:tushare") && text.contains("daily_basic"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -45,7 +45,9 @@ pub fn respond(reply: &Reply, id: u64, messages: &[Value], streamed: bool, inclu
         Reply::ToolCall { name, arguments } => {
             let start = json!([{"index": 0, "id": tool_call_id(id), "type": "function", "function": {"name": name, "arguments": ""}}]);
             chunks.push(chunk(json!({"role": "assistant", "content": null, "tool_calls": start}), None));
-            chunks.extend(pieces(arguments, 2).map(|piece| chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}), None)));
+            chunks.extend(
+                pieces(arguments, 2).map(|piece| chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}), None)),
+            );
         }
     }
     chunks.push(chunk(json!({}), Some(finish_reason)));

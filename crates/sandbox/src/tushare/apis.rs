@@ -33,7 +33,13 @@ pub(crate) fn find(name: &str) -> Option<&'static Api> {
 
 impl Api {
     /// Answers one call. `now` is Shanghai wall time; `max_rows` overrides the API's row cap.
-    pub fn answer(&self, params: &Map<String, Value>, fields: &[String], now: NaiveDateTime, max_rows: Option<usize>) -> Result<Data, Failure> {
+    pub fn answer(
+        &self,
+        params: &Map<String, Value>,
+        fields: &[String],
+        now: NaiveDateTime,
+        max_rows: Option<usize>,
+    ) -> Result<Data, Failure> {
         let params = Params(params);
         let cap = max_rows.unwrap_or(self.schema.max_rows);
         let page = Page { offset: params.count("offset")?.unwrap_or(0), size: params.count("limit")?.map_or(cap, |limit| limit.min(cap)) };
@@ -113,7 +119,8 @@ fn bad(param: &str, problem: &str) -> Failure {
 
 const A_SHARE_EXCHANGES: [&str; 3] = ["SSE", "SZSE", "BSE"];
 
-const TRADE_CAL: Api = Api { schema: Schema { fields: &["exchange", "cal_date", "is_open", "pretrade_date"], defaults: 4, max_rows: 10_000 }, run: trade_cal };
+const TRADE_CAL: Api =
+    Api { schema: Schema { fields: &["exchange", "cal_date", "is_open", "pretrade_date"], defaults: 4, max_rows: 10_000 }, run: trade_cal };
 
 /// Every calendar day, latest first, through the end of the current year; other exchanges'
 /// calendars (futures, HK) are not simulated and come back empty.
@@ -134,12 +141,26 @@ fn trade_cal(q: &Query) -> Result<Data, Failure> {
         .into_iter()
         .flatten()
         .filter(|d| is_open.is_none_or(|open| calendar::is_open(*d) == open));
-    q.answer(days, |day| vec![text(&exchange), date(day), Value::from(u8::from(calendar::is_open(day))), calendar::prev_open(day).map_or(Value::Null, date)])
+    q.answer(days, |day| {
+        vec![text(&exchange), date(day), Value::from(u8::from(calendar::is_open(day))), calendar::prev_open(day).map_or(Value::Null, date)]
+    })
 }
 
 const STOCK_BASIC: Api = Api {
     schema: Schema {
-        fields: &["ts_code", "symbol", "name", "area", "industry", "market", "list_date", "exchange", "curr_type", "list_status", "delist_date"],
+        fields: &[
+            "ts_code",
+            "symbol",
+            "name",
+            "area",
+            "industry",
+            "market",
+            "list_date",
+            "exchange",
+            "curr_type",
+            "list_status",
+            "delist_date",
+        ],
         defaults: 7,
         max_rows: 10_000,
     },
@@ -284,7 +305,8 @@ fn daily_basic(q: &Query) -> Result<Data, Failure> {
     })
 }
 
-const ADJ_FACTOR: Api = Api { schema: Schema { fields: &["ts_code", "trade_date", "adj_factor"], defaults: 3, max_rows: 6_000 }, run: adj_factor };
+const ADJ_FACTOR: Api =
+    Api { schema: Schema { fields: &["ts_code", "trade_date", "adj_factor"], defaults: 3, max_rows: 6_000 }, run: adj_factor };
 
 fn adj_factor(q: &Query) -> Result<Data, Failure> {
     q.answer(sessions(q, ADJ_FACTOR_AT)?, |(s, day, _)| vec![text(&s.ts_code), date(day), num(s.model.adj_factor(day), 3)])
@@ -331,11 +353,15 @@ fn fina_indicator(q: &Query) -> Result<Data, Failure> {
     let end = q.params.date("end_date")?.unwrap_or(NaiveDate::MAX);
     let reports = stock.into_iter().flat_map(|s| {
         let first = s.model.first_report();
-        std::iter::successors(Some(s.model.latest_report(q.today())), |p| Some(p.prev())).take_while(move |p| *p >= first).map(move |p| (s, p))
+        std::iter::successors(Some(s.model.latest_report(q.today())), |p| Some(p.prev()))
+            .take_while(move |p| *p >= first)
+            .map(move |p| (s, p))
     });
     let wanted = reports.filter(|(s, p)| {
         let announced = s.model.ann_date(*p);
-        period.is_none_or(|d| Period::ending(d) == Some(*p)) && ann_date.is_none_or(|d| d == announced) && (start..=end).contains(&announced)
+        period.is_none_or(|d| Period::ending(d) == Some(*p))
+            && ann_date.is_none_or(|d| d == announced)
+            && (start..=end).contains(&announced)
     });
     q.answer(wanted, |(s, p)| {
         let r = s.model.report(p);

@@ -498,8 +498,11 @@ impl Model {
 
 /// The calibration of a code no one pinned, drawn from its seed.
 fn generated_profile(h: impl Fn(u64) -> u64, board: Board, financial: bool, price: f64, drift: f64, list_date: NaiveDate) -> Profile {
-    let (pe, pb) =
-        if financial { (log_between(h(3), 4.0, 12.0), log_between(h(4), 0.4, 1.2)) } else { (log_between(h(3), 10.0, 90.0), log_between(h(4), 0.8, 8.0)) };
+    let (pe, pb) = if financial {
+        (log_between(h(3), 4.0, 12.0), log_between(h(4), 0.4, 1.2))
+    } else {
+        (log_between(h(3), 10.0, 90.0), log_between(h(4), 0.8, 8.0))
+    };
     let loss_share = if board == Board::Star { 0.15 } else { 0.07 };
     let eps = if unit(h(5)) < loss_share { -price / pe / 2.0 } else { price / pe };
     let (shares, vol) = match board {

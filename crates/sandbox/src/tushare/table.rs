@@ -49,7 +49,13 @@ pub(crate) struct Data {
 
 /// Builds `data` from the keys of every matching row, in answer order, and a function giving a
 /// key's full row (one value per schema field).
-pub(crate) fn answer<K>(schema: &Schema, columns: &[usize], page: Page, keys: impl Iterator<Item = K>, row: impl Fn(K) -> Vec<Value>) -> Data {
+pub(crate) fn answer<K>(
+    schema: &Schema,
+    columns: &[usize],
+    page: Page,
+    keys: impl Iterator<Item = K>,
+    row: impl Fn(K) -> Vec<Value>,
+) -> Data {
     let mut keys = keys.skip(page.offset);
     let items = keys
         .by_ref()
@@ -100,7 +106,10 @@ mod tests {
         assert_eq!(ask(""), [0, 1]);
         assert_eq!(ask("nope"), [0, 1]);
         let data = rows(&[2, 0], Page { offset: 0, size: 10 }, 2);
-        assert_eq!(serde_json::to_value(&data).unwrap(), serde_json::json!({"fields": ["c", "a"], "items": [[0, 0], [100, 1]], "has_more": false}));
+        assert_eq!(
+            serde_json::to_value(&data).unwrap(),
+            serde_json::json!({"fields": ["c", "a"], "items": [[0, 0], [100, 1]], "has_more": false})
+        );
     }
 
     #[test]

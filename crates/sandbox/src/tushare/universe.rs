@@ -179,12 +179,12 @@ const INDUSTRIES: &[(Industry, u32)] = &[
 ];
 
 const NAME_STARTS: &[&str] = &[
-    "华东", "华南", "华北", "东方", "南方", "北方", "西部", "中科", "中航", "国电", "长城", "长江", "黄河", "泰山", "昆仑", "金山", "银河", "星河", "海天",
-    "天润", "新华", "宏达", "恒信", "博远", "瑞康", "永安", "光明", "三友", "联创", "汇川", "润达", "鼎盛", "嘉华", "安泰", "泰和", "和顺", "金龙", "凯迪",
-    "利达", "富春", "晨光", "朝阳", "旭日", "东华", "明阳", "万里", "千禾", "百川", "海纳", "江南", "江淮", "齐鲁", "燕山", "太行", "巴蜀", "岭南", "闽东",
-    "浙东", "苏州", "杭州", "宁波", "厦门", "青岛", "大连", "成都", "重庆", "武汉", "长沙", "合肥", "南京", "无锡", "常州", "佛山", "东莞", "珠海", "西安",
-    "昆明", "贵阳", "南宁", "福州", "天津", "沈阳", "长春", "济南", "郑州", "太原", "兰州", "远东", "亚太", "环球", "联合", "通达", "精诚", "信达", "德赛",
-    "先导", "领航", "卓越", "华锐", "天合", "科达", "华宇",
+    "华东", "华南", "华北", "东方", "南方", "北方", "西部", "中科", "中航", "国电", "长城", "长江", "黄河", "泰山", "昆仑", "金山", "银河",
+    "星河", "海天", "天润", "新华", "宏达", "恒信", "博远", "瑞康", "永安", "光明", "三友", "联创", "汇川", "润达", "鼎盛", "嘉华", "安泰",
+    "泰和", "和顺", "金龙", "凯迪", "利达", "富春", "晨光", "朝阳", "旭日", "东华", "明阳", "万里", "千禾", "百川", "海纳", "江南", "江淮",
+    "齐鲁", "燕山", "太行", "巴蜀", "岭南", "闽东", "浙东", "苏州", "杭州", "宁波", "厦门", "青岛", "大连", "成都", "重庆", "武汉", "长沙",
+    "合肥", "南京", "无锡", "常州", "佛山", "东莞", "珠海", "西安", "昆明", "贵阳", "南宁", "福州", "天津", "沈阳", "长春", "济南", "郑州",
+    "太原", "兰州", "远东", "亚太", "环球", "联合", "通达", "精诚", "信达", "德赛", "先导", "领航", "卓越", "华锐", "天合", "科达", "华宇",
 ];
 
 /// Tushare's `area` labels, weighted roughly by how many listed companies each has.
@@ -242,7 +242,8 @@ fn build() -> Vec<Stock> {
             if seed::unit(h) >= block.density || WELL_KNOWN.iter().any(|k| k.ts_code == ts_code) {
                 continue;
             }
-            let position = (f64::from(code - block.codes.start) + seed::signed(seed::mix(&[h, 1])) * 30.0) / f64::from(block.codes.end - block.codes.start);
+            let position = (f64::from(code - block.codes.start) + seed::signed(seed::mix(&[h, 1])) * 30.0)
+                / f64::from(block.codes.end - block.codes.start);
             let listed = first + Days::new((position.clamp(0.0, 1.0) * span) as u64);
             let list_date = calendar::open_on_or_after(listed);
             let Industry(industry, endings) = *seed::weighted(seed::mix(&[h, 2]), INDUSTRIES);
@@ -255,7 +256,15 @@ fn build() -> Vec<Stock> {
     stocks
 }
 
-fn stock(ts_code: String, name: String, area: &'static str, industry: &'static str, board: Board, list_date: NaiveDate, profile: Option<Profile>) -> Stock {
+fn stock(
+    ts_code: String,
+    name: String,
+    area: &'static str,
+    industry: &'static str,
+    board: Board,
+    list_date: NaiveDate,
+    profile: Option<Profile>,
+) -> Stock {
     let model = Model::new(seed::of_str(&ts_code), board, industry, list_date, profile);
     Stock { symbol: ts_code[..6].to_string(), ts_code, name, area, industry, board, list_date, model }
 }

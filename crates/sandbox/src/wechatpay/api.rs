@@ -104,7 +104,8 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Failure> {
 
 fn valid_no(field: &str, value: &str, len: std::ops::RangeInclusive<usize>, extra: &str) -> Result<(), Failure> {
     let ok = len.contains(&value.len()) && value.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c));
-    ok.then_some(()).ok_or_else(|| Failure::param(format!("{field} {value:?} 须为 {}–{} 位数字、大小写字母或 {extra}", len.start(), len.end())))
+    ok.then_some(())
+        .ok_or_else(|| Failure::param(format!("{field} {value:?} 须为 {}–{} 位数字、大小写字母或 {extra}", len.start(), len.end())))
 }
 
 fn valid_out_trade_no(value: &str) -> Result<(), Failure> {
@@ -157,7 +158,11 @@ struct CloseBody {
     mchid: String,
 }
 
-async fn query_order(State(sim): State<WechatPaySim>, Path(no): Path<String>, Query(query): Query<MchidQuery>) -> Result<Json<Value>, Failure> {
+async fn query_order(
+    State(sim): State<WechatPaySim>,
+    Path(no): Path<String>,
+    Query(query): Query<MchidQuery>,
+) -> Result<Json<Value>, Failure> {
     if query.mchid.as_deref() != Some(sim.inner.mchid.as_str()) {
         return Err(Failure::param("查询参数 mchid 缺失或与商户不符"));
     }
@@ -192,7 +197,8 @@ async fn refund(State(sim): State<WechatPaySim>, bytes: Bytes) -> Result<Json<Va
             format!("50{:06}{}{:013}", prefix % 1_000_000, Utc::now().format("%Y%m%d"), n)
         };
         let (refund, new) = state.ledger.refund(request, new_refund_id, Utc::now())?;
-        let notification = new.then(|| (refund.notify_url.clone(), refund.out_trade_no.clone(), refund.notification_json(&sim.inner.mchid)));
+        let notification =
+            new.then(|| (refund.notify_url.clone(), refund.out_trade_no.clone(), refund.notification_json(&sim.inner.mchid)));
         (refund.answer_json(new), notification)
     };
     if let Some((url, out_trade_no, resource)) = notification {

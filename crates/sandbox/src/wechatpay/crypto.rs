@@ -1,13 +1,13 @@
 //! WeChat Pay's side of the cryptography: checking a merchant's `Authorization`, signing answers
 //! and notifications with the platform key, encrypting notification resources with the APIv3 key.
 
+use crate::common::random_alphanumeric;
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use axum::http::HeaderMap;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use crate::common::random_alphanumeric;
 use rsa::pkcs1v15::{Signature, VerifyingKey};
 use rsa::signature::{SignatureEncoding, Signer, Verifier};
 use serde_json::{json, Value};
@@ -64,7 +64,10 @@ impl WechatPaySim {
     /// the error says what a merchant would need to fix.
     pub(super) fn verify_request(&self, method: &str, path_with_query: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
         let header = headers.get("authorization").and_then(|v| v.to_str().ok()).ok_or("缺少 Authorization 头")?;
-        let params = header.strip_prefix(SCHEME).and_then(|rest| rest.strip_prefix(' ')).ok_or_else(|| format!("Authorization 认证类型不是 {SCHEME}"))?;
+        let params = header
+            .strip_prefix(SCHEME)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .ok_or_else(|| format!("Authorization 认证类型不是 {SCHEME}"))?;
         let field = |name: &str| {
             params
                 .split(',')
@@ -85,7 +88,8 @@ impl WechatPaySim {
         if (Utc::now().timestamp() - signed_at).abs() > MAX_SKEW_SECS {
             return Err(format!("timestamp {timestamp} 与当前时间相差超过 5 分钟"));
         }
-        let signature = BASE64.decode(signature).ok().and_then(|s| Signature::try_from(s.as_slice()).ok()).ok_or("签名不是合法的 base64")?;
+        let signature =
+            BASE64.decode(signature).ok().and_then(|s| Signature::try_from(s.as_slice()).ok()).ok_or("签名不是合法的 base64")?;
         VerifyingKey::<Sha256>::new(self.inner.merchant_key.clone())
             .verify(&message(&[method.as_bytes(), path_with_query.as_bytes(), timestamp.as_bytes(), nonce.as_bytes(), body]), &signature)
             .map_err(|_| "错误的签名，验签失败".to_string())

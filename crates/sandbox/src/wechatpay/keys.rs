@@ -43,9 +43,14 @@ impl SandboxKeys {
         api_v3_key.iter_mut().zip((&mut rng).sample_iter(&Alphanumeric)).for_each(|(byte, c)| *byte = c);
         SandboxKeys {
             merchant_key,
-            merchant_serial: (0..40).map(|_| char::from_digit(rng.gen_range(0..16), 16).expect("a hex digit").to_ascii_uppercase()).collect(),
+            merchant_serial: (0..40)
+                .map(|_| char::from_digit(rng.gen_range(0..16), 16).expect("a hex digit").to_ascii_uppercase())
+                .collect(),
             platform_key,
-            platform_key_id: format!("PUB_KEY_ID_01{}", (&mut rng).sample_iter(digits).take(26).map(|d| char::from(b'0' + d)).collect::<String>()),
+            platform_key_id: format!(
+                "PUB_KEY_ID_01{}",
+                (&mut rng).sample_iter(digits).take(26).map(|d| char::from(b'0' + d)).collect::<String>()
+            ),
             api_v3_key,
         }
     }
@@ -66,7 +71,10 @@ impl SandboxKeys {
 
 impl fmt::Debug for SandboxKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SandboxKeys").field("merchant_serial", &self.merchant_serial).field("platform_key_id", &self.platform_key_id).finish_non_exhaustive()
+        f.debug_struct("SandboxKeys")
+            .field("merchant_serial", &self.merchant_serial)
+            .field("platform_key_id", &self.platform_key_id)
+            .finish_non_exhaustive()
     }
 }
 

@@ -129,7 +129,9 @@ impl Ledger {
     /// Places `request` or finds the identical order placed before (same body → same `code_url`).
     pub fn place(&mut self, request: CreateOrder, new_code_url: impl FnOnce() -> String) -> Result<&Order, Failure> {
         let time_expire = match &request.time_expire {
-            Some(at) => Some(DateTime::parse_from_rfc3339(at).map_err(|_| Failure::param(format!("time_expire {at:?} 不是 RFC 3339 时间")))?),
+            Some(at) => {
+                Some(DateTime::parse_from_rfc3339(at).map_err(|_| Failure::param(format!("time_expire {at:?} 不是 RFC 3339 时间")))?)
+            }
             None => None,
         };
         let no = request.out_trade_no.clone();
@@ -137,7 +139,9 @@ impl Ledger {
             match existing.state {
                 TradeState::Success | TradeState::Refund => return Err(Failure::order_paid()),
                 TradeState::Closed => return Err(Failure::bad_request("ORDER_CLOSED", "订单已关闭")),
-                TradeState::Notpay if existing.request != request => return Err(Failure::bad_request("OUT_TRADE_NO_USED", "商户订单号重复")),
+                TradeState::Notpay if existing.request != request => {
+                    return Err(Failure::bad_request("OUT_TRADE_NO_USED", "商户订单号重复"))
+                }
                 TradeState::Notpay => {}
             }
         } else {
@@ -169,7 +173,9 @@ impl Ledger {
         match order.state {
             TradeState::Success | TradeState::Refund => return Err(PayError::AlreadyPaid(out_trade_no.into())),
             TradeState::Closed => return Err(PayError::Closed(out_trade_no.into())),
-            TradeState::Notpay if order.time_expire.is_some_and(|at| at < payment.success_time) => return Err(PayError::Expired(out_trade_no.into())),
+            TradeState::Notpay if order.time_expire.is_some_and(|at| at < payment.success_time) => {
+                return Err(PayError::Expired(out_trade_no.into()))
+            }
             TradeState::Notpay => {}
         }
         order.state = TradeState::Success;
@@ -179,7 +185,12 @@ impl Ledger {
 
     /// Accepts a refund of a paid order (an identical repeat gets the same refund back) and
     /// completes it at once; returns it and whether it is new.
-    pub fn refund(&mut self, request: CreateRefund, new_refund_id: impl FnOnce() -> String, now: DateTime<Utc>) -> Result<(&Refund, bool), Failure> {
+    pub fn refund(
+        &mut self,
+        request: CreateRefund,
+        new_refund_id: impl FnOnce() -> String,
+        now: DateTime<Utc>,
+    ) -> Result<(&Refund, bool), Failure> {
         let no = request.out_refund_no.clone();
         if let Some(existing) = self.refunds.get(&no) {
             if existing.request != request {
@@ -193,8 +204,11 @@ impl Ledger {
             (None, None) => return Err(Failure::param("out_trade_no 与 transaction_id 须二选一")),
         }
         .ok_or_else(Failure::order_not_exist)?;
-        let transaction_id =
-            order.payment.as_ref().map(|p| p.transaction_id.clone()).ok_or_else(|| Failure::bad_request("INVALID_REQUEST", "订单未支付，不能退款"))?;
+        let transaction_id = order
+            .payment
+            .as_ref()
+            .map(|p| p.transaction_id.clone())
+            .ok_or_else(|| Failure::bad_request("INVALID_REQUEST", "订单未支付，不能退款"))?;
         if request.amount.total != order.request.amount.total || request.amount.currency != order.request.amount.currency {
             return Err(Failure::param("amount.total/currency 与原订单不符"));
         }
@@ -204,7 +218,14 @@ impl Ledger {
         let notify_url = request.notify_url.clone().unwrap_or_else(|| order.request.notify_url.clone());
         order.state = TradeState::Refund;
         order.refunded += request.amount.refund;
-        let refund = Refund { out_trade_no: order.request.out_trade_no.clone(), transaction_id, refund_id: new_refund_id(), notify_url, at: now, request };
+        let refund = Refund {
+            out_trade_no: order.request.out_trade_no.clone(),
+            transaction_id,
+            refund_id: new_refund_id(),
+            notify_url,
+            at: now,
+            request,
+        };
         self.refunds.insert(no.clone(), refund);
         Ok((&self.refunds[&no], true))
     }

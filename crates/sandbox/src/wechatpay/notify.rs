@@ -104,7 +104,8 @@ impl WechatPaySim {
         let (event_type, summary, original_type) = event.wire();
         let (prefix, n) = self.next_id();
         let (hi, lo) = (seed::mix(&[prefix, n, 1]), seed::mix(&[prefix, n, 2]));
-        let id = format!("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", hi >> 32, (hi >> 16) & 0xffff, hi & 0xffff, lo >> 48, lo & 0xffff_ffff_ffff);
+        let id =
+            format!("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", hi >> 32, (hi >> 16) & 0xffff, hi & 0xffff, lo >> 48, lo & 0xffff_ffff_ffff);
         let body = json!({
             "id": id,
             "create_time": wire_time(Utc::now()),
@@ -119,7 +120,13 @@ impl WechatPaySim {
     /// Test hook: a notification of `event_type` about `resource` (encrypted with the APIv3 key,
     /// AAD = `original_type`), signed with the platform key as of `at` — exactly what a delivery
     /// would post, for a test to alter and post to a webhook itself.
-    pub fn signed_notification(&self, event_type: &str, original_type: &str, resource: &Value, at: DateTime<Utc>) -> (axum::http::HeaderMap, String) {
+    pub fn signed_notification(
+        &self,
+        event_type: &str,
+        original_type: &str,
+        resource: &Value,
+        at: DateTime<Utc>,
+    ) -> (axum::http::HeaderMap, String) {
         let body = json!({
             "id": format!("sandbox-{}", crate::common::random_alphanumeric(16)),
             "create_time": wire_time(at),

@@ -10,11 +10,11 @@ use axum::{Form, Router};
 use chrono::Utc;
 use serde::Deserialize;
 
-use crate::common::random_alphanumeric;
-use crate::common::{escape_html as escape, sandbox_page};
 use super::ledger::{Order, PayError, Payment};
 use super::notify::Event;
 use super::WechatPaySim;
+use crate::common::random_alphanumeric;
+use crate::common::{escape_html as escape, sandbox_page};
 
 pub fn router() -> Router<WechatPaySim> {
     Router::new().route("/sandbox/pay/{out_trade_no}", get(page).post(pay_form))

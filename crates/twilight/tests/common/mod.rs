@@ -45,7 +45,7 @@ impl TestApp {
                     eprintln!("SKIP: Postgres unreachable");
                     return None;
                 };
-                config.accounts_url = Some(db.url().to_string());
+                config.accounts_url = Some(db.url().to_string().into());
                 Some(db)
             }
         };
@@ -110,7 +110,9 @@ impl TestApp {
 
     /// A new user via the admin API; returns (user_id, raw key).
     pub async fn user(&self, rate_limit_per_min: i32) -> (String, String) {
-        let (status, body) = self.post("/admin/users", Some(&self.admin_token), serde_json::json!({"plan": "alpha", "rate_limit_per_min": rate_limit_per_min})).await;
+        let (status, body) = self
+            .post("/admin/users", Some(&self.admin_token), serde_json::json!({"plan": "alpha", "rate_limit_per_min": rate_limit_per_min}))
+            .await;
         assert_eq!(status, 201, "{body}");
         (body["user"]["user_id"].as_str().unwrap().to_string(), body["api_key"].as_str().unwrap().to_string())
     }
@@ -226,7 +228,8 @@ impl std::io::Write for LogWriter {
 pub fn hermes_bin() -> Option<PathBuf> {
     let bin = Config::load(None).unwrap().hermes_bin();
     if !bin.is_file() {
-        let required = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") || std::env::var("TWILIGHT_REQUIRE_HERMES").as_deref() == Ok("1");
+        let required = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
+            || std::env::var("TWILIGHT_REQUIRE_HERMES").as_deref() == Ok("1");
         assert!(!required, "hermes not found at {} (run scripts/install-hermes)", bin.display());
         eprintln!("\n!!!!! SKIPPED: no hermes at {} !!!!!\n", bin.display());
         return None;
