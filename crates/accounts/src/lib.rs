@@ -20,9 +20,9 @@ use uuid::Uuid;
 pub use error::{AccountsError, Result};
 pub use issue::{create_user_with_key, renew_url, user_overview, UserOverview, DATA_SCOPE, DEFAULT_RATE_LIMIT_PER_MIN};
 pub use model::{
-    AdminToken, ApiKey, GatewayCensus, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, NewOrder, NewUser, Payment, PaymentState,
-    Plan, ProfileStatus, ProvisioningJob, RefundNotice, RefundRecorded, SettleOutcome, Settled, Settlement, UnknownValue, UsageDay,
-    UsageRecord, User, UserStatus,
+    AdminToken, ApiKey, Citation, CitationRecord, GatewayCensus, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, NewOrder, NewUser,
+    Payment, PaymentState, Plan, ProfileStatus, ProvisioningJob, Pruned, RefundNotice, RefundRecorded, SettleOutcome, Settled, Settlement,
+    UnknownValue, UsageDay, UsageRecord, User, UserStatus,
 };
 pub use sql::SqlAccounts;
 
@@ -114,6 +114,12 @@ pub trait Accounts: Send + Sync + 'static {
 
     /// Number of usage rows of the user, ever.
     async fn usage_count(&self, user_id: Uuid) -> Result<i64>;
+
+    /// What the answer with `tool_call_id` cited, and for whom.
+    async fn citation(&self, tool_call_id: &str) -> Result<Option<CitationRecord>>;
+
+    /// Deletes usage rows and citations of answers served before `before`, in one transaction.
+    async fn prune_usage(&self, before: DateTime<Utc>) -> Result<Pruned>;
 
     /// Stores a pending order. `Conflict` if its `out_trade_no` or onboarding token exists,
     /// `NotFound("user")` if it renews an unknown user.

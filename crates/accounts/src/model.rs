@@ -224,6 +224,39 @@ pub struct UsageRecord {
     pub upstream_cost_pts: i32,
     /// HTTP status served.
     pub status: u16,
+    /// What a data answer cited, kept so its `tool_call_id` can be traced later.
+    #[serde(default)]
+    pub citation: Option<Citation>,
+}
+
+/// A data answer's cited values, recorded with its usage row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Citation {
+    /// The id every cite of the answer carries (`tc_` + a UUIDv7: time-ordered, nothing else in it).
+    pub tool_call_id: String,
+    /// The request as understood (normalised code, dates, metric).
+    pub request: serde_json::Value,
+    /// Each value answered with its provenance: metric, value, unit, source, table, the upstream
+    /// row's key, fetched_at, cache_age_seconds, stale.
+    pub values: serde_json::Value,
+}
+
+/// What [`crate::Accounts::prune_usage`] deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    pub usage_rows: u64,
+    pub citations: u64,
+}
+
+/// A recorded citation with who asked and when, as [`crate::Accounts::citation`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CitationRecord {
+    pub tool_call_id: String,
+    pub user_id: Uuid,
+    pub endpoint: String,
+    pub served_at: DateTime<Utc>,
+    pub request: serde_json::Value,
+    pub values: serde_json::Value,
 }
 
 /// An order and, once paid, its payment. `user_id` is set at checkout for a renewal, and at

@@ -17,9 +17,9 @@ use uuid::Uuid;
 
 use crate::error::classify;
 use crate::{
-    Accounts, AccountsError, AdminToken, ApiKey, GatewayCensus, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, NewOrder, NewUser,
-    Payment, PaymentState, ProfileStatus, ProvisioningJob, RefundNotice, RefundRecorded, Result, SettleOutcome, Settled, Settlement,
-    UsageDay, UsageRecord, User, UserStatus,
+    Accounts, AccountsError, AdminToken, ApiKey, CitationRecord, GatewayCensus, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey,
+    NewOrder, NewUser, Payment, PaymentState, ProfileStatus, ProvisioningJob, Pruned, RefundNotice, RefundRecorded, Result, SettleOutcome,
+    Settled, Settlement, UsageDay, UsageRecord, User, UserStatus,
 };
 
 /// Rows per multi-row INSERT (and keys per `last_used_at` UPDATE). A statement may carry at most
@@ -570,6 +570,12 @@ impl Accounts for SqlAccounts {
             *latest = (*latest).max(record.occurred_at);
         }
         let last_used: Vec<_> = last_used.into_iter().collect();
+        let citations: Vec<_> = records
+            .iter()
+            .filter_map(|record| {
+                record.citation.as_ref().map(|citation| (record, citation, citation.request.to_string(), citation.values.to_string()))
+            })
+            .collect();
 
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
@@ -585,6 +591,19 @@ impl Accounts for SqlAccounts {
                         .push_bind(status);
                 });
                 insert.push(" ON CONFLICT (row_id) DO NOTHING");
+                insert.build().execute(&mut *tx).await?;
+            }
+            for chunk in citations.chunks(ROWS_PER_STATEMENT) {
+                let mut insert = QueryBuilder::new("INSERT INTO citations (tool_call_id, user_id, endpoint, served_at, request, cited) ");
+                insert.push_values(chunk, |mut row, (record, citation, request, cited)| {
+                    row.push_bind(&citation.tool_call_id)
+                        .push_bind(record.user_id)
+                        .push_bind(&record.endpoint)
+                        .push_bind(record.occurred_at)
+                        .push_bind(request)
+                        .push_bind(cited);
+                });
+                insert.push(" ON CONFLICT (tool_call_id) DO NOTHING");
                 insert.build().execute(&mut *tx).await?;
             }
             for chunk in last_used.chunks(ROWS_PER_STATEMENT) {
@@ -613,6 +632,33 @@ impl Accounts for SqlAccounts {
             day = self.utc_day()
         );
         Ok(on_pool!(self, |pool| { sqlx::query_as::<_, UsageDay>(&sql).bind(user_id).bind(since).fetch_all(pool).await })?)
+    }
+
+    async fn citation(&self, tool_call_id: &str) -> Result<Option<CitationRecord>> {
+        let row: Option<(String, Uuid, String, DateTime<Utc>, String, String)> = on_pool!(self, |pool| {
+            sqlx::query_as("SELECT tool_call_id, user_id, endpoint, served_at, request, cited FROM citations WHERE tool_call_id = $1")
+                .bind(tool_call_id)
+                .fetch_optional(pool)
+                .await
+        })?;
+        let json = |text: &str| serde_json::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)));
+        Ok(match row {
+            Some((tool_call_id, user_id, endpoint, served_at, request, cited)) => {
+                Some(CitationRecord { tool_call_id, user_id, endpoint, served_at, request: json(&request)?, values: json(&cited)? })
+            }
+            None => None,
+        })
+    }
+
+    async fn prune_usage(&self, before: DateTime<Utc>) -> Result<Pruned> {
+        Ok(on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let usage_rows =
+                sqlx::query("DELETE FROM usage_log WHERE occurred_at < $1").bind(before).execute(&mut *tx).await?.rows_affected();
+            let citations = sqlx::query("DELETE FROM citations WHERE served_at < $1").bind(before).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Pruned { usage_rows, citations })
+        })?)
     }
 
     async fn usage_count(&self, user_id: Uuid) -> Result<i64> {

@@ -115,6 +115,7 @@ fn usage(user_id: Uuid, key_hash: &str, endpoint: &str, occurred_at: DateTime<Ut
         occurred_at,
         upstream_cost_pts: 1,
         status: 200,
+        citation: None,
     }
 }
 

@@ -30,6 +30,7 @@ use twilight_core::cite::SERVED_VERSION;
 use crate::auth::UserKey;
 use crate::data::{fundamentals, price, Answer};
 use crate::{ApiContext, ApiError, ApiResult};
+use twilight_accounts::Citation;
 
 /// Tool calls in one POST are bounded by the body limit; a tool's arguments are a few fields.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -103,7 +104,7 @@ growth, debt ratio, …) plus the latest valuation, each number with its own cit
     }
 
     /// Runs the operation behind the tool: the same function its HTTP endpoint calls.
-    async fn run(self, ctx: &ApiContext, arguments: JsonObject) -> ApiResult<(Value, i32)> {
+    async fn run(self, ctx: &ApiContext, arguments: JsonObject) -> ApiResult<(Value, i32, Citation)> {
         match self {
             DataTool::Price => answered(price::price(ctx, arguments_as(arguments)?).await?),
             DataTool::Fundamentals => answered(fundamentals::fundamentals(ctx, arguments_as(arguments)?).await?),
@@ -118,9 +119,9 @@ fn arguments_as<T: DeserializeOwned>(arguments: JsonObject) -> ApiResult<T> {
         .map_err(|e| ApiError::InvalidInput { field: None, message: format!("invalid arguments: {e}") })
 }
 
-fn answered<T: Serialize>(answer: Answer<T>) -> ApiResult<(Value, i32)> {
+fn answered<T: Serialize>(answer: Answer<T>) -> ApiResult<(Value, i32, Citation)> {
     let body = serde_json::to_value(&answer.body).map_err(|e| ApiError::Internal(format!("serialising an answer: {e}")))?;
-    Ok((body, answer.cost_pts))
+    Ok((body, answer.cost_pts, answer.citation))
 }
 
 /// One MCP server per request (the transport is stateless); cheap, it is the shared context.
@@ -136,11 +137,11 @@ impl DataTools {
         if let Err(limited) = self.ctx.limits.check(key) {
             return CallToolResult::structured_error(limited.body());
         }
-        let (result, status, cost) = match tool.run(&self.ctx, arguments).await {
-            Ok((body, cost)) => (CallToolResult::structured(body), StatusCode::OK, cost),
-            Err(error) => (CallToolResult::structured_error(error.body()), error.status_code(), 0),
+        let (result, status, cost, citation) = match tool.run(&self.ctx, arguments).await {
+            Ok((body, cost, citation)) => (CallToolResult::structured(body), StatusCode::OK, cost, Some(citation)),
+            Err(error) => (CallToolResult::structured_error(error.body()), error.status_code(), 0, None),
         };
-        self.ctx.usage.record_call(key, tool.endpoint(), status.as_u16(), cost);
+        self.ctx.usage.record_call(key, tool.endpoint(), status.as_u16(), cost, citation);
         result
     }
 }

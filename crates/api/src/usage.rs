@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::Notify;
-use twilight_accounts::{Accounts, UsageRecord};
+use twilight_accounts::{Accounts, Citation, UsageRecord};
 use uuid::Uuid;
 
 use crate::auth::UserKey;
@@ -63,8 +63,9 @@ impl UsageSink {
         UsageSink { buffer }
     }
 
-    /// Meters one answered call of `key` (an HTTP request or an MCP tool call) to `endpoint`.
-    pub fn record_call(&self, key: &UserKey, endpoint: impl Into<String>, status: u16, upstream_cost_pts: i32) {
+    /// Meters one answered call of `key` (an HTTP request or an MCP tool call) to `endpoint`, with
+    /// what its answer cited.
+    pub fn record_call(&self, key: &UserKey, endpoint: impl Into<String>, status: u16, upstream_cost_pts: i32, citation: Option<Citation>) {
         self.record(UsageRecord {
             row_id: Uuid::new_v4(),
             user_id: key.user_id,
@@ -73,6 +74,7 @@ impl UsageSink {
             occurred_at: Utc::now(),
             upstream_cost_pts,
             status,
+            citation,
         });
     }
 
@@ -285,6 +287,7 @@ mod tests {
             occurred_at: Utc::now(),
             upstream_cost_pts: 0,
             status: 200,
+            citation: None,
         }
     }
 

@@ -213,6 +213,24 @@ impl Market {
         self.health.lock().expect("health").clone()
     }
 
+    /// The row of `table` the warehouse holds now under `key` (key column → value, dates as
+    /// `YYYYMMDD`), for tracing what an answer cited; `None` when it holds none or the key does
+    /// not name one row of that table.
+    pub async fn stored_row(&self, table: &str, key: &Map<String, Value>) -> Option<Record> {
+        let spec = warehouse::table(table)?;
+        let cells: Option<Vec<Cell>> = spec.columns[..spec.key_len]
+            .iter()
+            .map(|column| {
+                let value = key.get(column.name)?.as_str()?;
+                match column.ty {
+                    warehouse::ColType::Date => twilight_core::parse_date(value).ok().map(Cell::Date),
+                    _ => Some(Cell::Text(value.to_string())),
+                }
+            })
+            .collect();
+        self.stored(spec, cells?, None).await.pop()
+    }
+
     pub fn warehouse_health(&self) -> WarehouseHealth {
         self.warehouse_health.lock().expect("warehouse health").clone()
     }

@@ -145,6 +145,18 @@ pub const ADJ_FACTOR: TableSpec = TableSpec {
 
 pub const TABLES: [&TableSpec; 6] = [&DAILY, &DAILY_BASIC, &FINA_INDICATOR, &TRADE_CAL, &STOCK_BASIC, &ADJ_FACTOR];
 
+/// The table named `name`.
+pub fn table(name: &str) -> Option<&'static TableSpec> {
+    TABLES.into_iter().find(|spec| spec.name == name)
+}
+
+impl TableSpec {
+    /// The columns that identify a row.
+    pub fn key_columns(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.columns[..self.key_len].iter().map(|column| column.name)
+    }
+}
+
 impl TableSpec {
     /// The Tushare field list that fills this table.
     pub fn fields(&self) -> Vec<&'static str> {

@@ -84,6 +84,9 @@ enum AdminCommand {
     },
     /// One user: plan, status, paid_until, profile, open jobs and last payment, as JSON.
     User { user: Uuid },
+    /// What the answer with this tool_call_id cited, for whom and when, as JSON (the server's
+    /// `GET /admin/citations/{id}` adds what the warehouse holds for each row now).
+    Trace { tool_call_id: String },
     /// Every admin token by its hash (never the token), label and revocation.
     Tokens,
     /// Revoke an admin token by the hash `tokens` lists.
@@ -94,6 +97,11 @@ enum AdminCommand {
         user: Uuid,
         #[arg(long, default_value_t = 30)]
         days: i64,
+    },
+    /// Delete usage rows and the citations of answers served before a date (`YYYY-MM-DD`, UTC).
+    Prune {
+        #[arg(long)]
+        before: chrono::NaiveDate,
     },
 }
 
@@ -211,6 +219,10 @@ onboarding link: {link}
             let overview = twilight_accounts::user_overview(&*accounts, user).await?.with_context(|| format!("no user {user}"))?;
             println!("{}", serde_json::to_string_pretty(&overview)?);
         }
+        AdminCommand::Trace { tool_call_id } => {
+            let citation = accounts.citation(&tool_call_id).await?.with_context(|| format!("no answer cited {tool_call_id}"))?;
+            println!("{}", serde_json::to_string_pretty(&citation)?);
+        }
         AdminCommand::Tokens => {
             for token in accounts.admin_tokens().await? {
                 println!("{}", serde_json::to_string(&token)?);
@@ -224,6 +236,10 @@ onboarding link: {link}
             let since = chrono::Utc::now() - chrono::Duration::days(days);
             let rows = accounts.usage_by_day(user, since).await?;
             println!("{}", serde_json::to_string_pretty(&rows)?);
+        }
+        AdminCommand::Prune { before } => {
+            let pruned = accounts.prune_usage(before.and_time(chrono::NaiveTime::MIN).and_utc()).await?;
+            println!("{}", serde_json::json!({ "usage_rows": pruned.usage_rows, "citations": pruned.citations }));
         }
     }
     Ok(())

@@ -252,6 +252,7 @@ async fn budget_warns_once_when_crossed_counting_earlier_usage(backend: Backend)
         occurred_at,
         upstream_cost_pts: cost,
         status: 200,
+        citation: None,
     };
     // Today's earlier completions count; yesterday's and other endpoints' do not.
     let seeded = [row("llm", Utc::now(), earlier as i32), row("llm", before_today, 50_000), row("/price", Utc::now(), 50_000)];

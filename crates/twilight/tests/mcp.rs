@@ -76,6 +76,10 @@ async fn tools_answer_like_the_http_endpoints_and_are_metered_per_call(app: Test
     assert_eq!(body["cite"]["table"], "daily_basic");
     assert!(body["cite"]["tool_call_id"].as_str().unwrap().starts_with("tc_"));
     assert_ne!(body["cite"]["tool_call_id"], http_price["cite"]["tool_call_id"]);
+    // Traced like an HTTP answer, under the tool's endpoint.
+    let traced = app.citation(body["cite"]["tool_call_id"].as_str().unwrap()).await;
+    assert_eq!((traced["endpoint"].as_str(), &traced["values"][0]["value"]), (Some("mcp:price"), &body["value"]), "{traced}");
+    assert_eq!(traced["user_id"].as_str(), Some(user_id.as_str()));
     assert_eq!(serde_json::from_str::<Value>(answer["text"].as_str().unwrap()).unwrap(), *body);
 
     // Bad input: a tool error carrying the HTTP error's JSON, naming the field.

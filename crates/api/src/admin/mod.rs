@@ -1,5 +1,6 @@
 //! The admin API, opened only by admin-class tokens.
 
+mod citations;
 mod orders;
 mod provision;
 mod tokens;
@@ -24,6 +25,7 @@ pub fn router(ctx: ApiContext) -> Router<ApiContext> {
         .route("/admin/users/{user_id}/keys/revoke", post(users::revoke_keys))
         .route("/admin/users/{user_id}/usage", get(users::usage))
         .route("/admin/orders/{order_id}/refund", post(orders::refund))
+        .route("/admin/citations/{tool_call_id}", get(citations::trace))
         .route("/admin/provision/{user_id}", post(provision::provision))
         .route_layer(middleware::from_fn_with_state(ctx, require_admin))
 }

@@ -4,7 +4,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use twilight_core::{compact, Cite, TsCode};
 
-use super::{optional_date, required_code, tool_call_id, Answer};
+use serde_json::json;
+use twilight_accounts::Citation;
+
+use super::{cited_value, optional_date, required_code, row_key, tool_call_id, Answer};
 use crate::extract::ApiQuery;
 use crate::{ApiContext, ApiResult};
 
@@ -53,17 +56,18 @@ pub async fn fundamentals(ctx: &ApiContext, params: FundamentalsParams) -> ApiRe
     let answer = ctx.market.fundamentals(code, period).await?;
     let now = Utc::now();
     let call_id = tool_call_id();
+    let mut cited = Vec::with_capacity(answer.claims.len());
     let claims = answer
         .claims
         .into_iter()
-        .map(|c| ClaimBody {
-            metric: c.metric,
-            value: c.value,
-            unit: c.unit,
-            period: compact(c.period),
-            cite: Cite::tool(&c.source, c.table, c.fetched_at, now, call_id.clone()).stale_if(answer.stale),
+        .map(|c| {
+            let cite = Cite::tool(&c.source, c.table, c.fetched_at, now, call_id.clone()).stale_if(answer.stale);
+            cited.push(cited_value(c.metric, c.value, c.unit, row_key(c.table, answer.stock.code, c.period), &cite));
+            ClaimBody { metric: c.metric, value: c.value, unit: c.unit, period: compact(c.period), cite }
         })
         .collect();
+    let citation =
+        Citation { tool_call_id: call_id, request: json!({ "code": code, "period": period.map(compact) }), values: cited.into() };
     Ok(Answer {
         body: FundamentalsBody {
             code: answer.stock.code,
@@ -73,5 +77,6 @@ pub async fn fundamentals(ctx: &ApiContext, params: FundamentalsParams) -> ApiRe
             claims,
         },
         cost_pts: answer.cost_pts,
+        citation,
     })
 }

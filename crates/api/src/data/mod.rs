@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use twilight_core::TsCode;
+use twilight_accounts::Citation;
+use twilight_core::{Cite, TsCode};
 
 use crate::{ApiContext, ApiError, ApiResult};
 
@@ -29,28 +30,56 @@ async fn gate(State(ctx): State<ApiContext>, mut request: Request, next: Next) -
     ctx.limits.check(&key)?;
     let endpoint = request.extensions().get::<MatchedPath>().map_or_else(|| request.uri().path().to_string(), |p| p.as_str().to_string());
     request.extensions_mut().insert(key.clone());
-    let response = next.run(request).await;
-    let cost = response.extensions().get::<UpstreamCost>().map_or(0, |c| c.0);
-    ctx.usage.record_call(&key, endpoint, response.status().as_u16(), cost);
+    let mut response = next.run(request).await;
+    let metered = response.extensions_mut().remove::<Metered>().unwrap_or_default();
+    ctx.usage.record_call(&key, endpoint, response.status().as_u16(), metered.cost_pts, metered.citation);
     Ok(response)
 }
 
-/// Upstream points a handler spent, read by the metering gate.
-#[derive(Debug, Clone, Copy)]
-struct UpstreamCost(i32);
+/// What a handler tells the metering gate: the upstream points it spent and what it cited.
+#[derive(Debug, Clone, Default)]
+struct Metered {
+    cost_pts: i32,
+    citation: Option<Citation>,
+}
 
-/// A JSON answer that carries its upstream cost to the metering gate.
+/// A JSON answer with its upstream cost and its citation, for the metering gate.
 pub(crate) struct Answer<T> {
     pub body: T,
     pub cost_pts: i32,
+    pub citation: Citation,
 }
 
 impl<T: Serialize> IntoResponse for Answer<T> {
     fn into_response(self) -> Response {
         let mut response = Json(self.body).into_response();
-        response.extensions_mut().insert(UpstreamCost(self.cost_pts));
+        response.extensions_mut().insert(Metered { cost_pts: self.cost_pts, citation: Some(self.citation) });
         response
     }
+}
+
+/// The key of the row of `table` a value of `code` for `date` was read from, by column name
+/// (`{"ts_code":"600519.SH","trade_date":"20260430"}`).
+pub(crate) fn row_key(table: &str, code: TsCode, date: chrono::NaiveDate) -> serde_json::Value {
+    let columns = twilight_market::warehouse::table(table).map(|spec| spec.key_columns().collect::<Vec<_>>()).unwrap_or_default();
+    let values = [code.to_string(), twilight_core::compact(date)];
+    serde_json::Value::Object(columns.into_iter().zip(values).map(|(column, value)| (column.to_string(), value.into())).collect())
+}
+
+/// One cited value of an answer, as the citation records it: the value with its provenance and
+/// the key of the upstream row it was read from.
+pub(crate) fn cited_value(metric: &str, value: Option<f64>, unit: &str, key: serde_json::Value, cite: &Cite) -> serde_json::Value {
+    serde_json::json!({
+        "metric": metric,
+        "value": value,
+        "unit": unit,
+        "source": cite.source,
+        "table": cite.table,
+        "key": key,
+        "fetched_at": cite.fetched_at,
+        "cache_age_seconds": cite.cache_age_seconds,
+        "stale": cite.stale,
+    })
 }
 
 fn required_code(code: Option<&str>) -> ApiResult<TsCode> {
@@ -62,8 +91,9 @@ fn optional_date(field: &'static str, value: Option<&str>) -> ApiResult<Option<c
     value.map(|v| twilight_core::parse_date(v).map_err(|e| ApiError::invalid(field, e.to_string()))).transpose()
 }
 
+/// `tc_` and a UUIDv7: sortable by time, so a trace is found quickly, and nothing else in it.
 fn tool_call_id() -> String {
-    format!("tc_{:016x}", rand::random::<u64>())
+    format!("tc_{}", uuid::Uuid::now_v7().simple())
 }
 
 async fn reports_search() -> ApiError {

@@ -5,7 +5,10 @@ use serde::{Deserialize, Serialize};
 use twilight_core::{compact, Cite, TsCode};
 use twilight_market::Metric;
 
-use super::{optional_date, required_code, tool_call_id, Answer};
+use serde_json::json;
+use twilight_accounts::Citation;
+
+use super::{cited_value, optional_date, required_code, row_key, tool_call_id, Answer};
 use crate::extract::ApiQuery;
 use crate::{ApiContext, ApiError, ApiResult};
 
@@ -59,6 +62,13 @@ pub async fn price(ctx: &ApiContext, params: PriceParams) -> ApiResult<Answer<Pr
         None => Metric::Close,
     };
     let answer = ctx.market.price(code, trade_date, metric).await?;
+    let cite = Cite::tool(&answer.source, answer.table, answer.fetched_at, Utc::now(), tool_call_id()).stale_if(answer.stale);
+    let key = row_key(answer.table, answer.stock.code, answer.as_of);
+    let citation = Citation {
+        tool_call_id: cite.tool_call_id.clone(),
+        request: json!({ "code": code, "trade_date": trade_date.map(compact), "metric": metric.name() }),
+        values: json!([cited_value(metric.name(), answer.value, metric.unit(), key, &cite)]),
+    };
     Ok(Answer {
         body: PriceBody {
             code: answer.stock.code,
@@ -67,8 +77,9 @@ pub async fn price(ctx: &ApiContext, params: PriceParams) -> ApiResult<Answer<Pr
             value: answer.value,
             unit: metric.unit(),
             as_of: compact(answer.as_of),
-            cite: Cite::tool(&answer.source, answer.table, answer.fetched_at, Utc::now(), tool_call_id()).stale_if(answer.stale),
+            cite,
         },
         cost_pts: answer.cost_pts,
+        citation,
     })
 }

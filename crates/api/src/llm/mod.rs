@@ -221,7 +221,7 @@ async fn models(
     Extension(relay): Extension<Arc<Relay>>,
 ) -> Response {
     let response = relay.models().await.unwrap_or_else(IntoResponse::into_response);
-    ctx.usage.record_call(&key, MODELS_ENDPOINT, response.status().as_u16(), 0);
+    ctx.usage.record_call(&key, MODELS_ENDPOINT, response.status().as_u16(), 0, None);
     response
 }
 

@@ -45,7 +45,7 @@ impl Meter {
         let Some(inner) = self.inner.take() else { return };
         inner.relay.budget.add(inner.key.user_id, tokens);
         let cost = i32::try_from(tokens).unwrap_or(i32::MAX);
-        inner.usage.record_call(&inner.key, COMPLETION_ENDPOINT, status, cost);
+        inner.usage.record_call(&inner.key, COMPLETION_ENDPOINT, status, cost, None);
     }
 }
 

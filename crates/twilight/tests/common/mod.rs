@@ -122,6 +122,19 @@ impl TestApp {
         twilight_accounts::testing::dump(&self.config.accounts_url()).await
     }
 
+    /// The admin API's trace of `tool_call_id`, once the metering writer has stored it.
+    pub async fn citation(&self, tool_call_id: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (status, _, body) = self.get(&format!("/admin/citations/{tool_call_id}"), Some(&self.admin_token)).await;
+            if status == 200 {
+                return body;
+            }
+            assert!(status == 404 && std::time::Instant::now() < deadline, "{status}: {body}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// The sandbox WeChat Pay this app sells through.
     pub fn wechatpay(&self) -> &twilight_sandbox::WechatPaySim {
         &self.running.sandbox.as_ref().expect("the sandbox runs").wechatpay

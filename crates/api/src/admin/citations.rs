@@ -1,0 +1,38 @@
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::extract::ApiPath;
+use crate::{ApiContext, ApiError, ApiResult};
+
+/// `GET /admin/citations/{tool_call_id}` — what an answer cited: who asked, when, what they asked,
+/// each value answered with its source, table, row key, fetch time and age; and next to each,
+/// what the warehouse holds for that row now, so a value changed upstream since shows.
+pub async fn trace(State(ctx): State<ApiContext>, ApiPath(tool_call_id): ApiPath<String>) -> ApiResult<Json<Value>> {
+    if !tool_call_id.starts_with("tc_") || tool_call_id.len() > 64 {
+        return Err(ApiError::invalid("tool_call_id", "a tool_call_id looks like tc_0193…, as a cite carries it"));
+    }
+    let citation =
+        ctx.accounts.citation(&tool_call_id).await?.ok_or_else(|| ApiError::NotFound(format!("no answer cited {tool_call_id}")))?;
+    let mut values = citation.values.as_array().cloned().unwrap_or_default();
+    for value in &mut values {
+        let table = value["table"].as_str().unwrap_or_default().to_string();
+        let metric = value["metric"].as_str().unwrap_or_default().to_string();
+        let now = match value["key"].as_object() {
+            Some(key) => ctx.market.stored_row(&table, key).await,
+            None => None,
+        };
+        value["warehouse_now"] = match now {
+            Some(row) => json!({ "value": row.number(&metric), "source": row.source, "fetched_at": row.fetched_at }),
+            None => Value::Null,
+        };
+    }
+    Ok(Json(json!({
+        "tool_call_id": citation.tool_call_id,
+        "user_id": citation.user_id,
+        "endpoint": citation.endpoint,
+        "served_at": citation.served_at,
+        "request": citation.request,
+        "values": values,
+    })))
+}
