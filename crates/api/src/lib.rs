@@ -27,7 +27,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
@@ -35,6 +35,24 @@ use twilight_accounts::Accounts;
 use twilight_market::Market;
 
 pub use error::{ApiError, ApiResult};
+
+/// A UUIDv7 from the thread's RNG: time-ordered, so ids land at the end of a B-tree index and sort
+/// by when they were made. (`Uuid::now_v7` and `new_v4` read the OS RNG, a syscall per request.)
+pub(crate) fn time_ordered_id() -> uuid::Uuid {
+    let millis = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or_default();
+    uuid::Builder::from_unix_timestamp_millis(millis, &rand::random()).into_uuid()
+}
+
+/// Request ids for requests that come without one: time-ordered UUIDs from the thread's RNG
+/// (tower-http's `MakeRequestUuid` reads the OS RNG on every request).
+#[derive(Clone, Copy)]
+struct NewRequestId;
+
+impl MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&time_ordered_id().to_string()).ok().map(RequestId::new)
+    }
+}
 
 /// The header a request's id travels in, both ways.
 const REQUEST_ID: &str = "x-request-id";
@@ -164,7 +182,7 @@ pub fn router(ctx: ApiContext) -> Router {
     router
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(NewRequestId))
         .with_state(ctx)
 }
 

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::sync::Notify;
 use twilight_accounts::{Accounts, Citation, UsageRecord};
-use uuid::Uuid;
 
 use crate::auth::UserKey;
 
@@ -67,7 +66,7 @@ impl UsageSink {
     /// what its answer cited.
     pub fn record_call(&self, key: &UserKey, endpoint: impl Into<String>, status: u16, upstream_cost_pts: i32, citation: Option<Citation>) {
         self.record(UsageRecord {
-            row_id: Uuid::new_v4(),
+            row_id: crate::time_ordered_id(),
             user_id: key.user_id,
             key_hash: key.key_hash.to_string(),
             endpoint: endpoint.into(),
@@ -276,6 +275,8 @@ async fn write_batches(buffer: Weak<Buffer>) {
 
 #[cfg(test)]
 mod tests {
+    use uuid::Uuid;
+
     use super::*;
 
     fn row(endpoint: &str) -> UsageRecord {

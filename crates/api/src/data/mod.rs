@@ -93,7 +93,7 @@ fn optional_date(field: &'static str, value: Option<&str>) -> ApiResult<Option<c
 
 /// `tc_` and a UUIDv7: sortable by time, so a trace is found quickly, and nothing else in it.
 fn tool_call_id() -> String {
-    format!("tc_{}", uuid::Uuid::now_v7().simple())
+    format!("tc_{}", crate::time_ordered_id().simple())
 }
 
 async fn reports_search() -> ApiError {
