@@ -140,13 +140,31 @@ impl moka::Expiry<DayKey, Arc<Option<Record>>> for DayRowExpiry {
     }
 }
 
+/// The listed stocks, and whether they are the stored list standing in for a failed refresh.
+struct StockList {
+    by_code: HashMap<TsCode, Stock>,
+    stale: bool,
+}
+
+/// A refreshed stock list serves for [`REFERENCE_TTL`]; a stale one only until the breaker lets the
+/// next refresh be tried, so an outage reads the stored list once per window, not on every request.
+struct StockListExpiry {
+    stale_for: Duration,
+}
+
+impl moka::Expiry<(), Arc<StockList>> for StockListExpiry {
+    fn expire_after_create(&self, _: &(), list: &Arc<StockList>, _: std::time::Instant) -> Option<Duration> {
+        Some(if list.stale { self.stale_for } else { REFERENCE_TTL })
+    }
+}
+
 pub struct Market {
     warehouse: Arc<Warehouse>,
     tushare: TushareClient,
     day_rows: Cache<DayKey, Arc<Option<Record>>>,
     reports: Cache<TsCode, Arc<Vec<Record>>>,
     calendar: Cache<(), Arc<Calendar>>,
-    stocks: Cache<(), Arc<HashMap<TsCode, Stock>>>,
+    stocks: Cache<(), Arc<StockList>>,
     health: Mutex<HashMap<&'static str, SourceHealth>>,
     tushare_breaker: Breaker,
     breaker_window: Duration,
@@ -189,7 +207,7 @@ impl Market {
             day_rows: Cache::builder().max_capacity(2_000_000).expire_after(DayRowExpiry).build(),
             reports: Cache::builder().max_capacity(20_000).time_to_live(REFERENCE_TTL).build(),
             calendar: Cache::builder().time_to_live(REFERENCE_TTL).build(),
-            stocks: Cache::builder().time_to_live(REFERENCE_TTL).build(),
+            stocks: Cache::builder().expire_after(StockListExpiry { stale_for: config.breaker_window }).build(),
             health: Mutex::new(HashMap::new()),
             tushare_breaker: failsafe::Config::new()
                 .failure_policy(failure_policy::consecutive_failures(1, backoff::constant(config.breaker_window)))
@@ -425,27 +443,32 @@ impl Market {
         self.stock_noting(code, &Ledger::default()).await
     }
 
-    /// The listed stocks decide whether a code is known; when their refresh fails, the stored list.
+    /// The listed stocks decide whether a code is known; when their refresh fails, the stored list
+    /// (cached as stale for a breaker window).
     async fn stock_noting(&self, code: TsCode, ledger: &Ledger) -> Result<Stock, MarketError> {
-        let fresh = shared(
+        let stocks = shared(
             self.stocks
                 .try_get_with((), async {
-                    let records = match self.stored_if_fresh(&STOCK_BASIC, Vec::new(), "ts_code").await {
-                        Some(records) => records,
-                        None => {
-                            let fetched =
-                                self.fetch(STOCK_BASIC.name, params(&[("list_status", "L".into())]), &STOCK_BASIC.fields(), ledger).await?;
-                            self.store(&STOCK_BASIC, fetched).await
-                        }
+                    if let Some(records) = self.stored_if_fresh(&STOCK_BASIC, Vec::new(), "ts_code").await {
+                        return Ok(Arc::new(StockList { by_code: stock_list(&records), stale: false }));
+                    }
+                    let request = params(&[("list_status", "L".into())]);
+                    let fresh = async {
+                        let fetched = self.fetch(STOCK_BASIC.name, request, &STOCK_BASIC.fields(), ledger).await?;
+                        Ok(StockList { by_code: stock_list(&self.store(&STOCK_BASIC, fetched).await), stale: false })
                     };
-                    Ok(Arc::new(stock_list(&records)))
+                    let stored = async {
+                        let by_code = stock_list(&self.stored(&STOCK_BASIC, Vec::new(), None).await);
+                        Some(StockList { by_code, stale: true }).filter(|list| !list.by_code.is_empty())
+                    };
+                    or_stored(fresh.await, stored, ledger).await.map(Arc::new)
                 })
                 .await,
-        );
-        let stored =
-            async { Some(Arc::new(stock_list(&self.stored(&STOCK_BASIC, Vec::new(), None).await))).filter(|stocks| !stocks.is_empty()) };
-        let stocks = or_stored(fresh, stored, ledger).await?;
-        stocks.get(&code).cloned().ok_or_else(|| MarketError::NotFound(format!("unknown code {code}: no listed A-share has it")))
+        )?;
+        if stocks.stale {
+            ledger.went_stale();
+        }
+        stocks.by_code.get(&code).cloned().ok_or_else(|| MarketError::NotFound(format!("unknown code {code}: no listed A-share has it")))
     }
 
     /// The SSE calendar.
