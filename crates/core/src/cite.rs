@@ -4,6 +4,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub const SERVED_BY: &str = "twilight-drive-backend";
+/// The header every simulator answers with (naming itself); a value it backs is cited as
+/// `sandbox:<source>`, so nobody mistakes it for the real service's.
+pub const SANDBOX_HEADER: &str = "x-twilight-sandbox";
 pub const SERVED_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

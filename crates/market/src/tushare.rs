@@ -5,10 +5,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::MarketError;
+use twilight_core::cite::SANDBOX_HEADER;
 
-/// A response header only our simulator sends; answers it backs are labelled `sandbox:tushare`.
-pub const SANDBOX_HEADER: &str = "x-twilight-sandbox";
+use crate::MarketError;
 
 /// Estimated points one page costs; Tushare meters by account tier, we meter per call.
 const COST_PTS_PER_PAGE: i32 = 1;
