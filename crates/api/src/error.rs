@@ -9,6 +9,7 @@ use serde_json::json;
 use twilight_accounts::AccountsError;
 use twilight_billing::{BillingError, PaymentError};
 use twilight_market::MarketError;
+use twilight_search::SearchError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -58,6 +59,8 @@ pub enum ApiError {
     #[error(transparent)]
     Market(#[from] MarketError),
     #[error(transparent)]
+    Search(#[from] SearchError),
+    #[error(transparent)]
     Accounts(#[from] AccountsError),
     /// Never holds `BillingError::Accounts`: `From` files those under `Accounts`.
     #[error(transparent)]
@@ -93,6 +96,8 @@ impl ApiError {
                 M::UpstreamAuth { .. } | M::UpstreamPermission { .. } | M::Upstream { .. } => StatusCode::BAD_GATEWAY,
                 M::Warehouse(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
+            ApiError::Search(SearchError::InvalidInput { .. }) => StatusCode::BAD_REQUEST,
+            ApiError::Search(SearchError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Accounts(e) => match e {
                 AccountsError::NotFound(_) => StatusCode::NOT_FOUND,
                 AccountsError::Conflict(_) | AccountsError::Rejected(_) => StatusCode::CONFLICT,
@@ -149,6 +154,8 @@ impl ApiError {
                 M::UpstreamAuth { .. } | M::UpstreamPermission { .. } | M::Upstream { .. } => "upstream_error",
                 M::Warehouse(_) => "internal",
             },
+            ApiError::Search(SearchError::InvalidInput { .. }) => "invalid_input",
+            ApiError::Search(SearchError::Unavailable { .. }) => "search_unavailable",
             ApiError::Accounts(e) => match e {
                 AccountsError::NotFound(_) => "not_found",
                 AccountsError::Conflict(_) | AccountsError::Rejected(_) => "conflict",
@@ -169,6 +176,7 @@ impl ApiError {
             ApiError::InvalidInput { field, .. } => *field,
             ApiError::Market(MarketError::InvalidInput { field, .. }) => Some(field),
             ApiError::Market(MarketError::NotTradingDay { .. }) => Some("trade_date"),
+            ApiError::Search(SearchError::InvalidInput { field, .. }) => Some(field),
             ApiError::Billing(BillingError::PlanUnavailable(_) | BillingError::PlanNotSold(_)) => Some("plan"),
             ApiError::Billing(BillingError::UnknownRenewal) => Some("renew"),
             _ => None,
@@ -198,7 +206,7 @@ impl ApiError {
         if let ApiError::Market(MarketError::NotTradingDay { previous: Some(previous), .. }) = self {
             body["applies"] = twilight_core::compact(*previous).into();
         }
-        if let ApiError::RateLimited { retry_after_secs } = self {
+        if let ApiError::RateLimited { retry_after_secs } | ApiError::Search(SearchError::Unavailable { retry_after_secs, .. }) = self {
             body["retry_after_secs"] = (*retry_after_secs).into();
         }
         if let ApiError::SubscriptionExpired { renew_url } = self {
@@ -222,7 +230,8 @@ impl IntoResponse for ApiError {
             ApiError::Market(MarketError::Throttled { .. }) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
             }
-            ApiError::Market(MarketError::SourceDown { retry_after_secs, .. }) => {
+            ApiError::Market(MarketError::SourceDown { retry_after_secs, .. })
+            | ApiError::Search(SearchError::Unavailable { retry_after_secs, .. }) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}

@@ -33,6 +33,7 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 use twilight_accounts::Accounts;
 use twilight_market::Market;
+use twilight_search::Searcher;
 
 pub use error::{ApiError, ApiResult};
 
@@ -74,6 +75,8 @@ impl std::ops::Deref for ApiContext {
 pub struct Shared {
     pub accounts: Arc<dyn Accounts>,
     pub market: Arc<Market>,
+    /// Web search for `/search` and the `search` tool.
+    pub search: Arc<Searcher>,
     pub auth: Arc<auth::Authenticator>,
     pub limits: Arc<limit::RateLimits>,
     pub edge: edge::EdgePolicy,
@@ -114,6 +117,7 @@ impl SandboxLinks {
 pub struct ApiParts {
     pub accounts: Arc<dyn Accounts>,
     pub market: Arc<Market>,
+    pub search: Arc<Searcher>,
     pub payments: Option<Arc<payments::Payments>>,
     pub llm: Option<Arc<llm::Relay>>,
     pub sandbox_links: Option<SandboxLinks>,
@@ -126,7 +130,7 @@ pub struct ApiParts {
 impl ApiContext {
     /// Wires the shared pieces; starts the usage writer task (call inside a tokio runtime).
     pub fn new(parts: ApiParts) -> Self {
-        let ApiParts { accounts, market, payments, llm, sandbox_links, subscriptions, edge, usage_spill } = parts;
+        let ApiParts { accounts, market, search, payments, llm, sandbox_links, subscriptions, edge, usage_spill } = parts;
         let ip_limits = Arc::new(limit::IpLimits::new(edge.ip_quotas.clone()));
         ApiContext(Arc::new(Shared {
             auth: Arc::new(auth::Authenticator::new(accounts.clone(), subscriptions, ip_limits.clone())),
@@ -136,6 +140,7 @@ impl ApiContext {
             usage: usage::UsageSink::start(accounts.clone(), usage_spill),
             accounts,
             market,
+            search,
             payments,
             llm,
             sandbox_links,

@@ -28,31 +28,34 @@ use serde_json::Value;
 use twilight_core::cite::SERVED_VERSION;
 
 use crate::auth::UserKey;
-use crate::data::{fundamentals, price, Answer};
+use crate::data::{fundamentals, price, search, Answer};
 use crate::{ApiContext, ApiError, ApiResult};
 use twilight_accounts::Citation;
 
 /// Tool calls in one POST are bounded by the body limit; a tool's arguments are a few fields.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
-const INSTRUCTIONS: &str = "Market data for Chinese A-shares from Twilight Drive. Every answer carries a `cite` \
-(source, table, fetched_at, tool_call_id): quote the value with its as_of date and the cite. On an error, \
-tell the user what was wrong (the error names the field); never guess a number instead.";
+const INSTRUCTIONS: &str = "Market data for Chinese A-shares and web search from Twilight Drive. Every answer carries a \
+`cite` (source, table, fetched_at, tool_call_id; a search result's cite also has its page's url): quote the value \
+with its as_of date and the cite. On an error, tell the user what was wrong (the error names the field); never \
+guess a number instead.";
 
 /// The data operations the bot may call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DataTool {
     Price,
     Fundamentals,
+    Search,
 }
 
 impl DataTool {
-    const ALL: [DataTool; 2] = [DataTool::Price, DataTool::Fundamentals];
+    const ALL: [DataTool; 3] = [DataTool::Price, DataTool::Fundamentals, DataTool::Search];
 
     fn name(self) -> &'static str {
         match self {
             DataTool::Price => "price",
             DataTool::Fundamentals => "fundamentals",
+            DataTool::Search => "search",
         }
     }
 
@@ -61,6 +64,7 @@ impl DataTool {
         match self {
             DataTool::Price => "mcp:price",
             DataTool::Fundamentals => "mcp:fundamentals",
+            DataTool::Search => "mcp:search",
         }
     }
 
@@ -77,6 +81,12 @@ as_of, cite}."
 growth, debt ratio, …) plus the latest valuation, each number with its own cite. Use it for 财务, 基本面, 业绩, \
 盈利能力 questions. Answers {code, name, as_of, announced, claims:[{metric, value, unit, period, cite}]}."
             }
+            DataTool::Search => {
+                "Searches the web for news, announcements (公告), reports and events, and finds a company's \
+code from its name. Use it for 新闻, 公告, 研报, 最近发生了什么, and whenever the user names a company without a code. \
+Answers {query, since, results:[{title, url, snippet, published_at, cite}]}; quote a result with its title, date and \
+url. Prices and financial numbers come from price and fundamentals, never from search snippets."
+            }
         }
     }
 
@@ -84,6 +94,7 @@ growth, debt ratio, …) plus the latest valuation, each number with its own cit
         let schema = match self {
             DataTool::Price => schemars::schema_for!(price::PriceParams),
             DataTool::Fundamentals => schemars::schema_for!(fundamentals::FundamentalsParams),
+            DataTool::Search => schemars::schema_for!(search::SearchParams),
         };
         let mut object = schema.as_object().cloned().unwrap_or_default();
         // The draft marker and the Rust type's title and doc are noise to a model; the tool's
@@ -95,7 +106,9 @@ growth, debt ratio, …) plus the latest valuation, each number with its own cit
     }
 
     fn tool(self) -> Tool {
-        let annotations = ToolAnnotations::new().read_only(true).destructive(false).idempotent(true).open_world(false);
+        // Search reaches the open web; the market tools read our warehouse.
+        let open_world = self == DataTool::Search;
+        let annotations = ToolAnnotations::new().read_only(true).destructive(false).idempotent(true).open_world(open_world);
         Tool::new(self.name(), self.description(), self.input_schema()).annotate(annotations)
     }
 
@@ -108,6 +121,7 @@ growth, debt ratio, …) plus the latest valuation, each number with its own cit
         match self {
             DataTool::Price => answered(price::price(ctx, arguments_as(arguments)?).await?),
             DataTool::Fundamentals => answered(fundamentals::fundamentals(ctx, arguments_as(arguments)?).await?),
+            DataTool::Search => answered(search::search(ctx, arguments_as(arguments)?).await?),
         }
     }
 }
@@ -163,7 +177,7 @@ impl ServerHandler for DataTools {
 
     async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
         let Some(tool) = DataTool::named(&request.name) else {
-            return Err(ErrorData::invalid_params(format!("no tool named {:?}; tools: price, fundamentals", request.name), None));
+            return Err(ErrorData::invalid_params(format!("no tool named {:?}; tools: price, fundamentals, search", request.name), None));
         };
         // Put there by `authenticate`; the transport hands the HTTP request's parts to every call.
         let key = context

@@ -7,6 +7,7 @@ pub mod calendar;
 mod common;
 pub mod ilink;
 pub mod llm;
+pub mod search;
 mod seed;
 pub mod tushare;
 pub mod wechatpay;
@@ -16,6 +17,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 pub use common::{Fault, SANDBOX_HEADER};
 pub use ilink::{IlinkSim, IlinkSimConfig, SentMessage};
 pub use llm::{LlmSim, Turn};
+pub use search::{SearchKind, SearchMode, SearchSim};
 pub use tushare::{TushareMode, TushareSim};
 pub use wechatpay::{NotifyAttempt, NotifyFault, PayError, RecordingWebhook, SandboxKeys, WechatPaySim, WechatPaySimConfig};
 

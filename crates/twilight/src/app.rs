@@ -18,7 +18,8 @@ use twilight_billing::{ApiV3Key, Billing, BillingConfig, MerchantKey, StaticPubl
 use twilight_core::RawToken;
 use twilight_market::{Market, MarketConfig, TushareConfig};
 use twilight_provision::secret_file;
-use twilight_sandbox::{IlinkSim, IlinkSimConfig, LlmSim, SandboxKeys, TushareSim, WechatPaySim};
+use twilight_sandbox::{IlinkSim, IlinkSimConfig, LlmSim, SandboxKeys, SearchKind, SearchSim, TushareSim, WechatPaySim};
+use twilight_search::{Bocha, DashScope, DashScopeRoute, Endpoint, GoogleCse, Provider, SearchConfig, Searcher};
 
 use crate::cfg::Config;
 use crate::{provisioning, scheduler};
@@ -31,6 +32,9 @@ pub const SANDBOX_MCHID: &str = "1900000109";
 pub const SANDBOX_APPID: &str = "wxsandbox0000000001";
 /// The backend's key for the sandbox LLM (which checks only that there is one).
 pub const SANDBOX_LLM_KEY: &str = "sk-sandbox";
+/// The key every sandbox search provider accepts, and the sandbox Google engine.
+pub const SANDBOX_SEARCH_KEY: &str = "sandbox-search-key";
+const SANDBOX_SEARCH_ENGINE: &str = "sandbox-engine";
 
 /// The simulators started in-process by the embedded default.
 #[derive(Clone)]
@@ -47,6 +51,8 @@ pub struct Sandbox {
     /// The OpenAI-compatible LLM the users' agents talk to.
     pub llm: LlmSim,
     pub llm_url: String,
+    /// The web search providers and their base URLs.
+    pub search: Vec<(SearchKind, SearchSim, String)>,
 }
 
 impl Sandbox {
@@ -60,6 +66,12 @@ impl Sandbox {
         let (ilink_addr, _task) = twilight_sandbox::serve(ilink.router(), 0).await.context("starting the sandbox iLink")?;
         let llm = LlmSim::new();
         let (llm_addr, _task) = twilight_sandbox::serve(llm.router(), 0).await.context("starting the sandbox LLM")?;
+        let mut search = Vec::new();
+        for kind in SearchKind::ALL {
+            let sim = SearchSim::new(kind, SANDBOX_SEARCH_KEY);
+            let (addr, _task) = twilight_sandbox::serve(sim.router(), 0).await.context("starting a sandbox search provider")?;
+            search.push((kind, sim, format!("http://{addr}")));
+        }
         Ok(Sandbox {
             tushare,
             tushare_url: format!("http://{tushare_addr}"),
@@ -70,7 +82,14 @@ impl Sandbox {
             ilink_url: format!("http://{ilink_addr}"),
             llm,
             llm_url: format!("http://{llm_addr}"),
+            search,
         })
+    }
+
+    /// The simulator of one search provider, and its base URL.
+    pub fn search_sim(&self, kind: SearchKind) -> (&SearchSim, &str) {
+        let (_, sim, url) = self.search.iter().find(|(k, _, _)| *k == kind).expect("every search provider is simulated");
+        (sim, url)
     }
 
     /// A merchant client of the sandbox WeChat Pay whose notifications go to `notify_url`.
@@ -184,6 +203,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let ctx = ApiContext::new(ApiParts {
         accounts: accounts.clone(),
         market: Arc::new(market),
+        search: Arc::new(searcher(config, sandbox.as_ref())?),
         payments: payments.clone(),
         llm,
         sandbox_links,
@@ -279,6 +299,52 @@ pub fn llm_relay(config: &Config, sandbox: Option<&Sandbox>) -> Option<Arc<Relay
             None
         }
     }
+}
+
+/// The search providers of `search.order`, pointed at the sandbox's simulators or at the real
+/// services with their keys; a real one without a key is left out and reported.
+pub fn searcher(config: &Config, sandbox: Option<&Sandbox>) -> anyhow::Result<Searcher> {
+    let section = &config.search;
+    let mut providers: Vec<(Arc<dyn Provider>, twilight_search::ProviderSettings)> = Vec::new();
+    let mut skipped = Vec::new();
+    for name in &section.order {
+        let (settings, kind, env) = match name.as_str() {
+            "dashscope" => (&section.dashscope, SearchKind::DashScope, "TWILIGHT_DASHSCOPE_API_KEY"),
+            "google_cse" => (&section.google_cse, SearchKind::Google, "TWILIGHT_GOOGLE_CSE_KEY"),
+            "bocha" => (&section.bocha, SearchKind::Bocha, "TWILIGHT_BOCHA_API_KEY"),
+            other => anyhow::bail!("search.order: unknown provider {other:?}; use dashscope, google_cse or bocha"),
+        };
+        let setting = format!("search.{name}.key_file");
+        let (base_url, key, engine_id) = match sandbox {
+            Some(sandbox) => {
+                let url = sandbox.search_sim(kind).1.to_string();
+                (url, Some(SANDBOX_SEARCH_KEY.to_string().into()), Some(SANDBOX_SEARCH_ENGINE.to_string()))
+            }
+            None => (settings.base_url.clone(), settings.key(env, &setting)?, settings.engine_id.clone()),
+        };
+        let Some(key) = key else {
+            skipped.push((kind.name(), format!("no key: set {env} or {setting}")));
+            continue;
+        };
+        let endpoint = Endpoint { base_url, key, timeout: config.search_timeout() };
+        let provider: Arc<dyn Provider> = match kind {
+            SearchKind::DashScope => Arc::new(DashScope::new(endpoint, settings.route.unwrap_or(DashScopeRoute::Plugin))),
+            SearchKind::Google => match engine_id {
+                Some(engine_id) => Arc::new(GoogleCse::new(endpoint, engine_id)),
+                None => {
+                    skipped.push((kind.name(), "no engine: set search.google_cse.engine_id".to_string()));
+                    continue;
+                }
+            },
+            SearchKind::Bocha => Arc::new(Bocha::new(endpoint)),
+        };
+        providers.push((provider, settings.settings()));
+    }
+    let search_config = SearchConfig {
+        cache_ttl: Duration::from_secs(section.cache_secs),
+        breaker_window: Duration::from_secs(section.breaker_secs.max(1)),
+    };
+    Ok(Searcher::new(search_config, providers, skipped))
 }
 
 /// `addr`, or the loopback address on its port when it listens on all interfaces.

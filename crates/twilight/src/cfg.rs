@@ -18,7 +18,7 @@ use twilight_billing::{ApiV3Key, MerchantKey, StaticPublicKey, WechatPayConfig};
 
 /// Top-level config keys the environment may set; other `TWILIGHT_*` variables (secrets such as
 /// `TWILIGHT_TUSHARE_TOKEN`, `TWILIGHT_LOG`, test switches) are not configuration.
-const CONFIG_KEYS: [&str; 13] = [
+const CONFIG_KEYS: [&str; 14] = [
     "listen",
     "public_url",
     "data_dir",
@@ -32,6 +32,7 @@ const CONFIG_KEYS: [&str; 13] = [
     "scheduler",
     "provisioner",
     "llm",
+    "search",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,6 +55,7 @@ pub struct Config {
     pub scheduler: SchedulerSection,
     pub provisioner: ProvisionerSection,
     pub llm: LlmSection,
+    pub search: SearchSection,
 }
 
 /// A database URL whose password never reaches a log line or a panic message: `Debug` masks it
@@ -273,6 +275,45 @@ pub struct LlmSection {
     pub rate_limit_per_min: u32,
 }
 
+/// Web search behind `/search` and the `search` tool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSection {
+    /// Providers in order of preference (`dashscope`, `google_cse`, `bocha`); one left out is never
+    /// asked (Google's API ends on 2027-01-01: drop `google_cse` then). One listed without a key is
+    /// skipped, and `/healthz` says so.
+    pub order: Vec<String>,
+    /// How long an answer serves identical searches (query, since and count), at no cost.
+    pub cache_secs: u64,
+    /// How long a failing provider is left alone when its failure does not say.
+    pub breaker_secs: u64,
+    /// The longest one provider call may take before the next provider is tried (all of them
+    /// together must fit in `edge.request_deadline_secs`).
+    pub timeout_secs: u64,
+    pub dashscope: SearchProvider,
+    pub google_cse: SearchProvider,
+    pub bocha: SearchProvider,
+}
+
+/// What every provider has: where it is, its key's file (or environment variable), its budget.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchProvider {
+    pub base_url: String,
+    pub key_file: Option<PathBuf>,
+    /// Calls per Beijing day before it is passed over; 0 = no limit.
+    pub daily_budget: u32,
+    /// Calls per day that cost nothing.
+    pub free_per_day: u32,
+    /// Points (usage_log `upstream_cost_pts`) one answered call costs beyond the free ones.
+    pub cost_pts: i32,
+    /// DashScope only: `plugin` (its web search endpoint) or `generation` (the documented
+    /// `enable_search` route, which also costs tokens).
+    pub route: Option<twilight_search::DashScopeRoute>,
+    /// Google only: the Programmable Search Engine ID (`cx`).
+    pub engine_id: Option<String>,
+}
+
 /// DashScope's OpenAI-compatible endpoint (Beijing region).
 pub const DEFAULT_LLM_BASE_URL: &str = "https://dashscope.aliyuncs.com/compatible-mode/v1";
 
@@ -330,6 +371,15 @@ impl Default for Config {
                 daily_token_budget: 200_000,
                 allowed_models: vec!["qwen3.7-plus".into()],
                 rate_limit_per_min: 60,
+            },
+            search: SearchSection {
+                order: vec!["dashscope".into(), "google_cse".into(), "bocha".into()],
+                cache_secs: 600,
+                breaker_secs: 60,
+                timeout_secs: 3,
+                dashscope: SearchProvider::new("https://dashscope.aliyuncs.com", 1000, 0, 1),
+                google_cse: SearchProvider::new("https://www.googleapis.com", 200, 100, 4),
+                bocha: SearchProvider::new("https://api.bochaai.com", 1000, 0, 4),
             },
         }
     }
@@ -464,14 +514,8 @@ impl Config {
     /// The LLM relay's upstream key (DashScope), from `TWILIGHT_LLM_API_KEY` or `llm.api_key_file`.
     /// Only `serve` reads it; no profile ever holds it.
     pub fn llm_api_key(&self) -> anyhow::Result<SecretString> {
-        if let Ok(key) = std::env::var("TWILIGHT_LLM_API_KEY") {
-            return Ok(key.trim().to_string().into());
-        }
-        let Some(file) = &self.llm.api_key_file else {
-            bail!("no LLM key: set TWILIGHT_LLM_API_KEY or llm.api_key_file (or run the sandbox)");
-        };
-        let key = std::fs::read_to_string(file).with_context(|| format!("reading llm.api_key_file {}", file.display()))?;
-        Ok(key.trim().to_string().into())
+        secret("TWILIGHT_LLM_API_KEY", "llm.api_key_file", self.llm.api_key_file.as_deref())?
+            .context("no LLM key: set TWILIGHT_LLM_API_KEY or llm.api_key_file (or run the sandbox)")
     }
 
     pub fn llm_timeout(&self) -> Duration {
@@ -492,15 +536,40 @@ impl Config {
 
     /// The Tushare token, from `TWILIGHT_TUSHARE_TOKEN` or `tushare.token_file`.
     pub fn tushare_token(&self) -> anyhow::Result<SecretString> {
-        if let Ok(token) = std::env::var("TWILIGHT_TUSHARE_TOKEN") {
-            return Ok(token.into());
-        }
-        let Some(file) = &self.tushare.token_file else {
-            bail!("no Tushare token: set TWILIGHT_TUSHARE_TOKEN or tushare.token_file (or run the sandbox)");
-        };
-        let token = std::fs::read_to_string(file).with_context(|| format!("reading tushare.token_file {}", file.display()))?;
-        Ok(token.trim().to_string().into())
+        secret("TWILIGHT_TUSHARE_TOKEN", "tushare.token_file", self.tushare.token_file.as_deref())?
+            .context("no Tushare token: set TWILIGHT_TUSHARE_TOKEN or tushare.token_file (or run the sandbox)")
     }
+
+    pub fn search_timeout(&self) -> Duration {
+        Duration::from_secs(self.search.timeout_secs.max(1))
+    }
+}
+
+impl SearchProvider {
+    fn new(base_url: &str, daily_budget: u32, free_per_day: u32, cost_pts: i32) -> Self {
+        SearchProvider { base_url: base_url.into(), key_file: None, daily_budget, free_per_day, cost_pts, route: None, engine_id: None }
+    }
+
+    pub fn settings(&self) -> twilight_search::ProviderSettings {
+        twilight_search::ProviderSettings { daily_budget: self.daily_budget, free_per_day: self.free_per_day, cost_pts: self.cost_pts }
+    }
+
+    /// This provider's key from `env` or its `key_file` (named `setting` in errors); `None` when
+    /// neither is set.
+    pub fn key(&self, env: &str, setting: &str) -> anyhow::Result<Option<SecretString>> {
+        secret(env, setting, self.key_file.as_deref())
+    }
+}
+
+/// A secret from the environment variable `env`, else from the file the setting `setting` names;
+/// `None` when neither is there. Surrounding whitespace (a file's newline) is not part of it.
+fn secret(env: &str, setting: &str, file: Option<&Path>) -> anyhow::Result<Option<SecretString>> {
+    if let Ok(value) = std::env::var(env) {
+        return Ok(Some(value.trim().to_string().into()));
+    }
+    let Some(file) = file else { return Ok(None) };
+    let value = std::fs::read_to_string(file).with_context(|| format!("reading {setting} {}", file.display()))?;
+    Ok(Some(value.trim().to_string().into()))
 }
 
 fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {

@@ -125,6 +125,9 @@ async fn main() -> anyhow::Result<()> {
             let sandbox = Sandbox::start().await?;
             println!("sandbox Tushare: {} (token: {})", sandbox.tushare_url, app::SANDBOX_TUSHARE_TOKEN);
             println!("sandbox WeChat Pay: {} (mchid {}; its keys are fresh on every start)", sandbox.wechatpay_url, app::SANDBOX_MCHID);
+            for (kind, _, url) in &sandbox.search {
+                println!("sandbox search {}: {url} (key: {})", kind.name(), app::SANDBOX_SEARCH_KEY);
+            }
             tokio::signal::ctrl_c().await?;
             Ok(())
         }
@@ -139,6 +142,8 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
         println!("  sandbox mode: upstreams are simulators (Tushare at {}); answers are labelled sandbox:*", sandbox.tushare_url);
         println!("  sandbox WeChat Pay at {}: pay an order on its page /sandbox/pay/<order number>", sandbox.wechatpay_url);
         println!("  sandbox iLink at {} (scan a pairing QR on its page), sandbox LLM at {}", sandbox.ilink_url, sandbox.llm_url);
+        let search: Vec<String> = sandbox.search.iter().map(|(kind, _, url)| format!("{} at {url}", kind.name())).collect();
+        println!("  sandbox web search: {}", search.join(", "));
     }
     running.until_signal().await
 }

@@ -46,6 +46,8 @@ async fn tools_answer_like_the_http_endpoints_and_are_metered_per_call(app: Test
         {"call": "price", "arguments": {"code": "600519", "trade_date": "2026-13-45"}},
         {"call": "price", "arguments": {"code": "600519", "colour": "red"}},
         {"call": "fundamentals", "arguments": {"code": "600519"}},
+        {"call": "search", "arguments": {"query": "600519 业绩公告 2026", "max_results": 5}},
+        {"call": "search", "arguments": {"query": "600519", "since": "last week"}},
     ]);
     let Some(seen) = client(&app, &key, steps).await else { return };
     assert!(seen["error"].is_null(), "{seen}");
@@ -55,7 +57,9 @@ async fn tools_answer_like_the_http_endpoints_and_are_metered_per_call(app: Test
     // Listed with schemas the model can fill in.
     let tools = steps[0]["tools"].as_array().unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["price", "fundamentals"]);
+    assert_eq!(names, ["price", "fundamentals", "search"]);
+    assert_eq!(tools[2]["inputSchema"]["required"], json!(["query"]));
+    assert_eq!(tools[2]["annotations"]["openWorldHint"], true, "search reaches the web");
     let price = &tools[0];
     assert!(price["description"].as_str().unwrap().contains("市盈率"), "{price}");
     let schema = &price["inputSchema"];
@@ -92,6 +96,15 @@ async fn tools_answer_like_the_http_endpoints_and_are_metered_per_call(app: Test
     assert!(calls(&steps[5])[0]["structured"]["error"]["message"].as_str().unwrap().contains("colour"));
     let fundamentals = &calls(&steps[6])[0]["structured"];
     assert!(!fundamentals["claims"].as_array().unwrap().is_empty(), "{fundamentals}");
+    // Search: pages with their URLs in the cite, traced under the tool's endpoint; a bad span is
+    // refused naming the field.
+    let search = &calls(&steps[7])[0]["structured"];
+    let results = search["results"].as_array().unwrap();
+    assert!(!results.is_empty() && results.len() <= 5, "{search}");
+    assert_eq!((results[0]["cite"]["source"].as_str(), &results[0]["cite"]["url"]), (Some("sandbox:dashscope"), &results[0]["url"]));
+    let traced = app.citation(results[0]["cite"]["tool_call_id"].as_str().unwrap()).await;
+    assert_eq!((traced["endpoint"].as_str(), &traced["values"][0]["url"]), (Some("mcp:search"), &results[0]["url"]), "{traced}");
+    assert_eq!(calls(&steps[8])[0]["structured"]["error"]["field"], "since", "{}", steps[8]);
 
     // A key of 60 a minute: its 61st call in a burst is refused with the wait (the bucket refills
     // one token a second, so a slow machine may fit in a few more first).
@@ -115,7 +128,7 @@ async fn tools_answer_like_the_http_endpoints_and_are_metered_per_call(app: Test
     let since = chrono::Utc::now() - chrono::Duration::days(1);
     let rows = stopped.accounts.usage_by_day(user, since).await.unwrap();
     let count = |endpoint: &str| rows.iter().filter(|r| r.endpoint == endpoint).map(|r| r.requests).sum::<i64>();
-    assert_eq!((count("/price"), count("mcp:price"), count("mcp:fundamentals")), (1, 5, 1), "{rows:?}");
+    assert_eq!((count("/price"), count("mcp:price"), count("mcp:fundamentals"), count("mcp:search")), (1, 5, 1, 2), "{rows:?}");
     assert!(rows.iter().any(|r| r.endpoint == "mcp:fundamentals" && r.upstream_cost_pts >= 1), "the fill's cost is metered: {rows:?}");
     assert_eq!(stopped.accounts.usage_count(limited_user).await.unwrap(), metered_limited, "refused calls are not metered");
     stopped.cleanup().await;

@@ -12,7 +12,8 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Json, Router};
+use serde_json::{json, Value};
 
 use crate::{ApiContext, ApiError};
 
@@ -27,7 +28,14 @@ pub fn router(ctx: ApiContext) -> Router<ApiContext> {
         .route("/admin/orders/{order_id}/refund", post(orders::refund))
         .route("/admin/citations/{tool_call_id}", get(citations::trace))
         .route("/admin/provision/{user_id}", post(provision::provision))
+        .route("/admin/search", get(search_providers))
         .route_layer(middleware::from_fn_with_state(ctx, require_admin))
+}
+
+/// `GET /admin/search` — each search provider's state and today's calls, answers, cost and
+/// failures against its budget (Beijing day; counted by this process since it started).
+async fn search_providers(State(ctx): State<ApiContext>) -> Json<Value> {
+    Json(json!({ "providers": ctx.search.status() }))
 }
 
 async fn require_admin(State(ctx): State<ApiContext>, request: Request, next: Next) -> Result<Response, ApiError> {

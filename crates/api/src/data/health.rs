@@ -41,9 +41,12 @@ pub async fn healthz(State(ctx): State<ApiContext>) -> (StatusCode, Json<Value>)
         .map(|(source, health)| (source.to_string(), serde_json::to_value(health).unwrap_or_default()))
         .collect();
     let gateways = gateways(&ctx).await;
+    // Not critical either: the market data answers without it.
+    let providers = ctx.search.status();
+    let search = json!({ "ok": providers.iter().any(|p| p.state == "ready"), "providers": providers });
     let ok = accounts["ok"] == true && warehouse["ok"] == true;
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let checks = json!({ "accounts": accounts, "warehouse": warehouse, "upstreams": upstreams, "gateways": gateways });
+    let checks = json!({ "accounts": accounts, "warehouse": warehouse, "upstreams": upstreams, "gateways": gateways, "search": search });
     (status, Json(json!({ "ok": ok, "version": SERVED_VERSION, "checks": checks })))
 }
 

@@ -3,6 +3,7 @@
 pub(crate) mod fundamentals;
 mod health;
 pub(crate) mod price;
+pub(crate) mod search;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
@@ -20,6 +21,7 @@ pub fn router(ctx: ApiContext) -> Router<ApiContext> {
         .route("/price", get(price::get))
         .route("/fundamentals", get(fundamentals::get))
         .route("/reports/search", get(reports_search))
+        .route("/search", get(search::get))
         .route_layer(middleware::from_fn_with_state(ctx, gate));
     Router::new().route("/healthz", get(health::healthz)).merge(metered)
 }

@@ -7,7 +7,7 @@
 mod apis;
 mod model;
 mod table;
-mod universe;
+pub(crate) mod universe;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -140,6 +140,11 @@ impl TestApp {
         &self.running.sandbox.as_ref().expect("the sandbox runs").wechatpay
     }
 
+    /// The sandbox's simulator of one web search provider.
+    pub fn search_sim(&self, kind: twilight_sandbox::SearchKind) -> &twilight_sandbox::SearchSim {
+        self.running.sandbox.as_ref().expect("the sandbox runs").search_sim(kind).0
+    }
+
     pub fn tushare_calls(&self, api: &str) -> u64 {
         self.running.sandbox.as_ref().unwrap().tushare.calls_for(api)
     }
