@@ -70,11 +70,7 @@ fn read(page: &Value) -> RawHit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::StatusCode;
-
-    fn reply(status: u16, body: Value) -> Reply {
-        Reply { status: StatusCode::from_u16(status).unwrap(), retry_after: None, sandbox: false, body }
-    }
+    use crate::provider::reply;
 
     #[test]
     fn reads_web_pages() {

@@ -125,11 +125,7 @@ fn read_generation(body: &Value) -> Result<Vec<RawHit>, ProviderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::StatusCode;
-
-    fn reply(status: u16, body: Value) -> Reply {
-        Reply { status: StatusCode::from_u16(status).unwrap(), retry_after: None, sandbox: false, body }
-    }
+    use crate::provider::reply;
 
     #[test]
     fn reads_the_plugin_answer() {

@@ -86,12 +86,8 @@ fn read(body: &Value) -> Vec<RawHit> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::StatusCode;
+    use crate::provider::reply;
     use serde_json::json;
-
-    fn reply(status: u16, body: Value) -> Reply {
-        Reply { status: StatusCode::from_u16(status).unwrap(), retry_after: None, sandbox: false, body }
-    }
 
     #[test]
     fn reads_items_and_their_dates() {

@@ -110,6 +110,12 @@ impl Reply {
     }
 }
 
+/// A reply as a provider's tests read it.
+#[cfg(test)]
+pub(crate) fn reply(status: u16, body: serde_json::Value) -> Reply {
+    Reply { status: StatusCode::from_u16(status).expect("a valid status"), retry_after: None, sandbox: false, body }
+}
+
 /// A string field of a JSON object, empty when absent.
 pub(crate) fn text(value: &serde_json::Value, field: &str) -> String {
     value[field].as_str().unwrap_or_default().to_string()

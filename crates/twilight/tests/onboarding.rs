@@ -23,8 +23,17 @@ const STRANGER: &str = "wx-stranger-0002";
 const STRANGERS_QUESTION: &str = "查 000001 的 P/E";
 const STEP_WAIT: Duration = Duration::from_secs(120);
 /// The only tools a customer's bot may be offered: our MCP tools and hermes' profile-local ones.
-const ALLOWED_TOOLS: [&str; 8] =
-    ["mcp__twilight__price", "mcp__twilight__fundamentals", "skills_list", "skill_view", "skill_manage", "memory", "todo", "clarify"];
+const ALLOWED_TOOLS: [&str; 9] = [
+    "mcp__twilight__price",
+    "mcp__twilight__fundamentals",
+    "mcp__twilight__search",
+    "skills_list",
+    "skill_view",
+    "skill_manage",
+    "memory",
+    "todo",
+    "clarify",
+];
 
 async fn onboarding(app: &TestApp, link: &str) -> Value {
     let (status, _, body) = app.get(&format!("{link}/status"), None).await;
