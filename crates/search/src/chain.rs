@@ -98,7 +98,7 @@ struct SlotState {
 }
 
 /// One provider as `/healthz` and `GET /admin/search` show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ProviderStatus {
     pub name: &'static str,
     /// `ready`, `open` (breaker), `probing`, `exhausted` (quota), `over_budget`, or `not_configured`.
@@ -153,16 +153,7 @@ impl Searcher {
             name,
             state: "not_configured",
             reason: Some(reason.clone()),
-            retry_after_secs: None,
-            day: None,
-            calls_today: 0,
-            answered_today: 0,
-            cost_pts_today: 0,
-            failures_today: 0,
-            settings: None,
-            last_success: None,
-            last_error: None,
-            last_error_message: None,
+            ..ProviderStatus::default()
         });
         configured.chain(skipped).collect()
     }
