@@ -229,17 +229,34 @@ pub struct UsageRecord {
     pub citation: Option<Citation>,
 }
 
-/// A data answer's cited values, recorded with its usage row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A data answer's cited values, recorded with its usage row. Both parts are JSON written once,
+/// by the answering handler from typed values: neither the request path nor the metering writer
+/// builds or serialises a `serde_json::Value` for them (that was ~6 % of the benchmark's CPU).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Citation {
     /// The id every cite of the answer carries (`tc_` + a UUIDv7: time-ordered, nothing else in it).
     pub tool_call_id: String,
     /// The request as understood (normalised code, dates, metric).
-    pub request: serde_json::Value,
+    pub request: Box<serde_json::value::RawValue>,
     /// Each value answered with its provenance: metric, value, unit, source, table, the upstream
     /// row's key, fetched_at, cache_age_seconds, stale.
-    pub values: serde_json::Value,
+    pub values: Box<serde_json::value::RawValue>,
 }
+
+impl Citation {
+    pub fn new(tool_call_id: String, request: &impl Serialize, values: &impl Serialize) -> serde_json::Result<Citation> {
+        Ok(Citation { tool_call_id, request: serde_json::value::to_raw_value(request)?, values: serde_json::value::to_raw_value(values)? })
+    }
+}
+
+impl PartialEq for Citation {
+    fn eq(&self, other: &Citation) -> bool {
+        (self.tool_call_id.as_str(), self.request.get(), self.values.get())
+            == (other.tool_call_id.as_str(), other.request.get(), other.values.get())
+    }
+}
+
+impl Eq for Citation {}
 
 /// What [`crate::Accounts::prune_usage`] deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

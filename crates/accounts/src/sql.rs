@@ -572,9 +572,7 @@ impl Accounts for SqlAccounts {
         let last_used: Vec<_> = last_used.into_iter().collect();
         let citations: Vec<_> = records
             .iter()
-            .filter_map(|record| {
-                record.citation.as_ref().map(|citation| (record, citation, citation.request.to_string(), citation.values.to_string()))
-            })
+            .filter_map(|record| record.citation.as_ref().map(|citation| (record, citation, citation.request.get(), citation.values.get())))
             .collect();
 
         on_pool!(self, |pool| {
@@ -600,8 +598,8 @@ impl Accounts for SqlAccounts {
                         .push_bind(record.user_id)
                         .push_bind(&record.endpoint)
                         .push_bind(record.occurred_at)
-                        .push_bind(request)
-                        .push_bind(cited);
+                        .push_bind(*request)
+                        .push_bind(*cited);
                 });
                 insert.push(" ON CONFLICT (tool_call_id) DO NOTHING");
                 insert.build().execute(&mut *tx).await?;

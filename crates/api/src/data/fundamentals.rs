@@ -5,9 +5,8 @@ use serde::{Deserialize, Serialize};
 use twilight_core::{compact, Cite, TsCode};
 
 use serde_json::json;
-use twilight_accounts::Citation;
 
-use super::{cited_value, optional_date, required_code, row_key, tool_call_id, Answer};
+use super::{citation, cited_value, optional_date, required_code, row_key, tool_call_id, Answer};
 use crate::extract::ApiQuery;
 use crate::{ApiContext, ApiResult};
 
@@ -56,18 +55,17 @@ pub async fn fundamentals(ctx: &ApiContext, params: FundamentalsParams) -> ApiRe
     let answer = ctx.market.fundamentals(code, period).await?;
     let now = Utc::now();
     let call_id = tool_call_id();
-    let mut cited = Vec::with_capacity(answer.claims.len());
-    let claims = answer
+    let (claims, keys): (Vec<ClaimBody>, Vec<_>) = answer
         .claims
         .into_iter()
         .map(|c| {
             let cite = Cite::tool(&c.source, c.table, c.fetched_at, now, call_id.clone()).stale_if(answer.stale);
-            cited.push(cited_value(c.metric, c.value, c.unit, row_key(c.table, answer.stock.code, c.period), &cite));
-            ClaimBody { metric: c.metric, value: c.value, unit: c.unit, period: compact(c.period), cite }
+            let key = row_key(c.table, answer.stock.code, c.period);
+            (ClaimBody { metric: c.metric, value: c.value, unit: c.unit, period: compact(c.period), cite }, key)
         })
-        .collect();
-    let citation =
-        Citation { tool_call_id: call_id, request: json!({ "code": code, "period": period.map(compact) }), values: cited.into() };
+        .unzip();
+    let cited: Vec<_> = claims.iter().zip(&keys).map(|(c, key)| cited_value(c.metric, c.value, c.unit, key, &c.cite)).collect();
+    let citation = citation(call_id, &json!({ "code": code, "period": period.map(compact) }), &cited)?;
     Ok(Answer {
         body: FundamentalsBody {
             code: answer.stock.code,

@@ -5,6 +5,8 @@ mod health;
 pub(crate) mod price;
 pub(crate) mod search;
 
+use std::collections::BTreeMap;
+
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -62,26 +64,49 @@ impl<T: Serialize> IntoResponse for Answer<T> {
 
 /// The key of the row of `table` a value of `code` for `date` was read from, by column name
 /// (`{"ts_code":"600519.SH","trade_date":"20260430"}`).
-pub(crate) fn row_key(table: &str, code: TsCode, date: chrono::NaiveDate) -> serde_json::Value {
-    let columns = twilight_market::warehouse::table(table).map(|spec| spec.key_columns().collect::<Vec<_>>()).unwrap_or_default();
-    let values = [code.to_string(), twilight_core::compact(date)];
-    serde_json::Value::Object(columns.into_iter().zip(values).map(|(column, value)| (column.to_string(), value.into())).collect())
+pub(crate) fn row_key(table: &str, code: TsCode, date: chrono::NaiveDate) -> BTreeMap<&'static str, String> {
+    let columns = twilight_market::warehouse::table(table).into_iter().flat_map(|spec| spec.key_columns());
+    columns.zip([code.to_string(), twilight_core::compact(date)]).collect()
 }
 
 /// One cited value of an answer, as the citation records it: the value with its provenance and
 /// the key of the upstream row it was read from.
-pub(crate) fn cited_value(metric: &str, value: Option<f64>, unit: &str, key: serde_json::Value, cite: &Cite) -> serde_json::Value {
-    serde_json::json!({
-        "metric": metric,
-        "value": value,
-        "unit": unit,
-        "source": cite.source,
-        "table": cite.table,
-        "key": key,
-        "fetched_at": cite.fetched_at,
-        "cache_age_seconds": cite.cache_age_seconds,
-        "stale": cite.stale,
-    })
+#[derive(Serialize)]
+pub(crate) struct CitedValue<'a> {
+    metric: &'a str,
+    value: Option<f64>,
+    unit: &'a str,
+    source: &'a str,
+    table: &'a str,
+    key: &'a BTreeMap<&'static str, String>,
+    fetched_at: chrono::DateTime<chrono::Utc>,
+    cache_age_seconds: i64,
+    stale: bool,
+}
+
+pub(crate) fn cited_value<'a>(
+    metric: &'a str,
+    value: Option<f64>,
+    unit: &'a str,
+    key: &'a BTreeMap<&'static str, String>,
+    cite: &'a Cite,
+) -> CitedValue<'a> {
+    CitedValue {
+        metric,
+        value,
+        unit,
+        source: &cite.source,
+        table: cite.table,
+        key,
+        fetched_at: cite.fetched_at,
+        cache_age_seconds: cite.cache_age_seconds,
+        stale: cite.stale,
+    }
+}
+
+/// The citation of an answer whose parts cannot fail to serialise (strings, numbers, dates).
+pub(crate) fn citation(tool_call_id: String, request: &impl Serialize, values: &impl Serialize) -> ApiResult<Citation> {
+    Citation::new(tool_call_id, request, values).map_err(|e| ApiError::Internal(format!("serialising a citation: {e}")))
 }
 
 fn required_code(code: Option<&str>) -> ApiResult<TsCode> {

@@ -5,10 +5,7 @@ use serde::{Deserialize, Serialize};
 use twilight_core::{compact, Cite, TsCode};
 use twilight_market::Metric;
 
-use serde_json::json;
-use twilight_accounts::Citation;
-
-use super::{cited_value, optional_date, required_code, row_key, tool_call_id, Answer};
+use super::{citation, cited_value, optional_date, required_code, row_key, tool_call_id, Answer};
 use crate::extract::ApiQuery;
 use crate::{ApiContext, ApiError, ApiResult};
 
@@ -34,6 +31,14 @@ pub struct PriceParams {
 
 fn metric_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({ "type": "string", "enum": Metric::names().collect::<Vec<_>>(), "default": "close" })
+}
+
+/// The request as understood, as its citation records it.
+#[derive(Serialize)]
+struct PriceRequest {
+    code: TsCode,
+    trade_date: Option<String>,
+    metric: &'static str,
 }
 
 #[derive(Serialize)]
@@ -64,11 +69,8 @@ pub async fn price(ctx: &ApiContext, params: PriceParams) -> ApiResult<Answer<Pr
     let answer = ctx.market.price(code, trade_date, metric).await?;
     let cite = Cite::tool(&answer.source, answer.table, answer.fetched_at, Utc::now(), tool_call_id()).stale_if(answer.stale);
     let key = row_key(answer.table, answer.stock.code, answer.as_of);
-    let citation = Citation {
-        tool_call_id: cite.tool_call_id.clone(),
-        request: json!({ "code": code, "trade_date": trade_date.map(compact), "metric": metric.name() }),
-        values: json!([cited_value(metric.name(), answer.value, metric.unit(), key, &cite)]),
-    };
+    let request = PriceRequest { code, trade_date: trade_date.map(compact), metric: metric.name() };
+    let citation = citation(cite.tool_call_id.clone(), &request, &[cited_value(metric.name(), answer.value, metric.unit(), &key, &cite)])?;
     Ok(Answer {
         body: PriceBody {
             code: answer.stock.code,

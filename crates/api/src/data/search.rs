@@ -3,11 +3,10 @@ use chrono::Utc;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use twilight_accounts::Citation;
 use twilight_core::Cite;
 use twilight_search::{SearchRequest, CITE_TABLE};
 
-use super::{tool_call_id, Answer};
+use super::{citation, tool_call_id, Answer};
 use crate::extract::ApiQuery;
 use crate::{ApiContext, ApiError, ApiResult};
 
@@ -76,33 +75,31 @@ pub async fn search(ctx: &ApiContext, params: SearchParams) -> ApiResult<Answer<
             cite: Cite { url: Some(hit.url.clone()), ..Cite::tool(&found.source, CITE_TABLE, found.fetched_at, now, tool_call_id.clone()) },
         })
         .collect();
-    let citation = Citation {
-        tool_call_id,
-        // What was asked, and which providers were asked how, so a trace shows why this one served.
-        request: json!({
-            "query": request.query,
-            "since": request.since,
-            "max_results": request.max_results,
-            "providers": found.attempts.iter().map(|(provider, outcome)| json!({ "provider": provider, "outcome": outcome })).collect::<Vec<_>>(),
-        }),
-        values: results
-            .iter()
-            .enumerate()
-            .map(|(rank, result)| {
-                json!({
-                    "rank": rank + 1,
-                    "title": result.title,
-                    "url": result.url,
-                    "published_at": result.published_at,
-                    "source": result.cite.source,
-                    "table": CITE_TABLE,
-                    "fetched_at": result.fetched_at,
-                    "cache_age_seconds": result.cite.cache_age_seconds,
-                    "cached": served.cached,
-                })
+    // What was asked, and which providers were asked how, so a trace shows why this one served.
+    let asked = json!({
+        "query": request.query,
+        "since": request.since,
+        "max_results": request.max_results,
+        "providers": found.attempts.iter().map(|(provider, outcome)| json!({ "provider": provider, "outcome": outcome })).collect::<Vec<_>>(),
+    });
+    let values: Vec<Value> = results
+        .iter()
+        .enumerate()
+        .map(|(rank, result)| {
+            json!({
+                "rank": rank + 1,
+                "title": result.title,
+                "url": result.url,
+                "published_at": result.published_at,
+                "source": result.cite.source,
+                "table": CITE_TABLE,
+                "fetched_at": result.fetched_at,
+                "cache_age_seconds": result.cite.cache_age_seconds,
+                "cached": served.cached,
             })
-            .collect(),
-    };
+        })
+        .collect();
+    let citation = citation(tool_call_id, &asked, &values)?;
     Ok(Answer {
         body: SearchBody { query: request.query, since: request.since.map(|d| d.to_string()), results },
         cost_pts: served.cost_pts(),
