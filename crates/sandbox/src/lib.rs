@@ -9,6 +9,7 @@ pub mod ilink;
 pub mod llm;
 pub mod search;
 mod seed;
+pub mod tdx;
 pub mod tushare;
 pub mod wechatpay;
 
@@ -18,6 +19,7 @@ pub use common::{Fault, SANDBOX_HEADER};
 pub use ilink::{IlinkSim, IlinkSimConfig, SentMessage};
 pub use llm::{LlmSim, Turn};
 pub use search::{SearchKind, SearchMode, SearchSim};
+pub use tdx::{TdxMode, TdxSim};
 pub use tushare::{TushareMode, TushareSim};
 pub use wechatpay::{NotifyAttempt, NotifyFault, PayError, RecordingWebhook, SandboxKeys, WechatPaySim, WechatPaySimConfig};
 

@@ -412,6 +412,39 @@ async fn pe_ttm_is_the_close_over_trailing_eps_as_announced() {
     assert_eq!((loss["pe"].clone(), loss["pe_ttm"].clone()), (Value::Null, Value::Null), "no P/E for a loss");
 }
 
+/// What an empty `fields` returns is Tushare's documented default set, in its order, with figures
+/// that agree with each other; a bank leaves industrial ratios blank.
+#[tokio::test]
+async fn fina_indicator_answers_tushare_s_default_columns() {
+    let sb = Sandbox::start().await;
+    let envelope = sb.call("fina_indicator", json!({"ts_code": "600519.SH", "period": "20251231"}), "").await;
+    let fields: Vec<String> = serde_json::from_value(envelope["data"]["fields"].clone()).unwrap();
+    assert_eq!(fields.len(), 109);
+    assert_eq!(&fields[..5], ["ts_code", "ann_date", "end_date", "eps", "dt_eps"]);
+    assert_eq!(fields.last().unwrap(), "update_flag");
+    for documented in ["total_revenue_ps", "profit_dedt", "gross_margin", "cash_ratio", "q_roe", "q_op_qoq", "equity_yoy"] {
+        assert!(fields.iter().any(|f| f == documented), "{documented} is a default column");
+    }
+    assert!(!fields.iter().any(|f| f == "invturn_days"), "invturn_days is shown only when asked for");
+    let row = &rows(&envelope)[0];
+    let blank: Vec<&String> = fields.iter().filter(|f| row[f.as_str()].is_null()).collect();
+    let net_cash = f(row, "netdebt") <= 0.0;
+    assert_eq!(blank.len(), usize::from(net_cash), "only a ratio over a non-positive net debt may be blank: {blank:?}");
+    assert_eq!(net_cash, row["tangibleasset_to_netdebt"].is_null());
+    let d2a = f(row, "debt_to_assets");
+    assert!((f(row, "assets_to_eqt") - 1.0 / (1.0 - d2a / 100.0)).abs() < 1e-3, "{row:?}");
+    assert!((f(row, "cogs_of_sales") + f(row, "grossprofit_margin") - 100.0).abs() < 1e-3);
+    assert!((f(row, "roe_yearly") - f(row, "roe")).abs() < 1e-3, "an annual report's roe is yearly already");
+    assert!(f(row, "profit_dedt") > 0.0 && f(row, "gross_margin") > f(row, "profit_dedt"));
+
+    let bank = &sb.rows("fina_indicator", json!({"ts_code": "000001.SZ", "period": "20251231"}), "").await[0];
+    for blank in ["gross_margin", "grossprofit_margin", "current_ratio", "cash_ratio", "ar_turn"] {
+        assert!(bank[blank].is_null(), "a bank reports no {blank}");
+    }
+    let asked = &sb.rows("fina_indicator", json!({"ts_code": "600519.SH", "period": "20251231"}), "ts_code,invturn_days").await[0];
+    assert!(asked["invturn_days"].as_f64().unwrap() > 0.0, "{asked:?}");
+}
+
 #[tokio::test]
 async fn reports_are_quarterly_and_never_announced_after_today() {
     let sb = Sandbox::start().await;

@@ -387,7 +387,16 @@ impl Model {
     /// The backward adjustment factor on `day`: 1 at listing, stepping up on each ex-dividend day.
     /// (Raw prices do not drop on ex-dates here, so `pre_close` stays the previous close.)
     pub fn adj_factor(&self, day: NaiveDate) -> f64 {
-        (self.list_date.year()..day.year()).filter_map(|y| self.dividend(y)).filter(|d| d.ex_date <= day).map(|d| d.factor).product()
+        self.paid_by(day).map(|d| d.factor).product()
+    }
+
+    /// Cash dividends gone ex by `day`, oldest first: (ex-date, yuan per share).
+    pub fn dividends(&self, day: NaiveDate) -> impl Iterator<Item = (NaiveDate, f64)> + '_ {
+        self.paid_by(day).map(|d| (d.ex_date, d.cash))
+    }
+
+    fn paid_by(&self, day: NaiveDate) -> impl Iterator<Item = Dividend> + '_ {
+        (self.list_date.year()..day.year()).filter_map(|y| self.dividend(y)).filter(move |d| d.ex_date <= day)
     }
 
     /// The first period reported: the quarter the company listed in.
@@ -449,6 +458,164 @@ impl Model {
             netprofit_yoy: (eps_last_year != 0.0).then(|| (eps - eps_last_year) / eps_last_year.abs() * 100.0),
             ocfps: eps * between(h(84), 0.4, 1.6),
         }
+    }
+
+    /// Every figure `fina_indicator` shows by default beyond the report's own, by name, derived from
+    /// one balance sheet and income statement per report so that the ratios agree with each other
+    /// (amounts in yuan, ratios in %, turnover in times; `None` where Tushare leaves a blank:
+    /// margins and liquidity of banks and insurers, ratios over a non-positive base).
+    pub fn indicators(&self, period: Period) -> Vec<(&'static str, Option<f64>)> {
+        let h = |k: u64| mix(&[self.seed, k, period.year as u64, u64::from(period.quarter)]);
+        let around = |k: u64, x: f64| x * (1.0 + 0.1 * signed(h(k)));
+        let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
+        let pct = |a: f64, b: f64| ratio(a, b).map(|r| r * 100.0);
+        let yoy = |now: f64, then: f64| (then != 0.0).then(|| (now - then) / then.abs() * 100.0);
+        let r = self.report(period);
+        let last = self.report(period.same_quarter_last_year());
+        let q = f64::from(period.quarter);
+        let shares = self.total_share * 1e4;
+        let financial = self.gross_margin.is_none();
+
+        // The books, in yuan, year to date.
+        let revenue_ps = self.ytd(period, Self::annual_revenue);
+        let (revenue, profit) = (revenue_ps * shares, r.eps * shares);
+        let equity = r.bps * shares;
+        let assets = equity / (1.0 - r.debt_to_assets / 100.0);
+        let debt = assets - equity;
+        let (current_debt, interest_debt) = (debt * around(100, 0.6), debt * around(101, 0.3));
+        let cash = assets * around(102, 0.12);
+        let current_assets = if financial { assets * 0.5 } else { current_debt * r.current_ratio.unwrap_or(1.0) };
+        let fixed_assets = assets * around(103, 0.2);
+        let tangible = equity * around(104, 0.9);
+        let ocf = r.ocfps * shares;
+        let extra_item = profit * 0.03 * signed(h(105));
+        let op_income = profit * around(106, 1.15);
+        let ebit = op_income + interest_debt * 0.04 * q / 4.0;
+        let da = fixed_assets * 0.05 * q / 4.0;
+        let fcff = ocf - da * 1.2;
+        let gross_profit = r.grossprofit_margin.map(|m| revenue * m / 100.0);
+        let sales_exp = r.grossprofit_margin.map(|m| (m - r.netprofit_margin).max(0.0) * around(107, 0.35));
+        let admin_exp = r.grossprofit_margin.map(|m| (m - r.netprofit_margin).max(0.0) * around(108, 0.25));
+        let fina_exp = interest_debt * 0.04 * q / 4.0 / revenue * 100.0;
+        let ar_turn = (!financial).then(|| around(109, 12.0) * q / 4.0);
+        let inv_turn = (!financial).then(|| around(110, 5.0) * q / 4.0);
+        let single = |ytd: f64, previous: f64| if period.quarter == 1 { ytd } else { ytd - previous };
+        let previous = Period { quarter: period.quarter.max(2) - 1, ..period };
+        let q_profit = single(profit, self.ytd(previous, Self::annual_eps) * shares);
+        let q_revenue = single(revenue, self.ytd(previous, Self::annual_revenue) * shares);
+        let last_revenue = self.ytd(period.same_quarter_last_year(), Self::annual_revenue) * shares;
+        let last_assets = last.bps * shares / (1.0 - last.debt_to_assets / 100.0);
+
+        vec![
+            ("eps", Some(r.eps)),
+            ("dt_eps", Some(r.eps)),
+            ("total_revenue_ps", Some(revenue_ps * around(111, 1.01).max(1.0))),
+            ("revenue_ps", Some(revenue_ps)),
+            ("capital_rese_ps", Some(r.bps * around(112, 0.15))),
+            ("surplus_rese_ps", Some(r.bps * around(113, 0.1))),
+            ("undist_profit_ps", Some(r.bps * around(114, 0.55))),
+            ("extra_item", Some(extra_item)),
+            ("profit_dedt", Some(profit - extra_item)),
+            ("gross_margin", gross_profit),
+            ("current_ratio", r.current_ratio),
+            ("quick_ratio", r.quick_ratio),
+            ("cash_ratio", r.quick_ratio.map(|quick| quick * around(115, 0.6))),
+            ("invturn_days", inv_turn.map(|t| 90.0 * q / t)),
+            ("arturn_days", ar_turn.map(|t| 90.0 * q / t)),
+            ("inv_turn", inv_turn),
+            ("ar_turn", ar_turn),
+            ("ca_turn", ratio(revenue, current_assets)),
+            ("fa_turn", ratio(revenue, fixed_assets)),
+            ("assets_turn", ratio(revenue, assets)),
+            ("op_income", Some(op_income)),
+            ("ebit", Some(ebit)),
+            ("ebitda", Some(ebit + da)),
+            ("fcff", Some(fcff)),
+            ("fcfe", Some(fcff - interest_debt * 0.01)),
+            ("current_exint", Some(current_debt - interest_debt * 0.4)),
+            ("noncurrent_exint", Some(debt - current_debt - interest_debt * 0.6)),
+            ("interestdebt", Some(interest_debt)),
+            ("netdebt", Some(interest_debt - cash)),
+            ("tangible_asset", Some(tangible)),
+            ("working_capital", Some(current_assets - current_debt)),
+            ("networking_capital", Some(current_assets - cash - (current_debt - interest_debt * 0.4))),
+            ("invest_capital", Some(equity + interest_debt)),
+            ("retained_earnings", Some(r.bps * around(114, 0.55) * shares)),
+            ("diluted2_eps", Some(r.eps * around(116, 0.99))),
+            ("bps", Some(r.bps)),
+            ("ocfps", Some(r.ocfps)),
+            ("retainedps", Some(r.bps * (around(113, 0.1) + around(114, 0.55)))),
+            ("cfps", Some(r.ocfps + cash / shares * 0.1 * signed(h(117)))),
+            ("ebit_ps", Some(ebit / shares)),
+            ("fcff_ps", Some(fcff / shares)),
+            ("fcfe_ps", Some((fcff - interest_debt * 0.01) / shares)),
+            ("netprofit_margin", Some(r.netprofit_margin)),
+            ("grossprofit_margin", r.grossprofit_margin),
+            ("cogs_of_sales", r.grossprofit_margin.map(|m| 100.0 - m)),
+            ("expense_of_sales", sales_exp.zip(admin_exp).map(|(s, a)| s + a + fina_exp)),
+            ("profit_to_gr", Some(r.netprofit_margin * around(118, 1.01))),
+            ("saleexp_to_gr", sales_exp),
+            ("adminexp_of_gr", admin_exp),
+            ("finaexp_of_gr", Some(fina_exp)),
+            ("impai_ttm", Some(0.3 * signed(h(119)))),
+            ("gc_of_gr", Some(100.0 - r.netprofit_margin * around(120, 1.2))),
+            ("op_of_gr", pct(op_income, revenue)),
+            ("ebit_of_gr", pct(ebit, revenue)),
+            ("roe", Some(r.roe)),
+            ("roe_waa", Some(r.roe * around(121, 1.0))),
+            ("roe_dt", Some(r.roe_dt)),
+            ("roa", Some(r.roa)),
+            ("npta", pct(profit, assets)),
+            ("roic", pct(ebit * 0.75, equity + interest_debt)),
+            ("roe_yearly", Some(r.roe * 4.0 / q)),
+            ("roa2_yearly", Some(r.roa * 4.0 / q)),
+            ("debt_to_assets", Some(r.debt_to_assets)),
+            ("assets_to_eqt", ratio(assets, equity)),
+            ("dp_assets_to_eqt", ratio(assets, equity).map(|x| x * around(122, 1.01))),
+            ("ca_to_assets", pct(current_assets, assets)),
+            ("nca_to_assets", pct(assets - current_assets, assets)),
+            ("tbassets_to_totalassets", pct(tangible + debt, assets)),
+            ("int_to_talcap", pct(interest_debt, interest_debt + equity)),
+            ("eqt_to_talcapital", pct(equity, interest_debt + equity)),
+            ("currentdebt_to_debt", pct(current_debt, debt)),
+            ("longdeb_to_debt", pct(debt - current_debt, debt)),
+            ("ocf_to_shortdebt", ratio(ocf, current_debt)),
+            ("debt_to_eqt", ratio(debt, equity)),
+            ("eqt_to_debt", ratio(equity, debt)),
+            ("eqt_to_interestdebt", ratio(equity, interest_debt)),
+            ("tangibleasset_to_debt", ratio(tangible, debt)),
+            ("tangasset_to_intdebt", ratio(tangible, interest_debt)),
+            ("tangibleasset_to_netdebt", ratio(tangible, interest_debt - cash)),
+            ("ocf_to_debt", ratio(ocf, debt)),
+            ("turn_days", inv_turn.zip(ar_turn).map(|(i, a)| 90.0 * q / i + 90.0 * q / a)),
+            ("roa_yearly", pct(profit * 4.0 / q, assets)),
+            ("roa_dp", pct(profit, (assets + last_assets) / 2.0)),
+            ("fixed_assets", Some(fixed_assets)),
+            ("profit_to_op", pct(profit, op_income)),
+            ("q_saleexp_to_gr", sales_exp.map(|x| x * around(123, 1.0))),
+            ("q_gc_to_gr", Some(100.0 - pct(q_profit, q_revenue).unwrap_or(r.netprofit_margin) * 1.2)),
+            ("q_roe", pct(q_profit, equity)),
+            ("q_dt_roe", pct(q_profit - extra_item / q, equity)),
+            ("q_npta", pct(q_profit, assets)),
+            ("q_ocf_to_sales", pct(ocf / q, q_revenue)),
+            ("basic_eps_yoy", yoy(r.eps, last.eps)),
+            ("dt_eps_yoy", yoy(r.eps, last.eps)),
+            ("cfps_yoy", yoy(r.ocfps, last.ocfps)),
+            ("op_yoy", r.netprofit_yoy.map(|y| around(124, y))),
+            ("ebt_yoy", r.netprofit_yoy.map(|y| around(125, y))),
+            ("netprofit_yoy", r.netprofit_yoy),
+            ("dt_netprofit_yoy", r.netprofit_yoy.map(|y| around(126, y))),
+            ("ocf_yoy", yoy(r.ocfps, last.ocfps)),
+            ("roe_yoy", yoy(r.roe, last.roe)),
+            ("bps_yoy", yoy(r.bps, last.bps)),
+            ("assets_yoy", yoy(assets, last_assets)),
+            ("eqt_yoy", yoy(r.bps, last.bps)),
+            ("tr_yoy", yoy(revenue, last_revenue)),
+            ("or_yoy", Some(r.or_yoy)),
+            ("q_sales_yoy", yoy(q_revenue, last_revenue / q)),
+            ("q_op_qoq", Some(20.0 * signed(h(128)))),
+            ("equity_yoy", yoy(r.bps, last.bps)),
+        ]
     }
 
     /// Earnings on trend for `year`, before the yearly swing; always positive.
