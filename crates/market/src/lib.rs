@@ -1,10 +1,12 @@
 #![forbid(unsafe_code)]
-//! Market data: the DuckDB warehouse, upstream clients, and the read path that fills the warehouse on a miss.
+//! Market data: the DuckDB warehouse, upstream clients (Tushare, TDX), the read path that fills the
+//! warehouse on a miss, and the TDX backfill of bulk history.
 
 mod calendar;
 mod error;
 mod metric;
 mod service;
+pub mod tdx;
 pub mod tushare;
 pub mod warehouse;
 
@@ -12,5 +14,6 @@ pub use calendar::Calendar;
 pub use error::MarketError;
 pub use metric::Metric;
 pub use service::{Claim, FundamentalsAnswer, Market, MarketConfig, PriceAnswer, SourceHealth, Stock, WarehouseHealth};
+pub use tdx::{Backfill, BackfillPlan, BackfillSummary, CodeOutcome};
 pub use tushare::{TushareClient, TushareConfig};
 pub use warehouse::Warehouse;

@@ -22,7 +22,7 @@ use twilight_core::{china_today, compact, TsCode};
 
 use crate::calendar::Calendar;
 use crate::tushare::{Fetched, TushareClient, TushareConfig};
-use crate::warehouse::{self, Cell, Record, TableSpec, Warehouse, FINA_INDICATOR, STOCK_BASIC, TRADE_CAL};
+use crate::warehouse::{self, Cell, Record, TableSpec, Warehouse, DAILY_BASIC, FINA_INDICATOR, STOCK_BASIC, TRADE_CAL};
 use crate::{MarketError, Metric};
 
 /// A day row we looked for and the upstream did not have (suspension, or today before publication)
@@ -33,6 +33,8 @@ const REFERENCE_TTL: Duration = Duration::from_secs(3600);
 /// Stored reference data older than this is refreshed from upstream.
 const REFERENCE_MAX_AGE: chrono::Duration = chrono::Duration::hours(24);
 const FIRST_TRADE_DATE: &str = "19901219";
+/// From this Beijing time a session's daily bars are final at every source.
+const SESSION_FINAL: chrono::NaiveTime = chrono::NaiveTime::from_hms_opt(15, 30, 0).expect("a valid time");
 
 #[derive(Debug, Clone)]
 pub struct MarketConfig {
@@ -231,11 +233,11 @@ impl Market {
         self.health.lock().expect("health").clone()
     }
 
-    /// The row of `table` the warehouse holds now under `key` (key column → value, dates as
-    /// `YYYYMMDD`), for tracing what an answer cited; `None` when it holds none or the key does
-    /// not name one row of that table.
-    pub async fn stored_row(&self, table: &str, key: &Map<String, Value>) -> Option<Record> {
-        let spec = warehouse::table(table)?;
+    /// The rows of `table` the warehouse holds now under `key` (key column → value, dates as
+    /// `YYYYMMDD`), one per source that has it, for tracing what an answer cited; none when the key
+    /// does not name a row of that table.
+    pub async fn stored_rows(&self, table: &str, key: &Map<String, Value>) -> Vec<Record> {
+        let Some(spec) = warehouse::table(table) else { return Vec::new() };
         let cells: Option<Vec<Cell>> = spec.columns[..spec.key_len]
             .iter()
             .map(|column| {
@@ -246,7 +248,10 @@ impl Market {
                 }
             })
             .collect();
-        self.stored(spec, cells?, None).await.pop()
+        match cells {
+            Some(cells) => self.stored(spec, cells, None).await,
+            None => Vec::new(),
+        }
     }
 
     pub fn warehouse_health(&self) -> WarehouseHealth {
@@ -403,7 +408,10 @@ impl Market {
             self.day_rows
                 .try_get_with((spec.name, code, date), async {
                     let key = vec![Cell::Text(code.to_string()), Cell::Date(date)];
-                    if let Some(hit) = self.stored(spec, key, None).await.pop() {
+                    // Other sources' rows of the day (a TDX backfill) are compared with, not answered from.
+                    if let Some(hit) =
+                        self.stored(spec, key, None).await.into_iter().find(|r| warehouse::source_name(&r.source) == "tushare")
+                    {
                         return Ok(Arc::new(Some(hit)));
                     }
                     let fetched = self
@@ -443,9 +451,22 @@ impl Market {
         self.stock_noting(code, &Ledger::default()).await
     }
 
-    /// The listed stocks decide whether a code is known; when their refresh fails, the stored list
-    /// (cached as stale for a breaker window).
+    /// Every listed code, by code.
+    pub async fn listed(&self) -> Result<Vec<TsCode>, MarketError> {
+        let mut codes: Vec<TsCode> = self.stocks_noting(&Ledger::default()).await?.by_code.keys().copied().collect();
+        codes.sort();
+        Ok(codes)
+    }
+
+    /// The listed stocks decide whether a code is known.
     async fn stock_noting(&self, code: TsCode, ledger: &Ledger) -> Result<Stock, MarketError> {
+        let stocks = self.stocks_noting(ledger).await?;
+        stocks.by_code.get(&code).cloned().ok_or_else(|| MarketError::NotFound(format!("unknown code {code}: no listed A-share has it")))
+    }
+
+    /// The listed stocks; when their refresh fails, the stored list (cached as stale for a breaker
+    /// window).
+    async fn stocks_noting(&self, ledger: &Ledger) -> Result<Arc<StockList>, MarketError> {
         let stocks = shared(
             self.stocks
                 .try_get_with((), async {
@@ -468,7 +489,38 @@ impl Market {
         if stocks.stale {
             ledger.went_stale();
         }
-        stocks.by_code.get(&code).cloned().ok_or_else(|| MarketError::NotFound(format!("unknown code {code}: no listed A-share has it")))
+        Ok(stocks)
+    }
+
+    /// The newest session whose daily bars are final: today from 15:30 Beijing time on an open
+    /// day, else the open day before.
+    pub async fn last_closed_session(&self) -> Result<NaiveDate, MarketError> {
+        let now = Utc::now();
+        let today = china_today(now);
+        let closed_today = now.with_timezone(&chrono_tz::Asia::Shanghai).time() >= SESSION_FINAL;
+        let calendar = self.calendar().await?;
+        let day = if closed_today { calendar.on_or_before(today) } else { calendar.before(today) };
+        day.ok_or_else(|| MarketError::NotFound("the trade calendar has no closed session yet".into()))
+    }
+
+    /// The `n` stocks of largest total market value on `day` (its whole-market `daily_basic`, one
+    /// upstream call when the warehouse does not hold that day), largest first.
+    pub async fn largest_by_market_value(&self, day: NaiveDate, n: usize) -> Result<Vec<TsCode>, MarketError> {
+        let stored = {
+            let warehouse = self.warehouse.clone();
+            blocking(move || warehouse.largest_by_market_value(day, n)).await?
+        };
+        let codes = match stored {
+            Some(codes) => codes,
+            None => {
+                let request = params(&[("trade_date", compact(day))]);
+                let fetched = self.fetch(DAILY_BASIC.name, request, &DAILY_BASIC.fields(), &Ledger::default()).await?;
+                let mut rows = self.store(&DAILY_BASIC, fetched).await;
+                rows.sort_by(|a, b| b.number("total_mv").unwrap_or(0.0).total_cmp(&a.number("total_mv").unwrap_or(0.0)));
+                rows.iter().take(n).filter_map(|r| r.text("ts_code").map(str::to_string)).collect()
+            }
+        };
+        Ok(codes.iter().filter_map(|code| code.parse().ok()).collect())
     }
 
     /// The SSE calendar.
@@ -525,23 +577,17 @@ impl Market {
     /// Keeps what was fetched and returns its rows; when the warehouse cannot take them, the rows
     /// are returned all the same (kept in memory by the caches only).
     async fn store(&self, spec: &'static TableSpec, fetched: Fetched) -> Vec<Record> {
+        let records = Arc::new(fetched.records(spec, Utc::now()));
         let warehouse = self.warehouse.clone();
-        let fetched = Arc::new(fetched);
-        let now = Utc::now();
         let stored = {
-            let fetched = fetched.clone();
-            blocking(move || warehouse.upsert(spec, &fetched.table, fetched.source, now)).await
+            let records = records.clone();
+            blocking(move || warehouse.upsert(spec, &records)).await
         };
         match stored {
-            Ok(records) => {
-                *self.warehouse_health.lock().expect("warehouse health") = WarehouseHealth::default();
-                records
-            }
-            Err(error) => {
-                self.warehouse_failed(&format!("write of {}", spec.name), &error);
-                warehouse::records(spec, &fetched.table, fetched.source, now)
-            }
+            Ok(()) => *self.warehouse_health.lock().expect("warehouse health") = WarehouseHealth::default(),
+            Err(error) => self.warehouse_failed(&format!("write of {}", spec.name), &error),
         }
+        Arc::unwrap_or_clone(records)
     }
 
     /// One metered upstream query behind the source's breaker, its outcome recorded for the

@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use twilight_core::cite::SANDBOX_HEADER;
 
+use crate::warehouse::{Cell, ColType, Column, Record, TableSpec};
 use crate::MarketError;
 
 /// Estimated points one page costs; Tushare meters by account tier, we meter per call.
@@ -92,6 +94,33 @@ pub struct Fetched {
     /// `tushare`, or `sandbox:tushare` when the simulator answered.
     pub source: &'static str,
     pub cost_pts: i32,
+}
+
+impl Fetched {
+    /// The answer as `spec`'s records, converted here at Tushare's edge: each field into its
+    /// column's type (junk becomes Null rather than a wrong number), the raw row kept where the
+    /// table keeps it, rows without every key column dropped.
+    pub fn records(&self, spec: &'static TableSpec, fetched_at: DateTime<Utc>) -> Vec<Record> {
+        self.table
+            .rows()
+            .map(|row| Record {
+                spec,
+                cells: spec.columns.iter().map(|c| cell(&row, c)).collect(),
+                source: self.source.to_string(),
+                fetched_at,
+                raw: spec.keep_raw.then(|| row.to_json().to_string()),
+            })
+            .filter(|record| record.cells[..spec.key_len].iter().all(|c| *c != Cell::Null))
+            .collect()
+    }
+}
+
+fn cell(row: &Row<'_>, column: &Column) -> Cell {
+    match column.ty {
+        ColType::Text => row.str(column.name).map_or(Cell::Null, |s| Cell::Text(s.to_string())),
+        ColType::Date => row.str(column.name).and_then(|s| twilight_core::parse_date(s).ok()).map_or(Cell::Null, Cell::Date),
+        ColType::Double | ColType::Int => row.f64(column.name).map_or(Cell::Null, Cell::Number),
+    }
 }
 
 #[derive(Deserialize)]
@@ -231,6 +260,36 @@ mod tests {
         assert_eq!(rows[0].f64("close"), Some(1520.5));
         assert_eq!(rows[1].f64("close"), None);
         assert_eq!(rows[0].to_json()["trade_date"], "20260430");
+    }
+
+    #[test]
+    fn answers_become_records_at_the_edge() {
+        use crate::warehouse::{DAILY, FINA_INDICATOR};
+        let fields = |names: &[&str]| names.iter().map(|f| f.to_string()).collect();
+        let daily = Fetched {
+            table: Table {
+                fields: fields(&["ts_code", "trade_date", "close", "vol"]),
+                items: serde_json::from_str(r#"[["600519.SH","20260430",1505.5,"n/a"],[null,"20260429",1.0,1.0]]"#).unwrap(),
+            },
+            source: "sandbox:tushare",
+            cost_pts: 1,
+        };
+        let at = Utc::now();
+        let records = daily.records(&DAILY, at);
+        assert_eq!(records.len(), 1, "a row without its key is dropped");
+        assert_eq!((records[0].number("close"), records[0].number("vol"), records[0].number("open")), (Some(1505.5), None, None));
+        assert_eq!((records[0].source.as_str(), records[0].fetched_at, records[0].raw.as_deref()), ("sandbox:tushare", at, None));
+
+        let fina = Fetched {
+            table: Table {
+                fields: fields(&["ts_code", "end_date", "eps", "extra_field"]),
+                items: serde_json::from_str(r#"[["600519.SH","20251231",68.64,"kept"]]"#).unwrap(),
+            },
+            source: "tushare",
+            cost_pts: 1,
+        };
+        let raw = fina.records(&FINA_INDICATOR, at).remove(0).raw.unwrap();
+        assert!(raw.contains(r#""extra_field":"kept""#), "{raw}");
     }
 
     #[test]

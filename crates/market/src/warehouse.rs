@@ -3,6 +3,7 @@
 //! One writer connection serialises fills; reads use their own connections, so a read never waits for a
 //! fill of another key (DuckDB's MVCC gives each reader a consistent snapshot).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -10,7 +11,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use duckdb::types::{TimeUnit, Value as DuckValue};
 use duckdb::Connection;
 
-use crate::tushare::{Row, Table};
+use twilight_core::TsCode;
+
 use crate::MarketError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,13 +33,16 @@ const fn col(name: &'static str, ty: ColType) -> Column {
     Column { name, ty }
 }
 
-/// A warehouse table: its first `key_len` columns form the primary key; every table also records
-/// `source` (who answered) and `fetched_at` (when), which the cite envelope reports.
+/// A warehouse table: its first `key_len` columns identify a row; every table also records `source`
+/// (who answered) and `fetched_at` (when), which the cite envelope reports.
 #[derive(Debug)]
 pub struct TableSpec {
     pub name: &'static str,
     pub columns: &'static [Column],
     pub key_len: usize,
+    /// Rows of several sources sit side by side under one key (`source` is part of the primary
+    /// key), so their values can be compared; otherwise a row replaces whatever source wrote before.
+    pub per_source: bool,
     /// Keep the whole upstream row as JSON text (DuckDB's JSON type needs an extension we do not build),
     /// for tables where we serve a few of many fields.
     pub keep_raw: bool,
@@ -61,6 +66,7 @@ pub const DAILY: TableSpec = TableSpec {
         col("amount", Double),
     ],
     key_len: 2,
+    per_source: true,
     keep_raw: false,
 };
 
@@ -87,6 +93,7 @@ pub const DAILY_BASIC: TableSpec = TableSpec {
         col("circ_mv", Double),
     ],
     key_len: 2,
+    per_source: false,
     keep_raw: false,
 };
 
@@ -111,6 +118,7 @@ pub const FINA_INDICATOR: TableSpec = TableSpec {
         col("netprofit_yoy", Double),
     ],
     key_len: 2,
+    per_source: false,
     keep_raw: true,
 };
 
@@ -118,6 +126,7 @@ pub const TRADE_CAL: TableSpec = TableSpec {
     name: "trade_cal",
     columns: &[col("exchange", Text), col("cal_date", Date), col("is_open", Int), col("pretrade_date", Date)],
     key_len: 2,
+    per_source: false,
     keep_raw: false,
 };
 
@@ -133,6 +142,7 @@ pub const STOCK_BASIC: TableSpec = TableSpec {
         col("list_date", Date),
     ],
     key_len: 1,
+    per_source: false,
     keep_raw: false,
 };
 
@@ -140,6 +150,7 @@ pub const ADJ_FACTOR: TableSpec = TableSpec {
     name: "adj_factor",
     columns: &[col("ts_code", Text), col("trade_date", Date), col("adj_factor", Double)],
     key_len: 2,
+    per_source: false,
     keep_raw: false,
 };
 
@@ -181,7 +192,10 @@ impl TableSpec {
                 format!("\"{}\" {ty}", c.name)
             })
             .collect();
-        let keys: Vec<&str> = self.columns[..self.key_len].iter().map(|c| c.name).collect();
+        let mut keys: Vec<&str> = self.columns[..self.key_len].iter().map(|c| c.name).collect();
+        if self.per_source {
+            keys.push("source");
+        }
         let raw = if self.keep_raw { "raw VARCHAR, " } else { "" };
         format!(
             "CREATE TABLE IF NOT EXISTS {} ({}, {raw}source VARCHAR NOT NULL, fetched_at TIMESTAMP NOT NULL, PRIMARY KEY ({}))",
@@ -200,6 +214,11 @@ impl TableSpec {
         let names: Vec<String> = self.columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
         format!("{}, source, fetched_at", names.join(", "))
     }
+}
+
+/// The upstream a row's `source` names, whether a simulator played it or not (`sandbox:tdx` → `tdx`).
+pub fn source_name(source: &str) -> &str {
+    source.strip_prefix("sandbox:").unwrap_or(source)
 }
 
 /// A typed cell, independent of DuckDB's value type.
@@ -225,22 +244,11 @@ impl Cell {
     fn from_duck(value: DuckValue) -> Cell {
         match value {
             DuckValue::Text(s) => Cell::Text(s),
-            DuckValue::Date32(days) => NaiveDate::from_ymd_opt(1970, 1, 1)
-                .and_then(|epoch| epoch.checked_add_signed(chrono::Duration::days(days.into())))
-                .map_or(Cell::Null, Cell::Date),
+            DuckValue::Date32(_) => date_of(&value).map_or(Cell::Null, Cell::Date),
             DuckValue::Double(n) => Cell::Number(n),
             DuckValue::Int(n) => Cell::Number(n.into()),
             DuckValue::BigInt(n) => Cell::Number(n as f64),
             _ => Cell::Null,
-        }
-    }
-
-    /// Converts an upstream JSON value into the column's type; junk becomes Null rather than a wrong number.
-    fn from_upstream(row: &Row<'_>, column: &Column) -> Cell {
-        match column.ty {
-            Text => row.str(column.name).map_or(Cell::Null, |s| Cell::Text(s.to_string())),
-            Date => row.str(column.name).and_then(|s| twilight_core::parse_date(s).ok()).map_or(Cell::Null, Cell::Date),
-            Double | Int => row.f64(column.name).map_or(Cell::Null, Cell::Number),
         }
     }
 }
@@ -252,6 +260,8 @@ pub struct Record {
     pub cells: Vec<Cell>,
     pub source: String,
     pub fetched_at: DateTime<Utc>,
+    /// The whole upstream row as JSON, kept for tables that keep it (`TableSpec::keep_raw`).
+    pub raw: Option<String>,
 }
 
 impl Record {
@@ -301,9 +311,17 @@ impl Warehouse {
         let conn = Connection::open(path).map_err(storage)?;
         for spec in TABLES {
             conn.execute_batch(&spec.ddl()).map_err(storage)?;
+            if spec.per_source && !source_in_key(&conn, spec).map_err(storage)? {
+                rekey_by_source(&conn, spec).map_err(storage)?;
+            }
             conn.execute_batch(&format!("CREATE TABLE IF NOT EXISTS {} AS SELECT * FROM {} LIMIT 0", spec.stage_name(), spec.name))
                 .map_err(storage)?;
         }
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS backfill_ranges (source VARCHAR NOT NULL, ts_code VARCHAR NOT NULL, since DATE NOT NULL, \
+             through DATE NOT NULL, PRIMARY KEY (source, ts_code))",
+        )
+        .map_err(storage)?;
         let origin = conn.try_clone().map_err(storage)?;
         Ok(Warehouse { writer: Mutex::new(conn), origin: Mutex::new(origin), readers: Mutex::new(Vec::new()) })
     }
@@ -344,45 +362,65 @@ impl Warehouse {
                     DuckValue::Timestamp(unit, v) => timestamp(unit, v),
                     _ => DateTime::<Utc>::UNIX_EPOCH,
                 };
-                Ok(Record { spec, cells, source, fetched_at })
+                Ok(Record { spec, cells, source, fetched_at, raw: None })
             })?;
             rows.collect()
         })
     }
 
-    /// Upserts every row of an upstream answer into `spec`, in one transaction on the single writer.
-    pub fn upsert(
-        &self,
-        spec: &'static TableSpec,
-        table: &Table,
-        source: &str,
-        fetched_at: DateTime<Utc>,
-    ) -> Result<Vec<Record>, MarketError> {
-        let rows = rows_of(spec, table, source, fetched_at);
-        let stamp = DuckValue::Timestamp(TimeUnit::Microsecond, fetched_at.timestamp_micros());
-        let stage = spec.stage_name();
-
-        // Bulk path: append to a staging table, then one set-based upsert (row-by-row INSERTs of a
-        // whole-market day or the 36-year calendar take seconds).
+    /// Upserts `records` of `spec` in one transaction on the single writer.
+    pub fn upsert(&self, spec: &'static TableSpec, records: &[Record]) -> Result<(), MarketError> {
         let mut conn = self.writer.lock().expect("writer");
         let tx = conn.transaction().map_err(storage)?;
-        tx.execute_batch(&format!("DELETE FROM {stage}")).map_err(storage)?;
-        {
-            let mut appender = tx.appender(&stage).map_err(storage)?;
-            for (record, raw) in &rows {
-                let mut params: Vec<DuckValue> = spec.columns.iter().zip(&record.cells).map(|(c, cell)| cell.to_duck(c.ty)).collect();
-                if spec.keep_raw {
-                    params.push(raw.clone().map_or(DuckValue::Null, DuckValue::Text));
-                }
-                params.push(DuckValue::Text(record.source.clone()));
-                params.push(stamp.clone());
-                appender.append_row(duckdb::appender_params_from_iter(params)).map_err(storage)?;
+        merge(&tx, spec, records).map_err(storage)?;
+        tx.commit().map_err(storage)
+    }
+
+    /// Per code, the range of days a backfill from `source` has fetched whole.
+    pub fn backfilled(&self, source: &str) -> Result<HashMap<String, (NaiveDate, NaiveDate)>, MarketError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT ts_code, since, through FROM backfill_ranges WHERE source = ?")?;
+            let rows = stmt.query_map([source], |row| {
+                let date = |i| row.get::<_, DuckValue>(i).map(|v| date_of(&v).unwrap_or(NaiveDate::MIN));
+                Ok((row.get::<_, String>(0)?, (date(1)?, date(2)?)))
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Stores a backfill's `records` of `code` and widens the range it has fetched whole by
+    /// `range`, in one transaction: an interrupted backfill never claims days it did not store.
+    pub fn store_backfill(&self, source: &str, code: TsCode, range: (NaiveDate, NaiveDate), records: &[Record]) -> Result<(), MarketError> {
+        let day = |d: NaiveDate| Cell::Date(d).to_duck(Date);
+        let mut conn = self.writer.lock().expect("writer");
+        let tx = conn.transaction().map_err(storage)?;
+        merge(&tx, &DAILY, records).map_err(storage)?;
+        tx.execute(
+            "INSERT INTO backfill_ranges VALUES (?, ?, ?, ?) ON CONFLICT (source, ts_code) DO UPDATE \
+             SET since = least(backfill_ranges.since, excluded.since), through = greatest(backfill_ranges.through, excluded.through)",
+            duckdb::params![source, code.to_string(), day(range.0), day(range.1)],
+        )
+        .map_err(storage)?;
+        tx.commit().map_err(storage)
+    }
+
+    /// The `n` codes of largest `total_mv` in `daily_basic` on `day`, largest first; `None` unless
+    /// the warehouse holds that day for the whole market (a few rows from single-code requests do
+    /// not rank it).
+    pub fn largest_by_market_value(&self, day: NaiveDate, n: usize) -> Result<Option<Vec<String>>, MarketError> {
+        /// Fewer rows than this on a day means it was never filled whole (the A-share market lists ~5,000).
+        const WHOLE_MARKET: i64 = 1_000;
+        let day = Cell::Date(day).to_duck(Date);
+        self.read(|conn| {
+            let rows: i64 = conn.query_row("SELECT count(*) FROM daily_basic WHERE trade_date = ?", [&day], |r| r.get(0))?;
+            if rows < WHOLE_MARKET {
+                return Ok(None);
             }
-            appender.flush().map_err(storage)?;
-        }
-        tx.execute_batch(&format!("INSERT OR REPLACE INTO {} SELECT * FROM {stage}", spec.name)).map_err(storage)?;
-        tx.commit().map_err(storage)?;
-        Ok(rows.into_iter().map(|(record, _)| record).collect())
+            let mut stmt =
+                conn.prepare_cached("SELECT ts_code FROM daily_basic WHERE trade_date = ? ORDER BY total_mv DESC NULLS LAST LIMIT ?")?;
+            let codes = stmt.query_map(duckdb::params![day, n as i64], |r| r.get::<_, String>(0))?;
+            codes.collect::<duckdb::Result<Vec<_>>>().map(Some)
+        })
     }
 
     /// Row counts per table, for the deep health check.
@@ -396,28 +434,54 @@ impl Warehouse {
     }
 }
 
-/// An upstream answer as `spec`'s records, without storing them: what an answer is made of when
-/// the warehouse cannot take them.
-pub fn records(spec: &'static TableSpec, table: &Table, source: &str, fetched_at: DateTime<Utc>) -> Vec<Record> {
-    rows_of(spec, table, source, fetched_at).into_iter().map(|(record, _)| record).collect()
+/// Appends `records` to `spec`'s staging table, then one set-based upsert (row-by-row INSERTs of a
+/// whole-market day or the 36-year calendar take seconds).
+fn merge(tx: &duckdb::Transaction<'_>, spec: &'static TableSpec, records: &[Record]) -> duckdb::Result<()> {
+    let stage = spec.stage_name();
+    tx.execute_batch(&format!("DELETE FROM {stage}"))?;
+    {
+        let mut appender = tx.appender(&stage)?;
+        for record in records {
+            let mut params: Vec<DuckValue> = spec.columns.iter().zip(&record.cells).map(|(c, cell)| cell.to_duck(c.ty)).collect();
+            if spec.keep_raw {
+                params.push(record.raw.clone().map_or(DuckValue::Null, DuckValue::Text));
+            }
+            params.push(DuckValue::Text(record.source.clone()));
+            params.push(DuckValue::Timestamp(TimeUnit::Microsecond, record.fetched_at.timestamp_micros()));
+            appender.append_row(duckdb::appender_params_from_iter(params))?;
+        }
+        appender.flush()?;
+    }
+    tx.execute_batch(&format!("INSERT OR REPLACE INTO {} SELECT * FROM {stage}", spec.name))
 }
 
-/// The rows of an upstream answer `spec` keeps (those with every key column), each with its raw
-/// JSON when the table keeps that too.
-fn rows_of(spec: &'static TableSpec, table: &Table, source: &str, fetched_at: DateTime<Utc>) -> Vec<(Record, Option<String>)> {
-    table
-        .rows()
-        .map(|row| {
-            let record = Record {
-                spec,
-                cells: spec.columns.iter().map(|c| Cell::from_upstream(&row, c)).collect(),
-                source: source.to_string(),
-                fetched_at,
-            };
-            (record, spec.keep_raw.then(|| row.to_json().to_string()))
-        })
-        .filter(|(record, _)| record.cells[..spec.key_len].iter().all(|c| *c != Cell::Null))
-        .collect()
+/// Whether `spec`'s stored primary key already includes `source` (warehouses made before sources
+/// sat side by side keyed `daily` by code and date alone).
+fn source_in_key(conn: &Connection, spec: &TableSpec) -> duckdb::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) > 0 FROM duckdb_constraints() WHERE table_name = ? AND constraint_type = 'PRIMARY KEY' \
+         AND list_contains(constraint_column_names, 'source')",
+        [spec.name],
+        |row| row.get(0),
+    )
+}
+
+/// Rebuilds `spec`'s table under its current primary key, keeping every row (DuckDB cannot alter a
+/// primary key in place).
+fn rekey_by_source(conn: &Connection, spec: &TableSpec) -> duckdb::Result<()> {
+    let old = format!("_{}_before_sources", spec.name);
+    conn.execute_batch(&format!(
+        "BEGIN; ALTER TABLE {name} RENAME TO {old}; {ddl}; INSERT INTO {name} SELECT * FROM {old}; DROP TABLE {old}; COMMIT;",
+        name = spec.name,
+        ddl = spec.ddl()
+    ))
+}
+
+fn date_of(value: &DuckValue) -> Option<NaiveDate> {
+    match value {
+        DuckValue::Date32(days) => NaiveDate::from_ymd_opt(1970, 1, 1)?.checked_add_signed(chrono::Duration::days((*days).into())),
+        _ => None,
+    }
 }
 
 fn timestamp(unit: TimeUnit, value: i64) -> DateTime<Utc> {
@@ -432,12 +496,20 @@ fn timestamp(unit: TimeUnit, value: i64) -> DateTime<Utc> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
-    fn table(items: serde_json::Value) -> Table {
-        Table { fields: DAILY.fields().iter().map(|f| f.to_string()).collect(), items: serde_json::from_value(items).unwrap() }
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).unwrap()
+    }
+
+    fn daily(code: &str, date: NaiveDate, close: Option<f64>, source: &str, at: DateTime<Utc>) -> Record {
+        let mut cells = vec![Cell::Text(code.into()), Cell::Date(date)];
+        cells.extend(DAILY.columns[2..].iter().map(|c| match (c.name, close) {
+            ("close", Some(close)) => Cell::Number(close),
+            ("close", None) => Cell::Null,
+            _ => Cell::Number(1.0),
+        }));
+        Record { spec: &DAILY, cells, source: source.into(), fetched_at: at, raw: None }
     }
 
     #[test]
@@ -445,51 +517,111 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let warehouse = Warehouse::open(&dir.path().join("w.duckdb")).unwrap();
         let at = DateTime::from_timestamp(1_777_000_000, 0).unwrap();
-        let rows = json!([
-            ["600519.SH", "20260430", 1500.0, 1510.0, 1490.0, 1505.5, 1499.0, 6.5, 0.4336, 20000.0, 3010000.0],
-            ["600519.SH", "20260429", 1490.0, 1500.0, 1480.0, 1499.0, 1488.0, 11.0, 0.7392, null, 2990000.0],
-            [null, "20260429", 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]
-        ]);
-        let stored = warehouse.upsert(&DAILY, &table(rows), "sandbox:tushare", at).unwrap();
-        assert_eq!(stored.len(), 2, "a row without its key is dropped");
+        let rows = [
+            daily("600519.SH", d(2026, 4, 30), Some(1505.5), "sandbox:tushare", at),
+            daily("600519.SH", d(2026, 4, 29), None, "sandbox:tushare", at),
+        ];
+        warehouse.upsert(&DAILY, &rows).unwrap();
 
         let key = [Cell::Text("600519.SH".into())];
         let found = warehouse.select(&DAILY, &key, Some("trade_date")).unwrap();
         assert_eq!(found.len(), 2);
-        assert_eq!(found[0].date("trade_date"), NaiveDate::from_ymd_opt(2026, 4, 30));
+        assert_eq!(found[0].date("trade_date"), Some(d(2026, 4, 30)));
         assert_eq!(found[0].number("close"), Some(1505.5));
-        assert_eq!(found[1].number("vol"), None);
+        assert_eq!(found[1].number("close"), None);
         assert_eq!(found[0].source, "sandbox:tushare");
         assert_eq!(found[0].fetched_at, at);
 
         let later = at + chrono::Duration::hours(1);
-        let fix = json!([["600519.SH", "20260430", 1500.0, 1510.0, 1490.0, 1506.0, 1499.0, 7.0, 0.467, 20000.0, 3010000.0]]);
-        warehouse.upsert(&DAILY, &table(fix), "tushare", later).unwrap();
-        let one = warehouse
-            .select(&DAILY, &[Cell::Text("600519.SH".into()), Cell::Date(NaiveDate::from_ymd_opt(2026, 4, 30).unwrap())], None)
-            .unwrap();
-        assert_eq!(one.len(), 1);
-        assert_eq!((one[0].number("close"), one[0].source.as_str(), one[0].fetched_at), (Some(1506.0), "tushare", later));
+        warehouse.upsert(&DAILY, &[daily("600519.SH", d(2026, 4, 30), Some(1506.0), "sandbox:tushare", later)]).unwrap();
+        let one = warehouse.select(&DAILY, &[Cell::Text("600519.SH".into()), Cell::Date(d(2026, 4, 30))], None).unwrap();
+        assert_eq!(one.len(), 1, "the same source replaces its row");
+        assert_eq!((one[0].number("close"), one[0].fetched_at), (Some(1506.0), later));
         assert_eq!(warehouse.row_counts().unwrap().iter().find(|(t, _)| *t == "daily").unwrap().1, 2);
+    }
+
+    #[test]
+    fn two_sources_of_a_day_sit_side_by_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::open(&dir.path().join("w.duckdb")).unwrap();
+        let at = Utc::now();
+        let day = d(2026, 4, 30);
+        warehouse.upsert(&DAILY, &[daily("600519.SH", day, Some(1505.5), "tushare", at)]).unwrap();
+        warehouse
+            .upsert(
+                &DAILY,
+                &[daily("600519.SH", day, Some(1505.6), "tdx", at), daily("600519.SH", d(2026, 4, 29), Some(1499.0), "tdx", at)],
+            )
+            .unwrap();
+        let mut both = warehouse.select(&DAILY, &[Cell::Text("600519.SH".into()), Cell::Date(day)], None).unwrap();
+        both.sort_by(|a, b| a.source.cmp(&b.source));
+        assert_eq!(
+            both.iter().map(|r| (r.source.as_str(), r.number("close"))).collect::<Vec<_>>(),
+            [("tdx", Some(1505.6)), ("tushare", Some(1505.5))]
+        );
+        assert_eq!(both[0].fetched_at, both[1].fetched_at);
+    }
+
+    #[test]
+    fn backfilled_ranges_widen_with_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::open(&dir.path().join("w.duckdb")).unwrap();
+        let code: TsCode = "600519.SH".parse().unwrap();
+        let rows = [daily("600519.SH", d(2026, 4, 29), Some(1499.0), "tdx", Utc::now())];
+        warehouse.store_backfill("tdx", code, (d(2021, 4, 30), d(2026, 4, 29)), &rows).unwrap();
+        warehouse.store_backfill("tdx", code, (d(2026, 4, 29), d(2026, 4, 30)), &[]).unwrap();
+        assert_eq!(warehouse.backfilled("tdx").unwrap()["600519.SH"], (d(2021, 4, 30), d(2026, 4, 30)));
+        assert!(warehouse.backfilled("tushare").unwrap().is_empty());
+        assert_eq!(warehouse.select(&DAILY, &[], None).unwrap().len(), 1);
+    }
+
+    /// A warehouse from before sources sat side by side keys `daily` by code and date: opening it
+    /// rebuilds that key and keeps every row.
+    #[test]
+    fn an_older_warehouse_is_rekeyed_by_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.duckdb");
+        {
+            let conn = Connection::open(&path).unwrap();
+            let old_ddl = DAILY.ddl().replace(", source)", ")");
+            assert_ne!(old_ddl, DAILY.ddl());
+            conn.execute_batch(&old_ddl).unwrap();
+            conn.execute_batch("INSERT INTO daily (ts_code, trade_date, close, source, fetched_at) VALUES ('600519.SH', DATE '2026-04-30', 1505.5, 'tushare', TIMESTAMP '2026-04-30 09:00:00')").unwrap();
+        }
+        let warehouse = Warehouse::open(&path).unwrap();
+        warehouse.upsert(&DAILY, &[daily("600519.SH", d(2026, 4, 30), Some(1505.6), "tdx", Utc::now())]).unwrap();
+        let rows = warehouse.select(&DAILY, &[Cell::Text("600519.SH".into())], None).unwrap();
+        assert_eq!(rows.len(), 2, "the old row kept beside the new source's");
+        drop(warehouse);
+        assert_eq!(Warehouse::open(&path).unwrap().select(&DAILY, &[], None).unwrap().len(), 2, "reopening changes nothing");
     }
 
     #[test]
     fn integer_and_raw_columns_store() {
         let dir = tempfile::tempdir().unwrap();
         let warehouse = Warehouse::open(&dir.path().join("w.duckdb")).unwrap();
-        let cal = Table {
-            fields: vec!["exchange".into(), "cal_date".into(), "is_open".into(), "pretrade_date".into()],
-            items: serde_json::from_value(json!([["SSE", "20260501", 0, "20260430"], ["SSE", "20260430", 1, "20260429"]])).unwrap(),
+        let at = Utc::now();
+        let day = |date: NaiveDate, open: f64| Record {
+            spec: &TRADE_CAL,
+            cells: vec![Cell::Text("SSE".into()), Cell::Date(date), Cell::Number(open), Cell::Null],
+            source: "tushare".into(),
+            fetched_at: at,
+            raw: None,
         };
-        warehouse.upsert(&TRADE_CAL, &cal, "tushare", Utc::now()).unwrap();
+        warehouse.upsert(&TRADE_CAL, &[day(d(2026, 5, 1), 0.0), day(d(2026, 4, 30), 1.0)]).unwrap();
         let days = warehouse.select(&TRADE_CAL, &[Cell::Text("SSE".into())], Some("cal_date")).unwrap();
         assert_eq!(days.iter().map(|d| d.number("is_open")).collect::<Vec<_>>(), [Some(0.0), Some(1.0)]);
 
-        let fina = Table {
-            fields: vec!["ts_code".into(), "end_date".into(), "ann_date".into(), "eps".into(), "extra_field".into()],
-            items: serde_json::from_value(json!([["600519.SH", "20251231", "20260328", 68.64, "kept in raw"]])).unwrap(),
+        let mut cells = vec![Cell::Text("600519.SH".into()), Cell::Date(d(2025, 12, 31))];
+        cells.extend(FINA_INDICATOR.columns[2..].iter().map(|_| Cell::Null));
+        let report = Record {
+            spec: &FINA_INDICATOR,
+            cells,
+            source: "tushare".into(),
+            fetched_at: at,
+            raw: Some(r#"{"extra_field":"kept in raw"}"#.into()),
         };
-        warehouse.upsert(&FINA_INDICATOR, &fina, "tushare", Utc::now()).unwrap();
+        warehouse.upsert(&FINA_INDICATOR, &[report]).unwrap();
         let raw: String = warehouse.read(|c| c.query_row("SELECT raw FROM fina_indicator", [], |r| r.get(0))).unwrap();
         assert!(raw.contains("kept in raw"), "{raw}");
     }

@@ -18,7 +18,7 @@ use twilight_billing::{ApiV3Key, Billing, BillingConfig, MerchantKey, StaticPubl
 use twilight_core::RawToken;
 use twilight_market::{Market, MarketConfig, TushareConfig};
 use twilight_provision::secret_file;
-use twilight_sandbox::{IlinkSim, IlinkSimConfig, LlmSim, SandboxKeys, SearchKind, SearchSim, TushareSim, WechatPaySim};
+use twilight_sandbox::{IlinkSim, IlinkSimConfig, LlmSim, SandboxKeys, SearchKind, SearchSim, TdxSim, TushareSim, WechatPaySim};
 use twilight_search::{Bocha, DashScope, DashScopeRoute, Endpoint, GoogleCse, Provider, SearchConfig, Searcher};
 
 use crate::cfg::Config;
@@ -36,11 +36,31 @@ pub const SANDBOX_LLM_KEY: &str = "sk-sandbox";
 pub const SANDBOX_SEARCH_KEY: &str = "sandbox-search-key";
 const SANDBOX_SEARCH_ENGINE: &str = "sandbox-engine";
 
+/// The market-data simulators: Tushare and a TDX quote server over the same universe (the same
+/// closes), for `serve` and `backfill` alike.
+#[derive(Clone)]
+pub struct MarketSims {
+    pub tushare: TushareSim,
+    pub tushare_url: String,
+    pub tdx: TdxSim,
+    /// `host:port` of the TDX server.
+    pub tdx_addr: String,
+}
+
+impl MarketSims {
+    pub async fn start() -> anyhow::Result<MarketSims> {
+        let tushare = TushareSim::new(SANDBOX_TUSHARE_TOKEN);
+        let (tushare_addr, _task) = twilight_sandbox::serve(tushare.router(), 0).await.context("starting the sandbox Tushare")?;
+        let tdx = TdxSim::new();
+        let (tdx_addr, _task) = tdx.start(0).await.context("starting the sandbox TDX server")?;
+        Ok(MarketSims { tushare, tushare_url: format!("http://{tushare_addr}"), tdx, tdx_addr: tdx_addr.to_string() })
+    }
+}
+
 /// The simulators started in-process by the embedded default.
 #[derive(Clone)]
 pub struct Sandbox {
-    pub tushare: TushareSim,
-    pub tushare_url: String,
+    pub market: MarketSims,
     pub wechatpay: WechatPaySim,
     pub wechatpay_url: String,
     /// Both sides' WeChat Pay keys, fresh on every start (the simulator keeps no orders across
@@ -57,8 +77,7 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub async fn start() -> anyhow::Result<Sandbox> {
-        let tushare = TushareSim::new(SANDBOX_TUSHARE_TOKEN);
-        let (tushare_addr, _task) = twilight_sandbox::serve(tushare.router(), 0).await.context("starting the sandbox Tushare")?;
+        let market = MarketSims::start().await?;
         let wechatpay_keys = Arc::new(tokio::task::spawn_blocking(SandboxKeys::generate).await?);
         let wechatpay = WechatPaySim::new(wechatpay_keys.sim_config(SANDBOX_MCHID, SANDBOX_APPID));
         let (wechatpay_addr, _task) = twilight_sandbox::serve(wechatpay.router(), 0).await.context("starting the sandbox WeChat Pay")?;
@@ -73,8 +92,7 @@ impl Sandbox {
             search.push((kind, sim, format!("http://{addr}")));
         }
         Ok(Sandbox {
-            tushare,
-            tushare_url: format!("http://{tushare_addr}"),
+            market,
             wechatpay,
             wechatpay_url: format!("http://{wechatpay_addr}"),
             wechatpay_keys,
@@ -120,6 +138,8 @@ pub struct Running {
     pub addr: SocketAddr,
     pub admin_token_file: PathBuf,
     pub accounts: Arc<dyn Accounts>,
+    /// The warehouse and its read path (one process may open a DuckDB file once).
+    pub market: Arc<Market>,
     pub sandbox: Option<Sandbox>,
     /// Checkout and payment notifications; `None` when no processor is configured.
     pub payments: Option<Arc<Payments>>,
@@ -156,22 +176,11 @@ pub async fn signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts everything `config` asks for and begins serving.
-/// Makes everything this process writes from now on (accounts DB, warehouse, secrets, profiles)
-/// readable by its own uid alone: the gateways run as users of their own and are handed their
-/// profile explicitly. Every subcommand calls it first; so does [`start`], for tests that run the
-/// app in-process.
-pub fn own_files_only() {
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-}
-
-pub async fn start(config: &Config) -> anyhow::Result<Running> {
-    own_files_only();
-    let accounts = connect_accounts(config).await?;
-    let sandbox = if config.sandbox.enabled { Some(Sandbox::start().await?) } else { None };
-    let tushare = match &sandbox {
-        Some(sandbox) => TushareConfig {
-            base_url: sandbox.tushare_url.clone(),
+/// The market read path's settings: the sandbox's Tushare, or the configured one with its token.
+pub fn market_config(config: &Config, sims: Option<&MarketSims>) -> anyhow::Result<MarketConfig> {
+    let tushare = match sims {
+        Some(sims) => TushareConfig {
+            base_url: sims.tushare_url.clone(),
             token: SANDBOX_TUSHARE_TOKEN.to_string().into(),
             timeout: config.tushare_timeout(),
             throttle_backoff: Vec::new(),
@@ -184,8 +193,23 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         },
     };
     let breaker_window = Duration::from_secs(config.tushare.breaker_secs.max(1));
-    let market =
-        Market::open(MarketConfig { warehouse_path: config.warehouse_path(), tushare, breaker_window }).context("opening the warehouse")?;
+    Ok(MarketConfig { warehouse_path: config.warehouse_path(), tushare, breaker_window })
+}
+
+/// Makes everything this process writes from now on (accounts DB, warehouse, secrets, profiles)
+/// readable by its own uid alone: the gateways run as users of their own and are handed their
+/// profile explicitly. Every subcommand calls it first; so does [`start`], for tests that run the
+/// app in-process.
+pub fn own_files_only() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+}
+
+/// Starts everything `config` asks for and begins serving.
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    own_files_only();
+    let accounts = connect_accounts(config).await?;
+    let sandbox = if config.sandbox.enabled { Some(Sandbox::start().await?) } else { None };
+    let market = Arc::new(Market::open(market_config(config, sandbox.as_ref().map(|s| &s.market))?).context("opening the warehouse")?);
     let admin_token_file = config.data_dir.join("admin-token");
     ensure_admin_token(&*accounts, &admin_token_file).await?;
 
@@ -202,7 +226,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     };
     let ctx = ApiContext::new(ApiParts {
         accounts: accounts.clone(),
-        market: Arc::new(market),
+        market: market.clone(),
         search: Arc::new(searcher(config, sandbox.as_ref())?),
         payments: payments.clone(),
         llm,
@@ -230,7 +254,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         }
     }
     let server = tokio::spawn(serve(listener, ctx, shutdown.clone(), config.shutdown_drain()));
-    Ok(Running { addr, admin_token_file, accounts, sandbox, payments, shutdown, server })
+    Ok(Running { addr, admin_token_file, accounts, market, sandbox, payments, shutdown, server })
 }
 
 /// Serves until `shutdown`, then lets requests in flight finish for at most `drain` (a client that

@@ -18,7 +18,7 @@ use twilight_billing::{ApiV3Key, MerchantKey, StaticPublicKey, WechatPayConfig};
 
 /// Top-level config keys the environment may set; other `TWILIGHT_*` variables (secrets such as
 /// `TWILIGHT_TUSHARE_TOKEN`, `TWILIGHT_LOG`, test switches) are not configuration.
-const CONFIG_KEYS: [&str; 14] = [
+const CONFIG_KEYS: [&str; 15] = [
     "listen",
     "public_url",
     "data_dir",
@@ -26,6 +26,7 @@ const CONFIG_KEYS: [&str; 14] = [
     "warehouse_path",
     "edge",
     "tushare",
+    "tdx",
     "sandbox",
     "payments",
     "subscription",
@@ -49,6 +50,7 @@ pub struct Config {
     pub warehouse_path: Option<PathBuf>,
     pub edge: EdgeSection,
     pub tushare: TushareSection,
+    pub tdx: TdxSection,
     pub sandbox: SandboxSection,
     pub payments: PaymentsSection,
     pub subscription: SubscriptionSection,
@@ -143,6 +145,19 @@ pub struct TushareSection {
     pub throttle_backoff_secs: Vec<u64>,
     /// After Tushare fails, seconds it is left alone (answers come from the warehouse, marked stale).
     pub breaker_secs: u64,
+}
+
+/// TDX quote servers: the free source of bulk daily history (`twilight backfill`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TdxSection {
+    /// `host:port` of each server, the healthiest asked first; the sandbox's own in the embedded
+    /// default.
+    pub servers: Vec<String>,
+    /// Per connect and per request.
+    pub timeout_secs: u64,
+    /// Concurrent connections per server: public servers drop clients that open many.
+    pub connections_per_server: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -343,6 +358,7 @@ impl Default for Config {
                 throttle_backoff_secs: vec![2, 10],
                 breaker_secs: 30,
             },
+            tdx: TdxSection { servers: Vec::new(), timeout_secs: 5, connections_per_server: 2 },
             sandbox: SandboxSection { enabled: true },
             payments: PaymentsSection { order_ttl_minutes: 30, reconcile_grace_secs: 60, closed_retention_days: 30, wechatpay: None },
             subscription: SubscriptionSection { grace_days: 3, retention_days: 30, check_interval_secs: 60 },
@@ -535,6 +551,16 @@ impl Config {
     }
 
     /// The Tushare token, from `TWILIGHT_TUSHARE_TOKEN` or `tushare.token_file`.
+    /// The TDX client's settings, over `servers`.
+    pub fn tdx_pool(&self, servers: Vec<String>) -> twilight_tdx::PoolConfig {
+        twilight_tdx::PoolConfig {
+            servers,
+            timeout: Duration::from_secs(self.tdx.timeout_secs.max(1)),
+            connections_per_server: self.tdx.connections_per_server.max(1),
+            ..twilight_tdx::PoolConfig::default()
+        }
+    }
+
     pub fn tushare_token(&self) -> anyhow::Result<SecretString> {
         secret("TWILIGHT_TUSHARE_TOKEN", "tushare.token_file", self.tushare.token_file.as_deref())?
             .context("no Tushare token: set TWILIGHT_TUSHARE_TOKEN or tushare.token_file (or run the sandbox)")

@@ -2,6 +2,7 @@
 //! Wiring for the `twilight` binary, as a library so tests and benches start the same app.
 
 pub mod app;
+pub mod backfill;
 pub mod cfg;
 pub mod provisioning;
 pub mod scheduler;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use twilight::app::{self, Sandbox};
+use twilight::backfill::{self, Codes};
 use twilight::cfg::Config;
 use twilight_accounts::{NewUser, Plan, UserStatus};
 use uuid::Uuid;
@@ -43,6 +44,22 @@ enum Command {
     Provisioner,
     /// Run the upstream simulators on loopback ports until interrupted.
     Sandbox,
+    /// Fill the warehouse with years of daily bars from TDX: resumable (a second run fetches only
+    /// what is new) and no Tushare points spent on bars.
+    Backfill {
+        /// Codes to fill, comma-separated (600519.SH,000001.SZ); default: the largest by market value.
+        #[arg(long, value_delimiter = ',', conflicts_with = "all")]
+        codes: Vec<twilight_core::TsCode>,
+        /// Every listed Shanghai and Shenzhen stock.
+        #[arg(long)]
+        all: bool,
+        /// How many of the largest by total market value, without --codes or --all.
+        #[arg(long, default_value_t = 300)]
+        top: usize,
+        /// Years of history back from the last closed session.
+        #[arg(long, default_value_t = 5)]
+        years: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -121,9 +138,26 @@ async fn main() -> anyhow::Result<()> {
         Command::Admin(command) => admin(&config, command).await,
         Command::Scheduler => scheduler(&config).await,
         Command::Provisioner => provisioner(&config).await,
+        Command::Backfill { codes, all, top, years } => {
+            let codes = match (codes.is_empty(), all) {
+                (false, _) => Codes::Listed(codes),
+                (true, true) => Codes::All,
+                (true, false) => Codes::Largest(top),
+            };
+            let summary = backfill::run(&config, codes, years).await?;
+            if summary.failed > 0 {
+                anyhow::bail!(
+                    "{} of {} codes failed (see the progress lines); run backfill again to retry them",
+                    summary.failed,
+                    summary.codes
+                );
+            }
+            Ok(())
+        }
         Command::Sandbox => {
             let sandbox = Sandbox::start().await?;
-            println!("sandbox Tushare: {} (token: {})", sandbox.tushare_url, app::SANDBOX_TUSHARE_TOKEN);
+            println!("sandbox Tushare: {} (token: {})", sandbox.market.tushare_url, app::SANDBOX_TUSHARE_TOKEN);
+            println!("sandbox TDX quote server: {}", sandbox.market.tdx_addr);
             println!("sandbox WeChat Pay: {} (mchid {}; its keys are fresh on every start)", sandbox.wechatpay_url, app::SANDBOX_MCHID);
             for (kind, _, url) in &sandbox.search {
                 println!("sandbox search {}: {url} (key: {})", kind.name(), app::SANDBOX_SEARCH_KEY);
@@ -139,7 +173,10 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
     println!("Twilight Drive is up at {}", running.url());
     println!("  admin token: {} (send it as 'Authorization: Bearer <token>' to /admin/*)", running.admin_token_file.display());
     if let Some(sandbox) = &running.sandbox {
-        println!("  sandbox mode: upstreams are simulators (Tushare at {}); answers are labelled sandbox:*", sandbox.tushare_url);
+        println!(
+            "  sandbox mode: upstreams are simulators (Tushare at {}, TDX at {}); answers are labelled sandbox:*",
+            sandbox.market.tushare_url, sandbox.market.tdx_addr
+        );
         println!("  sandbox WeChat Pay at {}: pay an order on its page /sandbox/pay/<order number>", sandbox.wechatpay_url);
         println!("  sandbox iLink at {} (scan a pairing QR on its page), sandbox LLM at {}", sandbox.ilink_url, sandbox.llm_url);
         let search: Vec<String> = sandbox.search.iter().map(|(kind, _, url)| format!("{} at {url}", kind.name())).collect();

@@ -32,6 +32,19 @@ async fn answers_are_traced_by_their_tool_call_id(app: TestApp) {
     assert_eq!(value["key"], serde_json::json!({"ts_code": "600519.SH", "trade_date": "20260430"}));
     assert_eq!(value["fetched_at"], price["cite"]["fetched_at"]);
     assert_eq!(value["warehouse_now"]["value"], price["value"], "what the warehouse holds now: {traced}");
+    assert_eq!(value["other_sources"], serde_json::json!([]), "no other source has that day yet");
+
+    // Once TDX's bars of that day are backfilled, the trace shows what that source says too.
+    let sims = &app.running.sandbox.as_ref().unwrap().market;
+    let pool = twilight_tdx::TdxPool::new(app.config.tdx_pool(vec![sims.tdx_addr.clone()]));
+    let backfill = twilight_market::Backfill::new(pool, app.running.market.warehouse().clone(), "sandbox:tdx");
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 4, 30).unwrap();
+    let plan = twilight_market::BackfillPlan { codes: vec!["600519.SH".parse().unwrap()], since: day, through: day, concurrency: 1 };
+    assert_eq!(backfill.run(&plan, |_| {}).await.unwrap().rows, 1);
+    let traced = app.citation(price_id).await;
+    let other = &traced["values"][0]["other_sources"][0];
+    assert_eq!((other["source"].as_str(), &other["value"]), (Some("sandbox:tdx"), &price["value"]), "{traced}");
+    assert_eq!(traced["values"][0]["warehouse_now"]["source"], "sandbox:tushare", "the cited source's row stays the one cited");
 
     let traced = app.citation(fundamentals_id).await;
     let claims = fundamentals["claims"].as_array().unwrap();

@@ -293,7 +293,7 @@ async fn cached_answers_survive_an_outage_and_never_wait_for_other_fills(app: Te
     let (_, key) = app.user(1000).await;
     let cached = "/price?code=600519.SH&trade_date=20260430";
     let (_, _, before) = app.get(cached, Some(&key)).await;
-    let sim = app.running.sandbox.as_ref().unwrap().tushare.clone();
+    let sim = app.running.sandbox.as_ref().unwrap().market.tushare.clone();
 
     // While one fill hangs on a slow upstream, an answer for another key comes straight back.
     sim.set_mode(twilight_sandbox::TushareMode::Slow(Duration::from_secs(3)));

@@ -60,7 +60,7 @@ async fn a_tushare_outage_over_an_aged_warehouse_answers_stale_and_asks_once_per
     else {
         return;
     };
-    app.running.sandbox.as_ref().unwrap().tushare.set_mode(TushareMode::Down);
+    app.running.sandbox.as_ref().unwrap().market.tushare.set_mode(TushareMode::Down);
 
     let before = total_calls(&app);
     let outage_began = Instant::now();
@@ -93,7 +93,7 @@ async fn a_tushare_outage_over_an_aged_warehouse_answers_stale_and_asks_once_per
     assert!((2..=windows_begun(outage_began)).contains(&attempts), "{attempts} attempts in {:?}", outage_began.elapsed());
 
     // Tushare is back: after the window the stock list is refreshed and answers are fresh again.
-    app.running.sandbox.as_ref().unwrap().tushare.set_mode(TushareMode::Normal);
+    app.running.sandbox.as_ref().unwrap().market.tushare.set_mode(TushareMode::Normal);
     tokio::time::sleep(Duration::from_millis(BREAKER_SECS * 1000 + 300)).await;
     let price = get_ok(&app, "/price?code=600519.SH", &key).await;
     assert_eq!(price["cite"]["stale"], false, "{price}");

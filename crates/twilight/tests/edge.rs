@@ -173,7 +173,7 @@ async fn the_deadline_and_the_body_limit_hold() {
         return;
     };
     let (_, key) = app.user(1_000).await;
-    app.running.sandbox.as_ref().unwrap().tushare.set_mode(TushareMode::Slow(Duration::from_secs(5)));
+    app.running.sandbox.as_ref().unwrap().market.tushare.set_mode(TushareMode::Slow(Duration::from_secs(5)));
     let started = Instant::now();
     let (status, headers, body) = app.get("/price?code=600519.SH&trade_date=20260430", Some(&key)).await;
     let took = started.elapsed();
@@ -205,7 +205,7 @@ async fn shutdown_drains_for_its_deadline_then_flushes_usage() {
     for _ in 0..answered {
         assert_eq!(app.get("/price?code=600519.SH&trade_date=20260430", Some(&key)).await.0, 200);
     }
-    app.running.sandbox.as_ref().unwrap().tushare.set_mode(TushareMode::Slow(Duration::from_secs(30)));
+    app.running.sandbox.as_ref().unwrap().market.tushare.set_mode(TushareMode::Slow(Duration::from_secs(30)));
     let hanging = tokio::spawn({
         let request = app.http.get(app.url("/price?code=000001.SZ&trade_date=20260429")).bearer_auth(&key);
         async move { request.send().await }

@@ -7,7 +7,8 @@ use crate::{ApiContext, ApiError, ApiResult};
 
 /// `GET /admin/citations/{tool_call_id}` — what an answer cited: who asked, when, what they asked,
 /// each value answered with its source, table, row key, fetch time and age; and next to each,
-/// what the warehouse holds for that row now, so a value changed upstream since shows.
+/// what the warehouse holds for that row now from the cited source (`warehouse_now`) and from every
+/// other source that has it (`other_sources`), so a value changed upstream since shows.
 pub async fn trace(State(ctx): State<ApiContext>, ApiPath(tool_call_id): ApiPath<String>) -> ApiResult<Json<Value>> {
     if !tool_call_id.starts_with("tc_") || tool_call_id.len() > 64 {
         return Err(ApiError::invalid("tool_call_id", "a tool_call_id looks like tc_0193…, as a cite carries it"));
@@ -18,14 +19,17 @@ pub async fn trace(State(ctx): State<ApiContext>, ApiPath(tool_call_id): ApiPath
     for value in &mut values {
         let table = value["table"].as_str().unwrap_or_default().to_string();
         let metric = value["metric"].as_str().unwrap_or_default().to_string();
-        let now = match value["key"].as_object() {
-            Some(key) => ctx.market.stored_row(&table, key).await,
-            None => None,
+        let source = value["source"].as_str().unwrap_or_default().to_string();
+        let rows = match value["key"].as_object() {
+            Some(key) => ctx.market.stored_rows(&table, key).await,
+            None => Vec::new(),
         };
-        value["warehouse_now"] = match now {
-            Some(row) => json!({ "value": row.number(&metric), "source": row.source, "fetched_at": row.fetched_at }),
-            None => Value::Null,
-        };
+        let (cited, others): (Vec<_>, Vec<_>) = rows
+            .iter()
+            .map(|row| (row.source.as_str(), json!({ "value": row.number(&metric), "source": row.source, "fetched_at": row.fetched_at })))
+            .partition(|(row_source, _)| *row_source == source);
+        value["warehouse_now"] = cited.into_iter().next().map_or(Value::Null, |(_, row)| row);
+        value["other_sources"] = others.into_iter().map(|(_, row)| row).collect();
     }
     Ok(Json(json!({
         "tool_call_id": citation.tool_call_id,

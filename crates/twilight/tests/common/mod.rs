@@ -146,7 +146,7 @@ impl TestApp {
     }
 
     pub fn tushare_calls(&self, api: &str) -> u64 {
-        self.running.sandbox.as_ref().unwrap().tushare.calls_for(api)
+        self.running.sandbox.as_ref().unwrap().market.tushare.calls_for(api)
     }
 
     /// Drops the Postgres database under the running server (its connections are terminated).
