@@ -63,6 +63,12 @@ impl Metric {
         }
     }
 
+    /// Prices every daily source states alike (TDX's unadjusted bars, Tushare's `daily`), so their
+    /// values of one day can be compared; the cite of these says what the other source holds.
+    pub fn comparable_across_sources(self) -> bool {
+        matches!(self, Metric::Close | Metric::Open | Metric::High | Metric::Low)
+    }
+
     pub fn names() -> impl Iterator<Item = &'static str> {
         ALL.iter().map(|(_, name, _)| *name)
     }

@@ -18,11 +18,11 @@ use failsafe::{backoff, failure_policy, StateMachine};
 use moka::future::Cache;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use twilight_core::{china_today, compact, TsCode};
+use twilight_core::{china_today, compact, Agreement, TsCode};
 
 use crate::calendar::Calendar;
 use crate::tushare::{Fetched, TushareClient, TushareConfig};
-use crate::warehouse::{self, Cell, Record, TableSpec, Warehouse, DAILY_BASIC, FINA_INDICATOR, STOCK_BASIC, TRADE_CAL};
+use crate::warehouse::{self, Cell, Disagreement, Record, TableSpec, Warehouse, DAILY_BASIC, FINA_INDICATOR, STOCK_BASIC, TRADE_CAL};
 use crate::{MarketError, Metric};
 
 /// A day row we looked for and the upstream did not have (suspension, or today before publication)
@@ -66,6 +66,8 @@ pub struct PriceAnswer {
     pub cost_pts: i32,
     /// Answered from the warehouse because the upstream failed (see `Cite::stale`).
     pub stale: bool,
+    /// What another source holds for the value (see `Cite::agreement`).
+    pub agreement: Option<Agreement>,
 }
 
 #[derive(Debug, Clone)]
@@ -133,12 +135,41 @@ pub struct SourceHealth {
 
 type DayKey = (&'static str, TsCode, NaiveDate);
 
+/// One day's row of a per-day table as answered (Tushare's), and that day's rows from other
+/// sources, which the answer is compared with.
+#[derive(Debug, Default)]
+struct DayRows {
+    row: Option<Record>,
+    others: Vec<Record>,
+}
+
+impl DayRows {
+    /// Stored rows of one day split into Tushare's and the others'.
+    fn of(rows: Vec<Record>) -> DayRows {
+        let (mut tushare, others): (Vec<Record>, Vec<Record>) =
+            rows.into_iter().partition(|r| warehouse::source_name(&r.source) == "tushare");
+        DayRows { row: tushare.pop(), others }
+    }
+
+    /// What another source holds for `column` of the answered row.
+    fn agreement(&self, column: &str) -> Option<Agreement> {
+        let cited = self.row.as_ref()?.number(column)?;
+        self.others.iter().find_map(|other| Agreement::between(cited, &other.source, other.number(column)?))
+    }
+
+    /// Where another source's close differs from the answered row's beyond rounding.
+    fn disagreements(&self) -> Vec<Disagreement> {
+        let Some(row) = &self.row else { return Vec::new() };
+        self.others.iter().filter_map(|other| Disagreement::of(row, other, "close")).collect()
+    }
+}
+
 /// Cached day rows expire only when absent, so a missing row is looked up again later.
 struct DayRowExpiry;
 
-impl moka::Expiry<DayKey, Arc<Option<Record>>> for DayRowExpiry {
-    fn expire_after_create(&self, _: &DayKey, value: &Arc<Option<Record>>, _: std::time::Instant) -> Option<Duration> {
-        value.is_none().then_some(NEGATIVE_TTL)
+impl moka::Expiry<DayKey, Arc<DayRows>> for DayRowExpiry {
+    fn expire_after_create(&self, _: &DayKey, value: &Arc<DayRows>, _: std::time::Instant) -> Option<Duration> {
+        value.row.is_none().then_some(NEGATIVE_TTL)
     }
 }
 
@@ -163,7 +194,7 @@ impl moka::Expiry<(), Arc<StockList>> for StockListExpiry {
 pub struct Market {
     warehouse: Arc<Warehouse>,
     tushare: TushareClient,
-    day_rows: Cache<DayKey, Arc<Option<Record>>>,
+    day_rows: Cache<DayKey, Arc<DayRows>>,
     reports: Cache<TsCode, Arc<Vec<Record>>>,
     calendar: Cache<(), Arc<Calendar>>,
     stocks: Cache<(), Arc<StockList>>,
@@ -279,11 +310,13 @@ impl Market {
             None => self.latest_day_row(&calendar, &stock, spec, &ledger).await?,
         };
         // Borrowed, not cloned: the cached row holds every column of the table.
-        let record = record.as_ref().as_ref().ok_or_else(|| {
+        let day = record;
+        let record = day.row.as_ref().ok_or_else(|| {
             MarketError::NotFound(format!("no {} data for {code} on {} (suspended that day?)", spec.name, compact(as_of)))
         })?;
         let (cost_pts, stale) = ledger.into_parts();
         Ok(PriceAnswer {
+            agreement: metric.comparable_across_sources().then(|| day.agreement(metric.name())).flatten(),
             value: record.number(metric.name()),
             metric,
             as_of,
@@ -330,7 +363,7 @@ impl Market {
             })
             .collect();
         let (valued_on, valuation) = self.latest_day_row(&calendar, &stock, VALUATION_CLAIMS[0].table(), &ledger).await?;
-        if let Some(row) = valuation.as_ref() {
+        if let Some(row) = valuation.row.as_ref() {
             claims.extend(VALUATION_CLAIMS.iter().map(|m| Claim {
                 metric: m.name(),
                 value: row.number(m.name()),
@@ -375,13 +408,13 @@ impl Market {
         stock: &Stock,
         spec: &'static TableSpec,
         ledger: &Ledger,
-    ) -> Result<(NaiveDate, Arc<Option<Record>>), MarketError> {
+    ) -> Result<(NaiveDate, Arc<DayRows>), MarketError> {
         let today = china_today(Utc::now());
         let latest = calendar.on_or_before(today).ok_or_else(|| MarketError::NotFound("the trade calendar has no open day yet".into()))?;
         let fresh = async {
             let row = self.day_row(spec, stock.code, latest, ledger).await?;
             match calendar.before(latest) {
-                Some(previous) if row.is_none() && latest == today => {
+                Some(previous) if row.row.is_none() && latest == today => {
                     Ok((previous, self.day_row(spec, stock.code, previous, ledger).await?))
                 }
                 _ => Ok((latest, row)),
@@ -390,38 +423,52 @@ impl Market {
         let stored = async {
             let rows = self.stored(spec, vec![Cell::Text(stock.code.to_string())], Some("trade_date")).await;
             let newest = rows.into_iter().find(|r| r.date("trade_date").is_some_and(|d| d <= latest));
-            newest.and_then(|row| Some((row.date("trade_date")?, Arc::new(Some(row)))))
+            newest.and_then(|row| Some((row.date("trade_date")?, Arc::new(DayRows { row: Some(row), others: Vec::new() }))))
         };
         or_stored(fresh.await, stored, ledger).await
     }
 
     /// One row of a per-day table: memory, then warehouse, then exactly one upstream call for all
-    /// concurrent askers of the same key.
-    async fn day_row(
-        &self,
-        spec: &'static TableSpec,
-        code: TsCode,
-        date: NaiveDate,
-        ledger: &Ledger,
-    ) -> Result<Arc<Option<Record>>, MarketError> {
+    /// concurrent askers of the same key; with it, that day's rows from other sources (a TDX
+    /// backfill), whose disagreements with it are logged and recorded.
+    async fn day_row(&self, spec: &'static TableSpec, code: TsCode, date: NaiveDate, ledger: &Ledger) -> Result<Arc<DayRows>, MarketError> {
         shared(
             self.day_rows
                 .try_get_with((spec.name, code, date), async {
                     let key = vec![Cell::Text(code.to_string()), Cell::Date(date)];
-                    // Other sources' rows of the day (a TDX backfill) are compared with, not answered from.
-                    if let Some(hit) =
-                        self.stored(spec, key, None).await.into_iter().find(|r| warehouse::source_name(&r.source) == "tushare")
-                    {
-                        return Ok(Arc::new(Some(hit)));
+                    let mut day = DayRows::of(self.stored(spec, key, None).await);
+                    if day.row.is_none() {
+                        let fetched = self
+                            .fetch(
+                                spec.name,
+                                params(&[("ts_code", code.to_string()), ("trade_date", compact(date))]),
+                                &spec.fields(),
+                                ledger,
+                            )
+                            .await?;
+                        day.row = self.store(spec, fetched).await.into_iter().find(|r| r.date("trade_date") == Some(date));
                     }
-                    let fetched = self
-                        .fetch(spec.name, params(&[("ts_code", code.to_string()), ("trade_date", compact(date))]), &spec.fields(), ledger)
-                        .await?;
-                    let rows = self.store(spec, fetched).await;
-                    Ok(Arc::new(rows.into_iter().find(|r| r.date("trade_date") == Some(date))))
+                    self.record_disagreements(day.disagreements()).await;
+                    Ok(Arc::new(day))
                 })
                 .await,
         )
+    }
+
+    /// Logs each disagreement between sources and keeps it in the warehouse (a failure to keep it
+    /// is logged, never the answer's).
+    async fn record_disagreements(&self, found: Vec<Disagreement>) {
+        if found.is_empty() {
+            return;
+        }
+        for d in &found {
+            tracing::warn!(code = %d.ts_code, trade_date = %d.trade_date, field = d.field, source = %d.source, value = d.value,
+                other_source = %d.other_source, other_value = d.other_value, diff_pct = d.diff_pct, "sources disagree");
+        }
+        let warehouse = self.warehouse.clone();
+        if let Err(error) = blocking(move || warehouse.record_disagreements(&found, Utc::now())).await {
+            self.warehouse_failed("write of source_disagreements", &error);
+        }
     }
 
     /// Every announced report of `code`, newest period first.

@@ -88,6 +88,10 @@ pub struct BackfillSummary {
     pub rows: usize,
     /// Requests sent to the TDX servers (bars pages, failed tries included).
     pub requests: u64,
+    /// (code, day) closes both Tushare and this source hold over the range, compared at the end.
+    pub compared: usize,
+    /// Of those, the ones that differ beyond rounding (recorded in `source_disagreements`).
+    pub disagreements: usize,
     pub elapsed_ms: u128,
 }
 
@@ -129,6 +133,11 @@ impl Backfill {
             on_code(&outcome);
         }
         summary.requests = self.calls() - calls_before;
+        let (warehouse, since) = (self.warehouse.clone(), plan.since);
+        let check = tokio::task::spawn_blocking(move || warehouse.check_sources(Some(since)))
+            .await
+            .map_err(|e| MarketError::Warehouse(format!("blocking task failed: {e}")))??;
+        (summary.compared, summary.disagreements) = (check.compared, check.disagreements.len());
         summary.elapsed_ms = started.elapsed().as_millis();
         Ok(summary)
     }

@@ -11,7 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use duckdb::types::{TimeUnit, Value as DuckValue};
 use duckdb::Connection;
 
-use twilight_core::TsCode;
+use twilight_core::{Agreement, TsCode};
 
 use crate::MarketError;
 
@@ -216,6 +216,59 @@ impl TableSpec {
     }
 }
 
+/// Two sources' values of one field of one day that differ beyond rounding
+/// ([`Agreement::TOLERANCE_PCT`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Disagreement {
+    pub ts_code: String,
+    pub trade_date: NaiveDate,
+    pub field: &'static str,
+    /// The answering source (Tushare).
+    pub source: String,
+    pub value: f64,
+    pub other_source: String,
+    pub other_value: f64,
+    /// (other − value) / value, in per cent.
+    pub diff_pct: f64,
+}
+
+impl Disagreement {
+    /// Two sources' (source, value) of `field` of one day, when they disagree.
+    pub fn new(
+        ts_code: &str,
+        trade_date: NaiveDate,
+        field: &'static str,
+        (source, value): (&str, f64),
+        (other_source, other_value): (&str, f64),
+    ) -> Option<Disagreement> {
+        let agreement = Agreement::between(value, other_source, other_value).filter(|a| !a.matches())?;
+        Some(Disagreement {
+            ts_code: ts_code.to_string(),
+            trade_date,
+            field,
+            source: source.to_string(),
+            value,
+            other_source: other_source.to_string(),
+            other_value,
+            diff_pct: agreement.diff_pct,
+        })
+    }
+
+    /// `row` and `other` (the same key, another source) on `field`, when they disagree.
+    pub fn of(row: &Record, other: &Record, field: &'static str) -> Option<Disagreement> {
+        let day = row.date("trade_date")?;
+        Disagreement::new(row.text("ts_code")?, day, field, (&row.source, row.number(field)?), (&other.source, other.number(field)?))
+    }
+}
+
+/// What comparing the sources found.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SourceCheck {
+    /// (code, day) pairs both Tushare and another source hold.
+    pub compared: usize,
+    pub disagreements: Vec<Disagreement>,
+}
+
 /// The upstream a row's `source` names, whether a simulator played it or not (`sandbox:tdx` → `tdx`).
 pub fn source_name(source: &str) -> &str {
     source.strip_prefix("sandbox:").unwrap_or(source)
@@ -317,6 +370,12 @@ impl Warehouse {
             conn.execute_batch(&format!("CREATE TABLE IF NOT EXISTS {} AS SELECT * FROM {} LIMIT 0", spec.stage_name(), spec.name))
                 .map_err(storage)?;
         }
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS source_disagreements (ts_code VARCHAR NOT NULL, trade_date DATE NOT NULL, field VARCHAR NOT NULL, \
+             source VARCHAR NOT NULL, value DOUBLE, other_source VARCHAR NOT NULL, other_value DOUBLE, diff_pct DOUBLE, \
+             detected_at TIMESTAMP NOT NULL, PRIMARY KEY (ts_code, trade_date, field, source, other_source))",
+        )
+        .map_err(storage)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS backfill_ranges (source VARCHAR NOT NULL, ts_code VARCHAR NOT NULL, since DATE NOT NULL, \
              through DATE NOT NULL, PRIMARY KEY (source, ts_code))",
@@ -421,6 +480,61 @@ impl Warehouse {
             let codes = stmt.query_map(duckdb::params![day, n as i64], |r| r.get::<_, String>(0))?;
             codes.collect::<duckdb::Result<Vec<_>>>().map(Some)
         })
+    }
+
+    /// Keeps `found` in `source_disagreements` (one row per code, day, field and pair of sources;
+    /// found again, it is replaced).
+    pub fn record_disagreements(&self, found: &[Disagreement], at: DateTime<Utc>) -> Result<(), MarketError> {
+        let mut conn = self.writer.lock().expect("writer");
+        let tx = conn.transaction().map_err(storage)?;
+        {
+            let mut insert =
+                tx.prepare_cached("INSERT OR REPLACE INTO source_disagreements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)").map_err(storage)?;
+            for d in found {
+                insert
+                    .execute(duckdb::params![
+                        d.ts_code,
+                        Cell::Date(d.trade_date).to_duck(Date),
+                        d.field,
+                        d.source,
+                        d.value,
+                        d.other_source,
+                        d.other_value,
+                        d.diff_pct,
+                        DuckValue::Timestamp(TimeUnit::Microsecond, at.timestamp_micros()),
+                    ])
+                    .map_err(storage)?;
+            }
+        }
+        tx.commit().map_err(storage)
+    }
+
+    /// Compares Tushare's close with every other source's for each (code, day) both hold from
+    /// `since` on, and records the disagreements.
+    pub fn check_sources(&self, since: Option<NaiveDate>) -> Result<SourceCheck, MarketError> {
+        let since = Cell::Date(since.unwrap_or(NaiveDate::from_ymd_opt(1990, 1, 1).expect("a valid date"))).to_duck(Date);
+        type Pair = (String, NaiveDate, f64, String, f64, String);
+        let pairs: Vec<Pair> = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT t.ts_code, t.trade_date, t.close, t.source, o.close, o.source FROM daily t JOIN daily o \
+                 ON o.ts_code = t.ts_code AND o.trade_date = t.trade_date AND o.source <> t.source \
+                 WHERE replace(t.source, 'sandbox:', '') = 'tushare' AND replace(o.source, 'sandbox:', '') <> 'tushare' \
+                 AND t.close IS NOT NULL AND o.close IS NOT NULL AND t.trade_date >= ? ORDER BY t.ts_code, t.trade_date",
+            )?;
+            let rows = stmt.query_map([&since], |row| {
+                let day = date_of(&row.get(1)?).unwrap_or(NaiveDate::MIN);
+                Ok((row.get(0)?, day, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+            })?;
+            rows.collect()
+        })?;
+        let disagreements: Vec<Disagreement> = pairs
+            .iter()
+            .filter_map(|(code, day, close, source, other_close, other_source)| {
+                Disagreement::new(code, *day, "close", (source, *close), (other_source, *other_close))
+            })
+            .collect();
+        self.record_disagreements(&disagreements, Utc::now())?;
+        Ok(SourceCheck { compared: pairs.len(), disagreements })
     }
 
     /// Row counts per table, for the deep health check.

@@ -1,6 +1,7 @@
 //! `twilight backfill`: years of daily bars from TDX into the warehouse, resumable, with a progress
 //! bar on a terminal and JSON progress lines otherwise. Bars cost no Tushare points; the ranking by
 //! market value reads one whole-market `daily_basic` (once per day, then from the warehouse).
+//! `twilight check-sources`: where the sources' closes disagree.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +12,7 @@ use chrono::{Datelike, NaiveDate};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use twilight_core::{Exchange, TsCode};
-use twilight_market::{Backfill, BackfillPlan, BackfillSummary, CodeOutcome, Market};
+use twilight_market::{Backfill, BackfillPlan, BackfillSummary, CodeOutcome, Market, Warehouse};
 use twilight_tdx::TdxPool;
 
 use crate::app::{self, MarketSims};
@@ -57,6 +58,19 @@ pub async fn run(config: &Config, codes: Codes, years: u32) -> anyhow::Result<Ba
     let summary = backfill.run(&plan, |outcome| progress.code_done(outcome)).await?;
     progress.finish(&summary, &plan);
     Ok(summary)
+}
+
+/// `twilight check-sources`: every disagreement between Tushare's and other sources' closes held
+/// from `since` on, one JSON line each, then a summary line; they are recorded in the warehouse's
+/// `source_disagreements` as well.
+pub fn check_sources(config: &Config, since: Option<NaiveDate>) -> anyhow::Result<()> {
+    let warehouse = Warehouse::open(&config.warehouse_path()).context("opening the warehouse (a running `serve` holds it)")?;
+    let check = warehouse.check_sources(since)?;
+    for disagreement in &check.disagreements {
+        println!("{}", json!({"event": "disagreement", "disagreement": disagreement}));
+    }
+    println!("{}", json!({"event": "summary", "since": since, "compared": check.compared, "disagreements": check.disagreements.len()}));
+    Ok(())
 }
 
 /// The same calendar day `years` earlier (February 29 becomes the 28th).

@@ -60,6 +60,13 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         years: u32,
     },
+    /// Compare Tushare's closes with every other source's in the warehouse (TDX's, from a backfill)
+    /// and report, as JSON lines, each (code, day) where they differ by more than 0.01 %.
+    CheckSources {
+        /// From this day on (`YYYY-MM-DD`); default: everything held.
+        #[arg(long)]
+        since: Option<chrono::NaiveDate>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -154,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::CheckSources { since } => backfill::check_sources(&config, since),
         Command::Sandbox => {
             let sandbox = Sandbox::start().await?;
             println!("sandbox Tushare: {} (token: {})", sandbox.market.tushare_url, app::SANDBOX_TUSHARE_TOKEN);
