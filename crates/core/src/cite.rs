@@ -31,6 +31,9 @@ pub struct Cite {
     /// when no other source has that day.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agreement: Option<Agreement>,
+    /// The source that should have answered and was down (`tushare` when TDX's bar stands in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_from: Option<&'static str>,
 }
 
 /// Another source's value for the one cited, serialised as `{"tdx": "match"}` or
@@ -93,6 +96,7 @@ impl Cite {
             tool_call_id,
             url: None,
             agreement: None,
+            fallback_from: None,
         }
     }
 
@@ -105,6 +109,12 @@ impl Cite {
     /// The same cite, with what another source holds for the value.
     pub fn agreeing(mut self, agreement: Option<Agreement>) -> Self {
         self.agreement = agreement;
+        self
+    }
+
+    /// The same cite, naming the source that was down when another answered for it.
+    pub fn falling_back_from(mut self, source: Option<&'static str>) -> Self {
+        self.fallback_from = source;
         self
     }
 }

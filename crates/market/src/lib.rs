@@ -13,7 +13,7 @@ pub mod warehouse;
 pub use calendar::Calendar;
 pub use error::MarketError;
 pub use metric::Metric;
-pub use service::{Claim, FundamentalsAnswer, Market, MarketConfig, PriceAnswer, SourceHealth, Stock, WarehouseHealth};
+pub use service::{Claim, FundamentalsAnswer, Market, MarketConfig, PriceAnswer, SourceHealth, Stock, TdxSource, WarehouseHealth};
 pub use tdx::{Backfill, BackfillPlan, BackfillSummary, CodeOutcome};
 pub use tushare::{TushareClient, TushareConfig};
 pub use warehouse::Warehouse;

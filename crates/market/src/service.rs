@@ -19,10 +19,14 @@ use moka::future::Cache;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use twilight_core::{china_today, compact, Agreement, TsCode};
+use twilight_tdx::TdxPool;
 
 use crate::calendar::Calendar;
+use crate::tdx::{daily_records, tdx_market};
 use crate::tushare::{Fetched, TushareClient, TushareConfig};
-use crate::warehouse::{self, Cell, Disagreement, Record, TableSpec, Warehouse, DAILY_BASIC, FINA_INDICATOR, STOCK_BASIC, TRADE_CAL};
+use crate::warehouse::{
+    self, Cell, Disagreement, Record, TableSpec, Warehouse, DAILY, DAILY_BASIC, FINA_INDICATOR, STOCK_BASIC, TRADE_CAL,
+};
 use crate::{MarketError, Metric};
 
 /// A day row we looked for and the upstream did not have (suspension, or today before publication)
@@ -33,8 +37,9 @@ const REFERENCE_TTL: Duration = Duration::from_secs(3600);
 /// Stored reference data older than this is refreshed from upstream.
 const REFERENCE_MAX_AGE: chrono::Duration = chrono::Duration::hours(24);
 const FIRST_TRADE_DATE: &str = "19901219";
-/// From this Beijing time a session's daily bars are final at every source.
-const SESSION_FINAL: chrono::NaiveTime = chrono::NaiveTime::from_hms_opt(15, 30, 0).expect("a valid time");
+/// From this Beijing time a session's daily bars are final at every source (TDX from the 15:00
+/// close, Tushare loads them by about 16:00).
+const SESSION_FINAL: chrono::NaiveTime = chrono::NaiveTime::from_hms_opt(16, 0, 0).expect("a valid time");
 
 #[derive(Debug, Clone)]
 pub struct MarketConfig {
@@ -43,6 +48,22 @@ pub struct MarketConfig {
     /// After an upstream fails, how long it is left alone: requests meanwhile are answered from
     /// the warehouse (or refused) at once.
     pub breaker_window: Duration,
+    /// TDX quote servers, which answer a day's bar while Tushare is down.
+    pub tdx: Option<TdxSource>,
+}
+
+/// The TDX pool and the source name its rows are stored under.
+#[derive(Clone)]
+pub struct TdxSource {
+    pub pool: TdxPool,
+    /// `tdx`, or `sandbox:tdx` when the servers are the sandbox's.
+    pub source: String,
+}
+
+impl std::fmt::Debug for TdxSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TdxSource").field("servers", &self.pool.health().len()).field("source", &self.source).finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -68,6 +89,8 @@ pub struct PriceAnswer {
     pub stale: bool,
     /// What another source holds for the value (see `Cite::agreement`).
     pub agreement: Option<Agreement>,
+    /// The source that should have answered and was down (see `Cite::fallback_from`).
+    pub fallback_from: Option<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +164,8 @@ type DayKey = (&'static str, TsCode, NaiveDate);
 struct DayRows {
     row: Option<Record>,
     others: Vec<Record>,
+    /// `row` is another source's, standing in while Tushare is down.
+    fallback: bool,
 }
 
 impl DayRows {
@@ -148,7 +173,7 @@ impl DayRows {
     fn of(rows: Vec<Record>) -> DayRows {
         let (mut tushare, others): (Vec<Record>, Vec<Record>) =
             rows.into_iter().partition(|r| warehouse::source_name(&r.source) == "tushare");
-        DayRows { row: tushare.pop(), others }
+        DayRows { row: tushare.pop(), others, fallback: false }
     }
 
     /// What another source holds for `column` of the answered row.
@@ -164,12 +189,19 @@ impl DayRows {
     }
 }
 
-/// Cached day rows expire only when absent, so a missing row is looked up again later.
-struct DayRowExpiry;
+/// Cached day rows expire only when absent, so a missing row is looked up again later, or when
+/// another source stands in for Tushare, so Tushare's is asked for once its breaker lets it.
+struct DayRowExpiry {
+    fallback_for: Duration,
+}
 
 impl moka::Expiry<DayKey, Arc<DayRows>> for DayRowExpiry {
     fn expire_after_create(&self, _: &DayKey, value: &Arc<DayRows>, _: std::time::Instant) -> Option<Duration> {
-        value.row.is_none().then_some(NEGATIVE_TTL)
+        match (&value.row, value.fallback) {
+            (_, true) => Some(self.fallback_for),
+            (None, false) => Some(NEGATIVE_TTL),
+            (Some(_), false) => None,
+        }
     }
 }
 
@@ -194,6 +226,7 @@ impl moka::Expiry<(), Arc<StockList>> for StockListExpiry {
 pub struct Market {
     warehouse: Arc<Warehouse>,
     tushare: TushareClient,
+    tdx: Option<TdxSource>,
     day_rows: Cache<DayKey, Arc<DayRows>>,
     reports: Cache<TsCode, Arc<Vec<Record>>>,
     calendar: Cache<(), Arc<Calendar>>,
@@ -237,7 +270,8 @@ impl Market {
         Ok(Market {
             warehouse: Arc::new(Warehouse::open(&config.warehouse_path)?),
             tushare: TushareClient::new(config.tushare)?,
-            day_rows: Cache::builder().max_capacity(2_000_000).expire_after(DayRowExpiry).build(),
+            tdx: config.tdx,
+            day_rows: Cache::builder().max_capacity(2_000_000).expire_after(DayRowExpiry { fallback_for: config.breaker_window }).build(),
             reports: Cache::builder().max_capacity(20_000).time_to_live(REFERENCE_TTL).build(),
             calendar: Cache::builder().time_to_live(REFERENCE_TTL).build(),
             stocks: Cache::builder().expire_after(StockListExpiry { stale_for: config.breaker_window }).build(),
@@ -317,6 +351,7 @@ impl Market {
         let (cost_pts, stale) = ledger.into_parts();
         Ok(PriceAnswer {
             agreement: metric.comparable_across_sources().then(|| day.agreement(metric.name())).flatten(),
+            fallback_from: day.fallback.then_some("tushare"),
             value: record.number(metric.name()),
             metric,
             as_of,
@@ -423,7 +458,7 @@ impl Market {
         let stored = async {
             let rows = self.stored(spec, vec![Cell::Text(stock.code.to_string())], Some("trade_date")).await;
             let newest = rows.into_iter().find(|r| r.date("trade_date").is_some_and(|d| d <= latest));
-            newest.and_then(|row| Some((row.date("trade_date")?, Arc::new(DayRows { row: Some(row), others: Vec::new() }))))
+            newest.and_then(|row| Some((row.date("trade_date")?, Arc::new(DayRows { row: Some(row), ..DayRows::default() }))))
         };
         or_stored(fresh.await, stored, ledger).await
     }
@@ -438,21 +473,50 @@ impl Market {
                     let key = vec![Cell::Text(code.to_string()), Cell::Date(date)];
                     let mut day = DayRows::of(self.stored(spec, key, None).await);
                     if day.row.is_none() {
-                        let fetched = self
-                            .fetch(
-                                spec.name,
-                                params(&[("ts_code", code.to_string()), ("trade_date", compact(date))]),
-                                &spec.fields(),
-                                ledger,
-                            )
-                            .await?;
-                        day.row = self.store(spec, fetched).await.into_iter().find(|r| r.date("trade_date") == Some(date));
+                        let request = params(&[("ts_code", code.to_string()), ("trade_date", compact(date))]);
+                        match self.fetch(spec.name, request, &spec.fields(), ledger).await {
+                            Ok(fetched) => {
+                                day.row = self.store(spec, fetched).await.into_iter().find(|r| r.date("trade_date") == Some(date))
+                            }
+                            // Tushare is down: TDX's bar of the day stands in for a daily row.
+                            Err(error) if error.is_source_failure() && spec.per_source => match self.tdx_day(code, date, &day.others).await
+                            {
+                                Some(row) => return Ok(Arc::new(DayRows { row, others: Vec::new(), fallback: true })),
+                                None => return Err(error),
+                            },
+                            Err(error) => return Err(error),
+                        }
                     }
                     self.record_disagreements(day.disagreements()).await;
                     Ok(Arc::new(day))
                 })
                 .await,
         )
+    }
+
+    /// While Tushare is down, TDX's bar of `code` on `date`: the one the warehouse holds, else one
+    /// fetched now (with the days before it, for its `pre_close`) and kept. `Some(None)`: TDX has no
+    /// bar that day (not yet published, or suspended); `None`: TDX cannot say (not configured,
+    /// unreachable, or a code it does not list).
+    async fn tdx_day(&self, code: TsCode, date: NaiveDate, stored: &[Record]) -> Option<Option<Record>> {
+        if let Some(row) = stored.iter().find(|r| warehouse::source_name(&r.source) == "tdx") {
+            return Some(Some(row.clone()));
+        }
+        let tdx = self.tdx.as_ref()?;
+        let bars = match tdx.pool.daily_bars(tdx_market(code)?, code.symbol(), Some(date - chrono::Days::new(14))).await {
+            Ok(bars) => bars,
+            Err(error) => {
+                tracing::warn!(%code, %error, "TDX cannot stand in for Tushare");
+                return None;
+            }
+        };
+        let records = daily_records(code, &bars, &tdx.source, Utc::now());
+        let row = records.iter().find(|r| r.date("trade_date") == Some(date)).cloned();
+        let warehouse = self.warehouse.clone();
+        if let Err(error) = blocking(move || warehouse.upsert(&DAILY, &records)).await {
+            self.warehouse_failed("write of daily", &error);
+        }
+        Some(row)
     }
 
     /// Logs each disagreement between sources and keeps it in the warehouse (a failure to keep it
@@ -539,7 +603,7 @@ impl Market {
         Ok(stocks)
     }
 
-    /// The newest session whose daily bars are final: today from 15:30 Beijing time on an open
+    /// The newest session whose daily bars are final: today from 16:00 Beijing time on an open
     /// day, else the open day before.
     pub async fn last_closed_session(&self) -> Result<NaiveDate, MarketError> {
         let now = Utc::now();

@@ -18,6 +18,7 @@ use twilight_tdx::wire::{self, cmd, Bar, BarsQuery, Market, Period, Security, Xd
 
 use crate::calendar;
 use crate::tushare::universe::{self, Board, Stock};
+use crate::tushare::CLOSE_DATA_AT;
 
 /// How the simulated server behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -50,7 +51,7 @@ struct State {
     calls: HashMap<u16, u64>,
 }
 
-/// The day's bar is final once the market closes.
+/// Daily bars are stamped with the close.
 const CLOSE: NaiveTime = NaiveTime::from_hms_opt(15, 0, 0).expect("valid time");
 
 impl TdxSim {
@@ -199,11 +200,13 @@ impl TdxSim {
         }
     }
 
-    /// The newest day with a final bar: today from the close on, else the day before.
+    /// The newest day with a bar: today from when the Tushare simulator publishes it on (a real
+    /// server has it from the close; one moment for both keeps the sandbox's sources agreeing on
+    /// which day is the latest), else the day before.
     fn published_through(&self) -> NaiveDate {
         let now = self.state().now.unwrap_or_else(Utc::now);
         let local = now.with_timezone(&FixedOffset::east_opt(8 * 3600).expect("a valid offset")).naive_local();
-        let day = if local.time() >= CLOSE { local.date() } else { local.date().pred_opt().expect("a day after 1990") };
+        let day = if local.time() >= CLOSE_DATA_AT { local.date() } else { local.date().pred_opt().expect("a day after 1990") };
         if calendar::is_open(day) {
             day
         } else {

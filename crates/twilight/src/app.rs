@@ -16,10 +16,11 @@ use twilight_api::payments::{Payments, NOTIFY_PATH};
 use twilight_api::{ApiContext, ApiParts, SandboxLinks};
 use twilight_billing::{ApiV3Key, Billing, BillingConfig, MerchantKey, StaticPublicKey, WechatPayClient, WechatPayConfig};
 use twilight_core::RawToken;
-use twilight_market::{Market, MarketConfig, TushareConfig};
+use twilight_market::{Market, MarketConfig, TdxSource, TushareConfig};
 use twilight_provision::secret_file;
 use twilight_sandbox::{IlinkSim, IlinkSimConfig, LlmSim, SandboxKeys, SearchKind, SearchSim, TdxSim, TushareSim, WechatPaySim};
 use twilight_search::{Bocha, DashScope, DashScopeRoute, Endpoint, GoogleCse, Provider, SearchConfig, Searcher};
+use twilight_tdx::TdxPool;
 
 use crate::cfg::Config;
 use crate::{provisioning, scheduler};
@@ -176,7 +177,7 @@ pub async fn signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The market read path's settings: the sandbox's Tushare, or the configured one with its token.
+/// The market read path's settings: the sandbox's Tushare and TDX, or the configured ones.
 pub fn market_config(config: &Config, sims: Option<&MarketSims>) -> anyhow::Result<MarketConfig> {
     let tushare = match sims {
         Some(sims) => TushareConfig {
@@ -193,7 +194,12 @@ pub fn market_config(config: &Config, sims: Option<&MarketSims>) -> anyhow::Resu
         },
     };
     let breaker_window = Duration::from_secs(config.tushare.breaker_secs.max(1));
-    Ok(MarketConfig { warehouse_path: config.warehouse_path(), tushare, breaker_window })
+    let (servers, source) = match sims {
+        Some(sims) => (vec![sims.tdx_addr.clone()], "sandbox:tdx"),
+        None => (config.tdx.servers.clone(), "tdx"),
+    };
+    let tdx = (!servers.is_empty()).then(|| TdxSource { pool: TdxPool::new(config.tdx_pool(servers)), source: source.into() });
+    Ok(MarketConfig { warehouse_path: config.warehouse_path(), tushare, breaker_window, tdx })
 }
 
 /// Makes everything this process writes from now on (accounts DB, warehouse, secrets, profiles)

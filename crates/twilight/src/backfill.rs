@@ -7,13 +7,12 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use chrono::{Datelike, NaiveDate};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use twilight_core::{Exchange, TsCode};
 use twilight_market::{Backfill, BackfillPlan, BackfillSummary, CodeOutcome, Market, Warehouse};
-use twilight_tdx::TdxPool;
 
 use crate::app::{self, MarketSims};
 use crate::cfg::Config;
@@ -35,15 +34,10 @@ pub async fn run(config: &Config, codes: Codes, years: u32) -> anyhow::Result<Ba
         true => Some(MarketSims::start().await?),
         false => None,
     };
-    let market = Market::open(app::market_config(config, sims.as_ref())?)
+    let market_config = app::market_config(config, sims.as_ref())?;
+    let tdx = market_config.tdx.clone().context("no TDX server configured: set tdx.servers (host:port of each quote server)")?;
+    let market = Market::open(market_config)
         .context("opening the warehouse (a running `serve` holds it: backfill on the warehouse primary, or stop serve first)")?;
-    let (servers, source) = match &sims {
-        Some(sims) => (vec![sims.tdx_addr.clone()], "sandbox:tdx"),
-        None => (config.tdx.servers.clone(), "tdx"),
-    };
-    if servers.is_empty() {
-        bail!("no TDX server configured: set tdx.servers (host:port of each quote server)");
-    }
     let through = market.last_closed_session().await.context("reading the trade calendar")?;
     let since = years_before(through, years);
     let codes = match codes {
@@ -51,8 +45,8 @@ pub async fn run(config: &Config, codes: Codes, years: u32) -> anyhow::Result<Ba
         Codes::All => market.listed().await?.into_iter().filter(|c| c.exchange() != Exchange::Beijing).collect(),
         Codes::Largest(n) => market.largest_by_market_value(through, n).await.context("ranking by market value")?,
     };
-    let concurrency = servers.len() * config.tdx.connections_per_server.max(1);
-    let backfill = Backfill::new(TdxPool::new(config.tdx_pool(servers)), market.warehouse().clone(), source);
+    let concurrency = tdx.pool.health().len() * config.tdx.connections_per_server.max(1);
+    let backfill = Backfill::new(tdx.pool, market.warehouse().clone(), tdx.source);
     let plan = BackfillPlan { codes, since, through, concurrency };
     let progress = Progress::new(plan.codes.len());
     let summary = backfill.run(&plan, |outcome| progress.code_done(outcome)).await?;

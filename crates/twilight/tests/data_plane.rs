@@ -308,11 +308,20 @@ async fn cached_answers_survive_an_outage_and_never_wait_for_other_fills(app: Te
     assert_eq!(again["value"], before["value"]);
     assert_eq!(slow.await.unwrap(), 200);
 
-    // Upstream down: cached keys still answer, uncached ones get a clear 502.
+    // Upstream down: cached keys still answer; an uncached day is TDX's, saying so; with TDX down
+    // too, a clear 503 (Tushare's breaker is open after its first failure).
     sim.set_mode(twilight_sandbox::TushareMode::Down);
     assert_eq!(app.get(cached, Some(&key)).await.0, 200);
     let (status, _, body) = app.get("/price?code=000001.SZ&trade_date=20260430", Some(&key)).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (502, Some("upstream_error")), "{body}");
+    assert_eq!(
+        (status, body["cite"]["source"].as_str(), body["cite"]["fallback_from"].as_str()),
+        (200, Some("sandbox:tdx"), Some("tushare")),
+        "{body}"
+    );
+    app.running.sandbox.as_ref().unwrap().market.tdx.set_mode(twilight_sandbox::TdxMode::Drop);
+    // (The stand-in kept TDX's two weeks before that day; a day before those is fetched anew.)
+    let (status, _, body) = app.get("/price?code=000001.SZ&trade_date=20260331", Some(&key)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("upstream_unavailable")), "{body}");
     let (status, _, health) = app.get("/healthz", None).await;
     assert_eq!(status, 200, "an upstream outage is reported, not fatal: {health}");
     assert!(health["checks"]["upstreams"]["tushare"]["last_error"].is_string(), "{health}");

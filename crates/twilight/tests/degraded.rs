@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use twilight_market::Warehouse;
-use twilight_sandbox::TushareMode;
+use twilight_sandbox::{TdxMode, TushareMode};
 
 use common::{Backend, TestApp};
 
@@ -68,16 +68,22 @@ async fn a_tushare_outage_over_an_aged_warehouse_answers_stale_and_asks_once_per
     assert_eq!((price["cite"]["stale"].as_bool(), price["value"].clone()), (Some(true), fresh["value"].clone()), "{price}");
     assert!(price["cite"]["cache_age_seconds"].as_i64().unwrap() >= AGED_SECS, "{price}");
     assert_eq!(price["cite"]["source"], "sandbox:tushare");
-    // Not stored for the latest day, so the newest row there is, with the day it is for.
+    // Not stored for the latest day, and TDX down too: the newest row the warehouse has, with the
+    // day it is for.
+    let tdx = &app.running.sandbox.as_ref().unwrap().market.tdx;
+    tdx.set_mode(TdxMode::Drop);
     let last_row = get_ok(&app, "/price?code=000001.SZ", &key).await;
     assert_eq!((last_row["as_of"].as_str(), last_row["cite"]["stale"].as_bool()), (Some("20260429"), Some(true)), "{last_row}");
+    assert_eq!(last_row["cite"]["source"], "sandbox:tushare");
     let fundamentals = get_ok(&app, "/fundamentals?code=600519.SH", &key).await;
     let claims = fundamentals["claims"].as_array().unwrap();
     assert!(!claims.is_empty() && claims.iter().all(|claim| claim["cite"]["stale"] == true), "{fundamentals}");
-    // A day the warehouse never had cannot be made up: refused at once, saying when to come back.
+    // A day neither the warehouse nor TDX can give cannot be made up: refused at once, saying when
+    // to come back.
     let (status, headers, body) = app.get("/price?code=000001.SZ&trade_date=20260428", Some(&key)).await;
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("upstream_unavailable")), "{body}");
     assert_eq!(headers["retry-after"], BREAKER_SECS.to_string().as_str());
+    tdx.set_mode(TdxMode::Normal);
     for _ in 0..10 {
         get_ok(&app, "/price?code=600519.SH", &key).await;
     }
@@ -92,11 +98,29 @@ async fn a_tushare_outage_over_an_aged_warehouse_answers_stale_and_asks_once_per
     let attempts = total_calls(&app) - before;
     assert!((2..=windows_begun(outage_began)).contains(&attempts), "{attempts} attempts in {:?}", outage_began.elapsed());
 
+    // TDX back (its failure above rested it for a second), Tushare not: a day never stored is TDX's,
+    // marked so; a valuation TDX does not have is not.
+    let latest = get_ok(&app, "/price?code=000001.SZ", &key).await;
+    let cite = &latest["cite"];
+    assert_eq!((cite["source"].as_str(), cite["fallback_from"].as_str()), (Some("sandbox:tdx"), Some("tushare")), "{latest}");
+    assert!(latest["as_of"].as_str().unwrap() > "20260429", "TDX's last closed session: {latest}");
+    let standing_in = get_ok(&app, "/price?code=000001.SZ&trade_date=20260427", &key).await;
+    assert_eq!(
+        (standing_in["cite"]["source"].as_str(), standing_in["cite"]["fallback_from"].as_str()),
+        (Some("sandbox:tdx"), Some("tushare"))
+    );
+    let (status, _, _) = app.get("/price?code=000001.SZ&trade_date=20260427&metric=pe_ttm", Some(&key)).await;
+    assert_eq!(status, 503);
+
     // Tushare is back: after the window the stock list is refreshed and answers are fresh again.
     app.running.sandbox.as_ref().unwrap().market.tushare.set_mode(TushareMode::Normal);
     tokio::time::sleep(Duration::from_millis(BREAKER_SECS * 1000 + 300)).await;
     let price = get_ok(&app, "/price?code=600519.SH", &key).await;
     assert_eq!(price["cite"]["stale"], false, "{price}");
+    let back = get_ok(&app, "/price?code=000001.SZ&trade_date=20260427", &key).await;
+    assert_eq!((back["cite"]["source"].as_str(), back["value"].clone()), (Some("sandbox:tushare"), standing_in["value"].clone()), "{back}");
+    assert!(back["cite"].get("fallback_from").is_none());
+    assert_eq!(back["cite"]["agreement"], serde_json::json!({"tdx": "match"}), "TDX's bar kept beside Tushare's");
     let (_, _, health) = app.get("/healthz", None).await;
     assert!(health["checks"]["upstreams"]["tushare"]["last_error"].is_string(), "{health}");
     app.stop().await;

@@ -69,7 +69,8 @@ pub async fn price(ctx: &ApiContext, params: PriceParams) -> ApiResult<Answer<Pr
     let answer = ctx.market.price(code, trade_date, metric).await?;
     let cite = Cite::tool(&answer.source, answer.table, answer.fetched_at, Utc::now(), tool_call_id())
         .stale_if(answer.stale)
-        .agreeing(answer.agreement);
+        .agreeing(answer.agreement)
+        .falling_back_from(answer.fallback_from);
     let key = row_key(answer.table, answer.stock.code, answer.as_of);
     let request = PriceRequest { code, trade_date: trade_date.map(compact), metric: metric.name() };
     let citation = citation(cite.tool_call_id.clone(), &request, &[cited_value(metric.name(), answer.value, metric.unit(), &key, &cite)])?;

@@ -198,7 +198,7 @@ fn stock_basic(q: &Query) -> Result<Data, Failure> {
 }
 
 /// Daily bars are out by 16:00 Shanghai time (Tushare loads them between 15:00 and 17:00).
-const CLOSE_DATA_AT: NaiveTime = NaiveTime::from_hms_opt(16, 0, 0).expect("valid time");
+pub(crate) const CLOSE_DATA_AT: NaiveTime = NaiveTime::from_hms_opt(16, 0, 0).expect("valid time");
 /// Tushare publishes the day's adjustment factors before the open.
 const ADJ_FACTOR_AT: NaiveTime = NaiveTime::from_hms_opt(9, 30, 0).expect("valid time");
 

@@ -5,6 +5,7 @@
 //! [`model`]); any other API answers with Tushare's no-permission error.
 
 mod apis;
+pub(crate) use apis::CLOSE_DATA_AT;
 mod model;
 mod table;
 pub(crate) mod universe;
