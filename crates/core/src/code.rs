@@ -116,9 +116,87 @@ impl Serialize for TsCode {
     }
 }
 
+/// What a code names, and so which source serves it: an A-share (Tushare, TDX) or a symbol only
+/// Yahoo Finance lists (US tickers and ADRs like `AAPL`, Hong Kong like `0700.HK`, FX like
+/// `USDCNY=X`). The one symbol table: `600519.SH` = `sh600519` = `600519.SS`; `0700.HK` = `00700`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Symbol {
+    AShare(TsCode),
+    Yahoo(String),
+}
+
+impl Symbol {
+    /// Yahoo's spelling: `600519.SS` for Shanghai, the code itself for the rest.
+    pub fn yahoo(&self) -> String {
+        match self {
+            Symbol::AShare(code) if code.exchange() == Exchange::Shanghai => format!("{}.SS", code.symbol()),
+            Symbol::AShare(code) => code.to_string(),
+            Symbol::Yahoo(symbol) => symbol.clone(),
+        }
+    }
+}
+
+impl FromStr for Symbol {
+    type Err = CodeError;
+
+    /// A-share spellings first; else a Hong Kong code (`00700`, `700.HK`) or a Yahoo symbol (letters
+    /// and digits with `.`, `=`, `^`, `-`, at least one letter, up to 16 characters), upper-cased.
+    fn from_str(input: &str) -> Result<Self, CodeError> {
+        let a_share = match input.parse::<TsCode>() {
+            Ok(code) => return Ok(Symbol::AShare(code)),
+            Err(error) => error,
+        };
+        let s = input.trim().to_ascii_uppercase();
+        // Hong Kong's codes are five digits with leading zeros (00700, 09988).
+        if s.len() == 5 && s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(Symbol::Yahoo(hong_kong(&s)));
+        }
+        if let Some(digits) = s.strip_suffix(".HK").filter(|d| !d.is_empty() && d.len() <= 5 && d.bytes().all(|b| b.is_ascii_digit())) {
+            return Ok(Symbol::Yahoo(hong_kong(digits)));
+        }
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || b".=^-".contains(&b);
+        if s.len() <= 16 && s.bytes().all(allowed) && s.bytes().any(|b| b.is_ascii_alphabetic()) && !s.contains("..") {
+            return Ok(Symbol::Yahoo(s));
+        }
+        Err(a_share)
+    }
+}
+
+/// Yahoo's Hong Kong spelling: four digits at least, `.HK`.
+fn hong_kong(digits: &str) -> String {
+    let n: u32 = digits.parse().expect("digits");
+    format!("{n:04}.HK")
+}
+
+impl fmt::Display for Symbol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Symbol::AShare(code) => code.fmt(f),
+            Symbol::Yahoo(symbol) => f.write_str(symbol),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_symbol_table_for_every_source() {
+        let symbol = |s: &str| s.parse::<Symbol>().unwrap();
+        assert_eq!(symbol("600519.SS"), Symbol::AShare("600519.SH".parse().unwrap()));
+        assert_eq!(symbol("sh600519").yahoo(), "600519.SS");
+        assert_eq!(symbol("000001").yahoo(), "000001.SZ");
+        for hk in ["0700.HK", "700.hk", "00700"] {
+            assert_eq!(symbol(hk), Symbol::Yahoo("0700.HK".into()), "{hk}");
+        }
+        assert_eq!(symbol("aapl"), Symbol::Yahoo("AAPL".into()));
+        assert_eq!(symbol("USDCNY=X").to_string(), "USDCNY=X");
+        assert_eq!(symbol("BRK-B"), Symbol::Yahoo("BRK-B".into()));
+        for bad in ["", "60051", "茅台", "a b", "1234567", "AAAAAAAAAAAAAAAAA", "A..B"] {
+            assert!(bad.parse::<Symbol>().is_err(), "{bad}");
+        }
+    }
 
     fn code(s: &str) -> String {
         s.parse::<TsCode>().unwrap().to_string()

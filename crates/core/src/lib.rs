@@ -7,6 +7,6 @@ pub mod date;
 pub mod token;
 
 pub use cite::{Agreement, Cite};
-pub use code::{CodeError, Exchange, TsCode};
+pub use code::{CodeError, Exchange, Symbol, TsCode};
 pub use date::{china_minute, china_today, compact, is_quarter_end, parse_date, DateError};
 pub use token::RawToken;

@@ -69,6 +69,11 @@ impl Metric {
         matches!(self, Metric::Close | Metric::Open | Metric::High | Metric::Low)
     }
 
+    /// What Yahoo's chart states (the rest are A-share figures from `daily_basic`).
+    pub fn from_yahoo(self) -> bool {
+        self.table().name == "daily" && self != Metric::Amount
+    }
+
     pub fn names() -> impl Iterator<Item = &'static str> {
         ALL.iter().map(|(_, name, _)| *name)
     }

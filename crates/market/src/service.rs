@@ -25,8 +25,9 @@ use crate::calendar::Calendar;
 use crate::tdx::{daily_records, tdx_market};
 use crate::tushare::{Fetched, TushareClient, TushareConfig};
 use crate::warehouse::{
-    self, Cell, Disagreement, Record, TableSpec, Warehouse, DAILY, DAILY_BASIC, FINA_INDICATOR, STOCK_BASIC, TRADE_CAL,
+    self, Cell, Disagreement, Record, TableSpec, Warehouse, DAILY, DAILY_BASIC, FINA_INDICATOR, STOCK_BASIC, TRADE_CAL, YAHOO_DAILY,
 };
+use crate::yahoo::{YahooClient, YahooConfig};
 use crate::{MarketError, Metric};
 
 /// A day row we looked for and the upstream did not have (suspension, or today before publication)
@@ -50,6 +51,8 @@ pub struct MarketConfig {
     pub breaker_window: Duration,
     /// TDX quote servers, which answer a day's bar while Tushare is down.
     pub tdx: Option<TdxSource>,
+    /// Yahoo Finance, for what Tushare does not list.
+    pub yahoo: YahooConfig,
 }
 
 /// The TDX pool and the source name its rows are stored under.
@@ -74,23 +77,55 @@ pub struct Stock {
 }
 
 /// A value with where it came from; the API turns provenance into a cite.
+/// One number read from a stored row, with where it came from: what a cite is made of.
 #[derive(Debug, Clone)]
-pub struct PriceAnswer {
-    pub stock: Stock,
+pub struct Reading {
     pub metric: Metric,
     pub value: Option<f64>,
+    /// The day the row is for.
     pub as_of: NaiveDate,
     pub source: String,
     pub table: &'static str,
     pub fetched_at: DateTime<Utc>,
     /// Upstream points this request spent (0 when the warehouse answered).
     pub cost_pts: i32,
+}
+
+impl Reading {
+    fn of(record: &Record, metric: Metric, as_of: NaiveDate, cost_pts: i32) -> Reading {
+        Reading {
+            metric,
+            value: record.number(metric.name()),
+            as_of,
+            source: record.source.clone(),
+            table: record.spec.name,
+            fetched_at: record.fetched_at,
+            cost_pts,
+        }
+    }
+}
+
+/// An A-share's number; the API turns provenance into a cite.
+#[derive(Debug, Clone)]
+pub struct PriceAnswer {
+    pub stock: Stock,
+    pub reading: Reading,
     /// Answered from the warehouse because the upstream failed (see `Cite::stale`).
     pub stale: bool,
     /// What another source holds for the value (see `Cite::agreement`).
     pub agreement: Option<Agreement>,
     /// The source that should have answered and was down (see `Cite::fallback_from`).
     pub fallback_from: Option<&'static str>,
+}
+
+/// A number of a symbol only Yahoo lists, with where it came from.
+#[derive(Debug, Clone)]
+pub struct QuoteAnswer {
+    pub symbol: String,
+    pub name: String,
+    /// The unit of prices (`USD`, `HKD`, `CNY`).
+    pub currency: String,
+    pub reading: Reading,
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +224,19 @@ impl DayRows {
     }
 }
 
+/// How long a symbol's latest quote serves before Yahoo is asked again.
+const LATEST_QUOTE_TTL: Duration = Duration::from_secs(600);
+
+/// A past day's Yahoo rows keep for an hour (they change only if Yahoo corrects them); the latest for
+/// [`LATEST_QUOTE_TTL`].
+struct QuoteExpiry;
+
+impl moka::Expiry<(String, Option<NaiveDate>), Arc<Vec<Record>>> for QuoteExpiry {
+    fn expire_after_create(&self, key: &(String, Option<NaiveDate>), _: &Arc<Vec<Record>>, _: std::time::Instant) -> Option<Duration> {
+        Some(if key.1.is_some() { REFERENCE_TTL } else { LATEST_QUOTE_TTL })
+    }
+}
+
 /// Cached day rows expire only when absent, so a missing row is looked up again later, or when
 /// another source stands in for Tushare, so Tushare's is asked for once its breaker lets it.
 struct DayRowExpiry {
@@ -227,6 +275,10 @@ pub struct Market {
     warehouse: Arc<Warehouse>,
     tushare: TushareClient,
     tdx: Option<TdxSource>,
+    yahoo: YahooClient,
+    yahoo_breaker: Breaker,
+    /// Rows of (symbol, day or latest): a latest answer serves for [`LATEST_QUOTE_TTL`].
+    yahoo_days: Cache<(String, Option<NaiveDate>), Arc<Vec<Record>>>,
     day_rows: Cache<DayKey, Arc<DayRows>>,
     reports: Cache<TsCode, Arc<Vec<Record>>>,
     calendar: Cache<(), Arc<Calendar>>,
@@ -271,6 +323,11 @@ impl Market {
             warehouse: Arc::new(Warehouse::open(&config.warehouse_path)?),
             tushare: TushareClient::new(config.tushare)?,
             tdx: config.tdx,
+            yahoo: YahooClient::new(config.yahoo)?,
+            yahoo_breaker: failsafe::Config::new()
+                .failure_policy(failure_policy::consecutive_failures(1, backoff::constant(config.breaker_window)))
+                .build(),
+            yahoo_days: Cache::builder().max_capacity(100_000).expire_after(QuoteExpiry).build(),
             day_rows: Cache::builder().max_capacity(2_000_000).expire_after(DayRowExpiry { fallback_for: config.breaker_window }).build(),
             reports: Cache::builder().max_capacity(20_000).time_to_live(REFERENCE_TTL).build(),
             calendar: Cache::builder().time_to_live(REFERENCE_TTL).build(),
@@ -352,13 +409,7 @@ impl Market {
         Ok(PriceAnswer {
             agreement: metric.comparable_across_sources().then(|| day.agreement(metric.name())).flatten(),
             fallback_from: day.fallback.then_some("tushare"),
-            value: record.number(metric.name()),
-            metric,
-            as_of,
-            source: record.source.clone(),
-            table: spec.name,
-            fetched_at: record.fetched_at,
-            cost_pts,
+            reading: Reading::of(record, metric, as_of, cost_pts),
             stale,
             stock,
         })
@@ -704,28 +755,103 @@ impl Market {
     /// One metered upstream query behind the source's breaker, its outcome recorded for the
     /// health check.
     async fn fetch(&self, api_name: &str, params: Map<String, Value>, fields: &[&str], ledger: &Ledger) -> Result<Fetched, MarketError> {
-        let result =
-            match self.tushare_breaker.call_with(MarketError::is_source_failure, self.tushare.query(api_name, params, fields)).await {
-                Ok(fetched) => Ok(fetched),
-                Err(failsafe::Error::Inner(error)) => Err(error),
-                Err(failsafe::Error::Rejected) => {
-                    return Err(MarketError::SourceDown { source_name: "tushare", retry_after_secs: self.breaker_window.as_secs().max(1) });
-                }
-            };
-        let mut health = self.health.lock().expect("health");
-        let entry = health.entry("tushare").or_default();
-        match &result {
-            Ok(fetched) => {
-                ledger.spent(fetched.cost_pts);
-                entry.last_success = Some(Utc::now());
+        let fetched = self.guarded("tushare", &self.tushare_breaker, self.tushare.query(api_name, params, fields)).await?;
+        ledger.spent(fetched.cost_pts);
+        Ok(fetched)
+    }
+
+    /// One upstream call behind `source`'s breaker (refused at once while it is open), its outcome
+    /// recorded for the health check.
+    async fn guarded<T>(
+        &self,
+        source: &'static str,
+        breaker: &Breaker,
+        call: impl std::future::Future<Output = Result<T, MarketError>>,
+    ) -> Result<T, MarketError> {
+        let result = match breaker.call_with(MarketError::is_source_failure, call).await {
+            Ok(answer) => Ok(answer),
+            Err(failsafe::Error::Inner(error)) => Err(error),
+            Err(failsafe::Error::Rejected) => {
+                return Err(MarketError::SourceDown { source_name: source, retry_after_secs: self.breaker_window.as_secs().max(1) });
             }
+        };
+        let mut health = self.health.lock().expect("health");
+        let entry = health.entry(source).or_default();
+        match &result {
+            Ok(_) => entry.last_success = Some(Utc::now()),
             Err(e) => {
-                tracing::warn!(api_name, error = %e, "tushare call failed");
+                tracing::warn!(source, error = %e, "upstream call failed");
                 entry.last_error = Some(Utc::now());
                 entry.last_error_message = Some(e.to_string());
             }
         }
         result
+    }
+
+    /// `/price` for a symbol only Yahoo lists (US, Hong Kong, FX): one metric on one day where it
+    /// trades (default: its latest), from the warehouse or one chart call for the days around it.
+    pub async fn yahoo_price(&self, symbol: &str, trade_date: Option<NaiveDate>, metric: Metric) -> Result<QuoteAnswer, MarketError> {
+        if !metric.from_yahoo() {
+            return Err(MarketError::InvalidInput {
+                field: "metric",
+                message: format!(
+                    "{symbol} is priced by Yahoo Finance, which has close, open, high, low, pre_close, change, pct_chg and vol; {} is an A-share figure",
+                    metric.name()
+                ),
+            });
+        }
+        let tomorrow = Utc::now().date_naive() + chrono::Days::new(1);
+        if let Some(day) = trade_date.filter(|day| *day > tomorrow) {
+            return Err(MarketError::InvalidInput {
+                field: "trade_date",
+                message: format!("trade_date {} is in the future", compact(day)),
+            });
+        }
+        let (rows, cost_pts) = self.yahoo_rows(symbol, trade_date).await?;
+        let row = match trade_date {
+            Some(day) => rows.iter().find(|r| r.date("trade_date") == Some(day)),
+            None => rows.last(),
+        };
+        let row = row.ok_or_else(|| match trade_date {
+            Some(day) => MarketError::NotFound(format!("{symbol} did not trade on {} (a holiday or a halt there?)", compact(day))),
+            None => MarketError::NotFound(format!("{symbol} has not traded in the last two weeks")),
+        })?;
+        Ok(QuoteAnswer {
+            symbol: row.text("symbol").unwrap_or(symbol).to_string(),
+            name: row.text("name").unwrap_or(symbol).to_string(),
+            currency: row.text("currency").unwrap_or_default().to_string(),
+            reading: Reading::of(row, metric, row.date("trade_date").expect("a key column is never null"), cost_pts),
+        })
+    }
+
+    /// The rows a Yahoo answer is read from, oldest first: the stored row of `day`, else the two
+    /// weeks up to `day` (or up to today) from one chart call, kept; concurrent askers share it.
+    async fn yahoo_rows(&self, symbol: &str, day: Option<NaiveDate>) -> Result<(Arc<Vec<Record>>, i32), MarketError> {
+        let fetched = AtomicBool::new(false);
+        let rows = shared(
+            self.yahoo_days
+                .try_get_with((symbol.to_string(), day), async {
+                    if let Some(day) = day {
+                        let stored = self.stored(&YAHOO_DAILY, vec![Cell::Text(symbol.to_string()), Cell::Date(day)], None).await;
+                        if !stored.is_empty() {
+                            return Ok(Arc::new(stored));
+                        }
+                    }
+                    let to = day.unwrap_or_else(|| Utc::now().date_naive() + chrono::Days::new(1));
+                    let chart =
+                        self.guarded("yahoo", &self.yahoo_breaker, self.yahoo.chart(symbol, to - chrono::Days::new(14), to)).await?;
+                    fetched.store(true, Ordering::Relaxed);
+                    let records = chart.records(Utc::now());
+                    let warehouse = self.warehouse.clone();
+                    let kept = records.clone();
+                    if let Err(error) = blocking(move || warehouse.upsert(&YAHOO_DAILY, &kept)).await {
+                        self.warehouse_failed("write of yahoo_daily", &error);
+                    }
+                    Ok(Arc::new(records))
+                })
+                .await,
+        )?;
+        Ok((rows, i32::from(fetched.into_inner())))
     }
 }
 

@@ -154,7 +154,30 @@ pub const ADJ_FACTOR: TableSpec = TableSpec {
     keep_raw: false,
 };
 
-pub const TABLES: [&TableSpec; 6] = [&DAILY, &DAILY_BASIC, &FINA_INDICATOR, &TRADE_CAL, &STOCK_BASIC, &ADJ_FACTOR];
+/// Daily bars of what only Yahoo lists (US, Hong Kong, FX), in the symbol's currency; `vol` in
+/// shares.
+pub const YAHOO_DAILY: TableSpec = TableSpec {
+    name: "yahoo_daily",
+    columns: &[
+        col("symbol", Text),
+        col("trade_date", Date),
+        col("open", Double),
+        col("high", Double),
+        col("low", Double),
+        col("close", Double),
+        col("pre_close", Double),
+        col("change", Double),
+        col("pct_chg", Double),
+        col("vol", Double),
+        col("currency", Text),
+        col("name", Text),
+    ],
+    key_len: 2,
+    per_source: false,
+    keep_raw: false,
+};
+
+pub const TABLES: [&TableSpec; 7] = [&DAILY, &DAILY_BASIC, &FINA_INDICATOR, &TRADE_CAL, &STOCK_BASIC, &ADJ_FACTOR, &YAHOO_DAILY];
 
 /// The table named `name`.
 pub fn table(name: &str) -> Option<&'static TableSpec> {

@@ -12,6 +12,7 @@ mod seed;
 pub mod tdx;
 pub mod tushare;
 pub mod wechatpay;
+pub mod yahoo;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -22,6 +23,7 @@ pub use search::{SearchKind, SearchMode, SearchSim};
 pub use tdx::{TdxMode, TdxSim};
 pub use tushare::{TushareMode, TushareSim};
 pub use wechatpay::{NotifyAttempt, NotifyFault, PayError, RecordingWebhook, SandboxKeys, WechatPaySim, WechatPaySimConfig};
+pub use yahoo::{YahooMode, YahooSim};
 
 /// Binds 127.0.0.1:`port` (0 = ephemeral), serves `router` in a task, and returns the bound
 /// address and that task.

@@ -16,9 +16,9 @@ use twilight_api::payments::{Payments, NOTIFY_PATH};
 use twilight_api::{ApiContext, ApiParts, SandboxLinks};
 use twilight_billing::{ApiV3Key, Billing, BillingConfig, MerchantKey, StaticPublicKey, WechatPayClient, WechatPayConfig};
 use twilight_core::RawToken;
-use twilight_market::{Market, MarketConfig, TdxSource, TushareConfig};
+use twilight_market::{Market, MarketConfig, TdxSource, TushareConfig, YahooConfig};
 use twilight_provision::secret_file;
-use twilight_sandbox::{IlinkSim, IlinkSimConfig, LlmSim, SandboxKeys, SearchKind, SearchSim, TdxSim, TushareSim, WechatPaySim};
+use twilight_sandbox::{IlinkSim, IlinkSimConfig, LlmSim, SandboxKeys, SearchKind, SearchSim, TdxSim, TushareSim, WechatPaySim, YahooSim};
 use twilight_search::{Bocha, DashScope, DashScopeRoute, Endpoint, GoogleCse, Provider, SearchConfig, Searcher};
 use twilight_tdx::TdxPool;
 
@@ -38,7 +38,7 @@ pub const SANDBOX_SEARCH_KEY: &str = "sandbox-search-key";
 const SANDBOX_SEARCH_ENGINE: &str = "sandbox-engine";
 
 /// The market-data simulators: Tushare and a TDX quote server over the same universe (the same
-/// closes), for `serve` and `backfill` alike.
+/// closes), and Yahoo Finance, for `serve` and `backfill` alike.
 #[derive(Clone)]
 pub struct MarketSims {
     pub tushare: TushareSim,
@@ -46,6 +46,8 @@ pub struct MarketSims {
     pub tdx: TdxSim,
     /// `host:port` of the TDX server.
     pub tdx_addr: String,
+    pub yahoo: YahooSim,
+    pub yahoo_url: String,
 }
 
 impl MarketSims {
@@ -54,7 +56,16 @@ impl MarketSims {
         let (tushare_addr, _task) = twilight_sandbox::serve(tushare.router(), 0).await.context("starting the sandbox Tushare")?;
         let tdx = TdxSim::new();
         let (tdx_addr, _task) = tdx.start(0).await.context("starting the sandbox TDX server")?;
-        Ok(MarketSims { tushare, tushare_url: format!("http://{tushare_addr}"), tdx, tdx_addr: tdx_addr.to_string() })
+        let yahoo = YahooSim::new();
+        let (yahoo_addr, _task) = twilight_sandbox::serve(yahoo.router(), 0).await.context("starting the sandbox Yahoo Finance")?;
+        Ok(MarketSims {
+            tushare,
+            tushare_url: format!("http://{tushare_addr}"),
+            tdx,
+            tdx_addr: tdx_addr.to_string(),
+            yahoo,
+            yahoo_url: format!("http://{yahoo_addr}"),
+        })
     }
 }
 
@@ -199,7 +210,11 @@ pub fn market_config(config: &Config, sims: Option<&MarketSims>) -> anyhow::Resu
         None => (config.tdx.servers.clone(), "tdx"),
     };
     let tdx = (!servers.is_empty()).then(|| TdxSource { pool: TdxPool::new(config.tdx_pool(servers)), source: source.into() });
-    Ok(MarketConfig { warehouse_path: config.warehouse_path(), tushare, breaker_window, tdx })
+    let yahoo = YahooConfig {
+        base_url: sims.map_or_else(|| config.yahoo.base_url.clone(), |sims| sims.yahoo_url.clone()),
+        timeout: Duration::from_secs(config.yahoo.timeout_secs.max(1)),
+    };
+    Ok(MarketConfig { warehouse_path: config.warehouse_path(), tushare, breaker_window, tdx, yahoo })
 }
 
 /// Makes everything this process writes from now on (accounts DB, warehouse, secrets, profiles)

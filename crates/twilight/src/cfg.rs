@@ -18,7 +18,7 @@ use twilight_billing::{ApiV3Key, MerchantKey, StaticPublicKey, WechatPayConfig};
 
 /// Top-level config keys the environment may set; other `TWILIGHT_*` variables (secrets such as
 /// `TWILIGHT_TUSHARE_TOKEN`, `TWILIGHT_LOG`, test switches) are not configuration.
-const CONFIG_KEYS: [&str; 15] = [
+const CONFIG_KEYS: [&str; 16] = [
     "listen",
     "public_url",
     "data_dir",
@@ -27,6 +27,7 @@ const CONFIG_KEYS: [&str; 15] = [
     "edge",
     "tushare",
     "tdx",
+    "yahoo",
     "sandbox",
     "payments",
     "subscription",
@@ -51,6 +52,7 @@ pub struct Config {
     pub edge: EdgeSection,
     pub tushare: TushareSection,
     pub tdx: TdxSection,
+    pub yahoo: YahooSection,
     pub sandbox: SandboxSection,
     pub payments: PaymentsSection,
     pub subscription: SubscriptionSection,
@@ -158,6 +160,14 @@ pub struct TdxSection {
     pub timeout_secs: u64,
     /// Concurrent connections per server: public servers drop clients that open many.
     pub connections_per_server: usize,
+}
+
+/// Yahoo Finance's chart API: prices of what Tushare does not list (US, Hong Kong, FX).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct YahooSection {
+    pub base_url: String,
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -359,6 +369,7 @@ impl Default for Config {
                 breaker_secs: 30,
             },
             tdx: TdxSection { servers: Vec::new(), timeout_secs: 5, connections_per_server: 2 },
+            yahoo: YahooSection { base_url: "https://query1.finance.yahoo.com".into(), timeout_secs: 10 },
             sandbox: SandboxSection { enabled: true },
             payments: PaymentsSection { order_ttl_minutes: 30, reconcile_grace_secs: 60, closed_retention_days: 30, wechatpay: None },
             subscription: SubscriptionSection { grace_days: 3, retention_days: 30, check_interval_secs: 60 },

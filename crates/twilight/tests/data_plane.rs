@@ -166,11 +166,15 @@ async fn rate_limit_answers_429_with_retry_after(app: TestApp) {
 
 async fn malformed_input_gets_a_json_error_naming_the_problem(app: TestApp) {
     let (_, key) = app.user(1000).await;
-    let cases: [(&str, u16, &str, Option<&str>); 13] = [
+    let cases: [(&str, u16, &str, Option<&str>); 16] = [
         ("/price", 400, "invalid_input", Some("code")),
-        ("/price?code=abc", 400, "invalid_input", Some("code")),
+        ("/price?code=a%20b", 400, "invalid_input", Some("code")),
         ("/price?code=6005190", 400, "invalid_input", Some("code")),
-        ("/price?code=600519.XX", 400, "invalid_input", Some("code")),
+        ("/price?code=%E8%8C%85%E5%8F%B0", 400, "invalid_input", Some("code")),
+        // Not an A-share but spelt like a symbol Yahoo might list: Yahoo says it does not.
+        ("/price?code=abc", 404, "not_found", None),
+        ("/price?code=600519.XX", 404, "not_found", None),
+        ("/fundamentals?code=AAPL", 400, "invalid_input", Some("code")),
         ("/price?code=699999.SH", 404, "not_found", None),
         ("/price?code=600519&trade_date=2026-13-01", 400, "invalid_input", Some("trade_date")),
         ("/price?code=600519&trade_date=29991231", 400, "invalid_input", Some("trade_date")),

@@ -14,7 +14,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use twilight_accounts::Citation;
-use twilight_core::{Cite, TsCode};
+use twilight_core::Cite;
 
 use crate::{ApiContext, ApiError, ApiResult};
 
@@ -64,7 +64,7 @@ impl<T: Serialize> IntoResponse for Answer<T> {
 
 /// The key of the row of `table` a value of `code` for `date` was read from, by column name
 /// (`{"ts_code":"600519.SH","trade_date":"20260430"}`).
-pub(crate) fn row_key(table: &str, code: TsCode, date: chrono::NaiveDate) -> BTreeMap<&'static str, String> {
+pub(crate) fn row_key(table: &str, code: impl std::fmt::Display, date: chrono::NaiveDate) -> BTreeMap<&'static str, String> {
     let columns = twilight_market::warehouse::table(table).into_iter().flat_map(|spec| spec.key_columns());
     columns.zip([code.to_string(), twilight_core::compact(date)]).collect()
 }
@@ -109,7 +109,7 @@ pub(crate) fn citation(tool_call_id: String, request: &impl Serialize, values: &
     Citation::new(tool_call_id, request, values).map_err(|e| ApiError::Internal(format!("serialising a citation: {e}")))
 }
 
-fn required_code(code: Option<&str>) -> ApiResult<TsCode> {
+fn required_code<T: std::str::FromStr<Err = twilight_core::CodeError>>(code: Option<&str>) -> ApiResult<T> {
     let code = code.ok_or_else(|| ApiError::invalid("code", "missing required parameter 'code', like code=600519.SH"))?;
     code.parse().map_err(|e: twilight_core::CodeError| ApiError::invalid("code", e.to_string()))
 }

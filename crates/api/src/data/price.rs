@@ -2,7 +2,7 @@ use axum::extract::State;
 use chrono::Utc;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use twilight_core::{compact, Cite, TsCode};
+use twilight_core::{compact, Cite, Symbol};
 use twilight_market::Metric;
 
 use super::{citation, cited_value, optional_date, required_code, row_key, tool_call_id, Answer};
@@ -16,7 +16,8 @@ use crate::{ApiContext, ApiError, ApiResult};
 #[serde(deny_unknown_fields)]
 pub struct PriceParams {
     /// Stock code: `600519.SH` (Shanghai), `000001.SZ` (Shenzhen), `830799.BJ` (Beijing); a bare
-    /// `600519` or `sh600519` is accepted too.
+    /// `600519` or `sh600519` is accepted too. Also US tickers (`AAPL`), Hong Kong (`0700.HK`) and FX
+    /// (`USDCNY=X`), priced by Yahoo Finance.
     #[schemars(required, with = "String")]
     code: Option<String>,
     /// Trading day as `YYYYMMDD` (e.g. `20260430`). Leave it out for the latest trading day with data.
@@ -36,18 +37,19 @@ fn metric_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 /// The request as understood, as its citation records it.
 #[derive(Serialize)]
 struct PriceRequest {
-    code: TsCode,
+    code: String,
     trade_date: Option<String>,
     metric: &'static str,
 }
 
 #[derive(Serialize)]
 pub struct PriceBody {
-    code: TsCode,
+    code: String,
     name: String,
     metric: &'static str,
     value: Option<f64>,
-    unit: &'static str,
+    /// The metric's unit; for a price of a symbol Yahoo lists, its currency.
+    unit: String,
     as_of: String,
     cite: Cite,
 }
@@ -58,33 +60,44 @@ pub async fn get(State(ctx): State<ApiContext>, ApiQuery(params): ApiQuery<Price
 }
 
 /// One number of one stock on one trading day, with its cite: the operation behind `/price` and
-/// the MCP `price` tool.
+/// the MCP `price` tool. A-shares come from Tushare (TDX beside it or standing in), symbols only
+/// Yahoo lists (`AAPL`, `0700.HK`, `USDCNY=X`) from Yahoo.
 pub async fn price(ctx: &ApiContext, params: PriceParams) -> ApiResult<Answer<PriceBody>> {
-    let code = required_code(params.code.as_deref())?;
+    let symbol: Symbol = required_code(params.code.as_deref())?;
     let trade_date = optional_date("trade_date", params.trade_date.as_deref())?;
     let metric = match params.metric.as_deref() {
         Some(m) => m.parse::<Metric>().map_err(|e| ApiError::invalid("metric", e))?,
         None => Metric::Close,
     };
-    let answer = ctx.market.price(code, trade_date, metric).await?;
-    let cite = Cite::tool(&answer.source, answer.table, answer.fetched_at, Utc::now(), tool_call_id())
-        .stale_if(answer.stale)
-        .agreeing(answer.agreement)
-        .falling_back_from(answer.fallback_from);
-    let key = row_key(answer.table, answer.stock.code, answer.as_of);
-    let request = PriceRequest { code, trade_date: trade_date.map(compact), metric: metric.name() };
-    let citation = citation(cite.tool_call_id.clone(), &request, &[cited_value(metric.name(), answer.value, metric.unit(), &key, &cite)])?;
-    Ok(Answer {
-        body: PriceBody {
-            code: answer.stock.code,
-            name: answer.stock.name,
-            metric: metric.name(),
-            value: answer.value,
-            unit: metric.unit(),
-            as_of: compact(answer.as_of),
-            cite,
-        },
-        cost_pts: answer.cost_pts,
-        citation,
-    })
+    let request = PriceRequest { code: symbol.to_string(), trade_date: trade_date.map(compact), metric: metric.name() };
+    // Who the code names, in what unit, the reading, and what its cite adds: (stale, agreement,
+    // fallback_from), which only A-shares have.
+    let (code, name, unit, reading, (stale, agreement, fallback_from)) = match symbol {
+        Symbol::AShare(code) => {
+            let answer = ctx.market.price(code, trade_date, metric).await?;
+            let extras = (answer.stale, answer.agreement, answer.fallback_from);
+            (answer.stock.code.to_string(), answer.stock.name, metric.unit().to_string(), answer.reading, extras)
+        }
+        Symbol::Yahoo(symbol) => {
+            let answer = ctx.market.yahoo_price(&symbol, trade_date, metric).await?;
+            let unit = if metric.unit() == "CNY" { answer.currency } else { yahoo_unit(metric).to_string() };
+            (answer.symbol, answer.name, unit, answer.reading, (false, None, None))
+        }
+    };
+    let cite = Cite::tool(&reading.source, reading.table, reading.fetched_at, Utc::now(), tool_call_id())
+        .stale_if(stale)
+        .agreeing(agreement)
+        .falling_back_from(fallback_from);
+    let key = row_key(reading.table, &code, reading.as_of);
+    let citation = citation(cite.tool_call_id.clone(), &request, &[cited_value(metric.name(), reading.value, &unit, &key, &cite)])?;
+    let body = PriceBody { code, name, metric: metric.name(), value: reading.value, unit, as_of: compact(reading.as_of), cite };
+    Ok(Answer { body, cost_pts: reading.cost_pts, citation })
+}
+
+/// Units of what Yahoo states that is not a price.
+fn yahoo_unit(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Vol => "shares",
+        other => other.unit(),
+    }
 }
