@@ -48,6 +48,7 @@ async fn tools_answer_like_the_http_endpoints_and_are_metered_per_call(app: Test
         {"call": "fundamentals", "arguments": {"code": "600519"}},
         {"call": "search", "arguments": {"query": "600519 业绩公告 2026", "max_results": 5}},
         {"call": "search", "arguments": {"query": "600519", "since": "last week"}},
+        {"call": "price", "arguments": {"code": "0700.HK"}},
     ]);
     let Some(seen) = client(&app, &key, steps).await else { return };
     assert!(seen["error"].is_null(), "{seen}");
@@ -105,6 +106,13 @@ async fn tools_answer_like_the_http_endpoints_and_are_metered_per_call(app: Test
     let traced = app.citation(results[0]["cite"]["tool_call_id"].as_str().unwrap()).await;
     assert_eq!((traced["endpoint"].as_str(), &traced["values"][0]["url"]), (Some("mcp:search"), &results[0]["url"]), "{traced}");
     assert_eq!(calls(&steps[8])[0]["structured"]["error"]["field"], "since", "{}", steps[8]);
+    // What only Yahoo lists, through the same tool.
+    let tencent = &calls(&steps[9])[0]["structured"];
+    assert_eq!(
+        (tencent["code"].as_str(), tencent["unit"].as_str(), tencent["cite"]["source"].as_str()),
+        (Some("0700.HK"), Some("HKD"), Some("sandbox:yahoo")),
+        "{tencent}"
+    );
 
     // A key of 60 a minute: its 61st call in a burst is refused with the wait (the bucket refills
     // one token a second, so a slow machine may fit in a few more first).
@@ -128,7 +136,7 @@ async fn tools_answer_like_the_http_endpoints_and_are_metered_per_call(app: Test
     let since = chrono::Utc::now() - chrono::Duration::days(1);
     let rows = stopped.accounts.usage_by_day(user, since).await.unwrap();
     let count = |endpoint: &str| rows.iter().filter(|r| r.endpoint == endpoint).map(|r| r.requests).sum::<i64>();
-    assert_eq!((count("/price"), count("mcp:price"), count("mcp:fundamentals"), count("mcp:search")), (1, 5, 1, 2), "{rows:?}");
+    assert_eq!((count("/price"), count("mcp:price"), count("mcp:fundamentals"), count("mcp:search")), (1, 6, 1, 2), "{rows:?}");
     assert!(rows.iter().any(|r| r.endpoint == "mcp:fundamentals" && r.upstream_cost_pts >= 1), "the fill's cost is metered: {rows:?}");
     assert_eq!(stopped.accounts.usage_count(limited_user).await.unwrap(), metered_limited, "refused calls are not metered");
     stopped.cleanup().await;
