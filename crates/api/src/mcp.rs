@@ -78,8 +78,9 @@ as_of, cite}."
             }
             DataTool::Fundamentals => {
                 "Financial indicators of one report period (ROE, gross margin, EPS, revenue and profit \
-growth, debt ratio, …) plus the latest valuation, each number with its own cite. Use it for 财务, 基本面, 业绩, \
-盈利能力 questions. Answers {code, name, as_of, announced, claims:[{metric, value, unit, period, cite}]}."
+growth, debt ratio, …), the latest valuation, and what the company is (industry 行业, CSRC industry, registered \
+name, market, main business 主营业务: text values), each value with its own cite. Use it for 财务, 基本面, 业绩, \
+盈利能力 and 公司是做什么的 questions. Answers {code, name, as_of, announced, claims:[{metric, value, unit, period, cite}]}."
             }
             DataTool::Search => {
                 "Searches the web for news, announcements (公告), reports and events, and finds a company's \

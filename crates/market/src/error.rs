@@ -28,6 +28,16 @@ pub enum MarketError {
 }
 
 impl MarketError {
+    /// A failed HTTP exchange with `source_name`: a timeout, or an upstream failure whose message
+    /// leaves out the URL (it may carry a token).
+    pub(crate) fn http(source_name: &'static str, error: reqwest::Error) -> MarketError {
+        if error.is_timeout() {
+            MarketError::Timeout { source_name }
+        } else {
+            MarketError::Upstream { source_name, message: error.without_url().to_string() }
+        }
+    }
+
     /// A failure of the upstream itself (not of the question asked): worth answering from what the
     /// warehouse has, and worth not asking again for a while.
     pub fn is_source_failure(&self) -> bool {

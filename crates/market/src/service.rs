@@ -18,14 +18,17 @@ use failsafe::{backoff, failure_policy, StateMachine};
 use moka::future::Cache;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use twilight_core::{china_today, compact, Agreement, TsCode};
+use twilight_core::{china_today, compact, Agreement, Symbol, TsCode};
 use twilight_tdx::TdxPool;
 
+use crate::aktools::{AktoolsClient, AktoolsConfig};
 use crate::calendar::Calendar;
+use crate::route::{self, Route};
 use crate::tdx::{daily_records, tdx_market};
 use crate::tushare::{Fetched, TushareClient, TushareConfig};
 use crate::warehouse::{
-    self, Cell, Disagreement, Record, TableSpec, Warehouse, DAILY, DAILY_BASIC, FINA_INDICATOR, STOCK_BASIC, TRADE_CAL, YAHOO_DAILY,
+    self, Cell, Disagreement, Fact, Record, TableSpec, Warehouse, COMPANY_PROFILE, DAILY, DAILY_BASIC, FINA_INDICATOR, STOCK_BASIC,
+    TRADE_CAL, YAHOO_DAILY,
 };
 use crate::yahoo::{YahooClient, YahooConfig};
 use crate::{MarketError, Metric};
@@ -53,6 +56,8 @@ pub struct MarketConfig {
     pub tdx: Option<TdxSource>,
     /// Yahoo Finance, for what Tushare does not list.
     pub yahoo: YahooConfig,
+    /// AKTools, for company profiles; without it `/fundamentals` states numbers only.
+    pub aktools: Option<AktoolsConfig>,
 }
 
 /// The TDX pool and the source name its rows are stored under.
@@ -76,7 +81,6 @@ pub struct Stock {
     pub list_date: Option<NaiveDate>,
 }
 
-/// A value with where it came from; the API turns provenance into a cite.
 /// One number read from a stored row, with where it came from: what a cite is made of.
 #[derive(Debug, Clone)]
 pub struct Reading {
@@ -105,10 +109,14 @@ impl Reading {
     }
 }
 
-/// An A-share's number; the API turns provenance into a cite.
+/// One number of one symbol; the API turns provenance into a cite.
 #[derive(Debug, Clone)]
 pub struct PriceAnswer {
-    pub stock: Stock,
+    /// The symbol as its source spells it (`600519.SH`, `0700.HK`).
+    pub code: String,
+    pub name: String,
+    /// The metric's unit; for a price of a symbol Yahoo lists, its currency.
+    pub unit: String,
     pub reading: Reading,
     /// Answered from the warehouse because the upstream failed (see `Cite::stale`).
     pub stale: bool,
@@ -118,25 +126,34 @@ pub struct PriceAnswer {
     pub fallback_from: Option<&'static str>,
 }
 
-/// A number of a symbol only Yahoo lists, with where it came from.
-#[derive(Debug, Clone)]
-pub struct QuoteAnswer {
-    pub symbol: String,
-    pub name: String,
-    /// The unit of prices (`USD`, `HKD`, `CNY`).
-    pub currency: String,
-    pub reading: Reading,
-}
-
+/// One stated value of `/fundamentals`: a number of a report or a valuation, or a line of the
+/// company's profile.
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub metric: &'static str,
-    pub value: Option<f64>,
+    pub value: Option<Fact>,
     pub unit: &'static str,
     pub period: NaiveDate,
     pub source: String,
     pub table: &'static str,
     pub fetched_at: DateTime<Utc>,
+    /// This claim's row is a kept one standing in for a failed refresh.
+    pub stale: bool,
+}
+
+impl Claim {
+    fn of(record: &Record, metric: &'static str, unit: &'static str, period: NaiveDate) -> Claim {
+        Claim {
+            metric,
+            value: record.fact(metric),
+            unit,
+            period,
+            source: record.source.clone(),
+            table: record.spec.name,
+            fetched_at: record.fetched_at,
+            stale: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -277,6 +294,9 @@ pub struct Market {
     tdx: Option<TdxSource>,
     yahoo: YahooClient,
     yahoo_breaker: Breaker,
+    aktools: Option<AktoolsClient>,
+    aktools_breaker: Breaker,
+    profiles: Cache<TsCode, Arc<Record>>,
     /// Rows of (symbol, day or latest): a latest answer serves for [`LATEST_QUOTE_TTL`].
     yahoo_days: Cache<(String, Option<NaiveDate>), Arc<Vec<Record>>>,
     day_rows: Cache<DayKey, Arc<DayRows>>,
@@ -304,6 +324,8 @@ const FINA_CLAIMS: [(&str, &str); 12] = [
     ("netprofit_yoy", "%"),
 ];
 const VALUATION_CLAIMS: [Metric; 5] = [Metric::PeTtm, Metric::Pe, Metric::Pb, Metric::Ps, Metric::TotalMv];
+/// The `company_profile` columns `/fundamentals` states, as text.
+const PROFILE_CLAIMS: [&str; 6] = ["industry", "csrc_industry", "company_name", "market", "main_business", "website"];
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, MarketError> + Send + 'static) -> Result<T, MarketError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| MarketError::Warehouse(format!("blocking task failed: {e}")))?
@@ -311,6 +333,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, MarketError> 
 
 fn shared<T>(result: Result<T, Arc<MarketError>>) -> Result<T, MarketError> {
     result.map_err(|e| (*e).clone())
+}
+
+/// A source's breaker: one failure opens it for `window`.
+fn breaker(window: Duration) -> Breaker {
+    failsafe::Config::new().failure_policy(failure_policy::consecutive_failures(1, backoff::constant(window))).build()
 }
 
 fn params(pairs: &[(&str, String)]) -> Map<String, Value> {
@@ -324,18 +351,17 @@ impl Market {
             tushare: TushareClient::new(config.tushare)?,
             tdx: config.tdx,
             yahoo: YahooClient::new(config.yahoo)?,
-            yahoo_breaker: failsafe::Config::new()
-                .failure_policy(failure_policy::consecutive_failures(1, backoff::constant(config.breaker_window)))
-                .build(),
+            yahoo_breaker: breaker(config.breaker_window),
+            aktools: config.aktools.map(AktoolsClient::new).transpose()?,
+            aktools_breaker: breaker(config.breaker_window),
+            profiles: Cache::builder().max_capacity(20_000).time_to_live(REFERENCE_TTL).build(),
             yahoo_days: Cache::builder().max_capacity(100_000).expire_after(QuoteExpiry).build(),
             day_rows: Cache::builder().max_capacity(2_000_000).expire_after(DayRowExpiry { fallback_for: config.breaker_window }).build(),
             reports: Cache::builder().max_capacity(20_000).time_to_live(REFERENCE_TTL).build(),
             calendar: Cache::builder().time_to_live(REFERENCE_TTL).build(),
             stocks: Cache::builder().expire_after(StockListExpiry { stale_for: config.breaker_window }).build(),
             health: Mutex::new(HashMap::new()),
-            tushare_breaker: failsafe::Config::new()
-                .failure_policy(failure_policy::consecutive_failures(1, backoff::constant(config.breaker_window)))
-                .build(),
+            tushare_breaker: breaker(config.breaker_window),
             breaker_window: config.breaker_window,
             warehouse_health: Mutex::new(WarehouseHealth::default()),
         })
@@ -387,12 +413,26 @@ impl Market {
         health.last_error = Some(format!("{what}: {error}"));
     }
 
-    /// `/price`: one metric of one stock on one trade date (default: the latest with data).
-    pub async fn price(&self, code: TsCode, trade_date: Option<NaiveDate>, metric: Metric) -> Result<PriceAnswer, MarketError> {
+    /// `/price`: one metric of one symbol on one trading day (default: the latest with data), from
+    /// the source [`route`](crate::route) picks.
+    pub async fn price(&self, symbol: &Symbol, trade_date: Option<NaiveDate>, metric: Metric) -> Result<PriceAnswer, MarketError> {
+        match route::route(symbol, metric)? {
+            Route::AShare { code, table } => self.a_share_price(code, table, trade_date, metric).await,
+            Route::Yahoo { symbol } => self.yahoo_price(&symbol, trade_date, metric).await,
+        }
+    }
+
+    /// An A-share's metric from `spec` (Tushare's table; TDX beside it or standing in).
+    async fn a_share_price(
+        &self,
+        code: TsCode,
+        spec: &'static TableSpec,
+        trade_date: Option<NaiveDate>,
+        metric: Metric,
+    ) -> Result<PriceAnswer, MarketError> {
         let ledger = Ledger::default();
         let stock = self.stock_noting(code, &ledger).await?;
         let calendar = self.calendar_noting(&ledger).await?;
-        let spec = metric.table();
         let (as_of, record) = match trade_date {
             Some(date) => {
                 let date = self.check_trade_date(&calendar, &stock, date)?;
@@ -407,16 +447,18 @@ impl Market {
         })?;
         let (cost_pts, stale) = ledger.into_parts();
         Ok(PriceAnswer {
+            code: stock.code.to_string(),
+            name: stock.name,
+            unit: metric.unit().to_string(),
             agreement: metric.comparable_across_sources().then(|| day.agreement(metric.name())).flatten(),
             fallback_from: day.fallback.then_some("tushare"),
             reading: Reading::of(record, metric, as_of, cost_pts),
             stale,
-            stock,
         })
     }
 
     /// `/fundamentals`: the financial indicators of one report period (default: the latest announced),
-    /// plus the latest valuation.
+    /// plus the latest valuation and what the company is (its profile, when AKTools is configured).
     pub async fn fundamentals(&self, code: TsCode, period: Option<NaiveDate>) -> Result<FundamentalsAnswer, MarketError> {
         if let Some(p) = period.filter(|p| !twilight_core::is_quarter_end(*p)) {
             return Err(MarketError::InvalidInput {
@@ -427,7 +469,8 @@ impl Market {
         let ledger = Ledger::default();
         let stock = self.stock_noting(code, &ledger).await?;
         let calendar = self.calendar_noting(&ledger).await?;
-        let reports = self.reports(code, &ledger).await?;
+        let (reports, profile) = tokio::join!(self.reports(code, &ledger), self.company_profile(code));
+        let reports = reports?;
         let report = match period {
             Some(p) => reports
                 .iter()
@@ -436,29 +479,16 @@ impl Market {
             None => reports.first().ok_or_else(|| MarketError::NotFound(format!("{code} has no announced reports")))?,
         };
         let period = report.date("end_date").expect("key column is never null");
-        let mut claims: Vec<Claim> = FINA_CLAIMS
-            .iter()
-            .map(|(metric, unit)| Claim {
-                metric,
-                value: report.number(metric),
-                unit,
-                period,
-                source: report.source.clone(),
-                table: FINA_INDICATOR.name,
-                fetched_at: report.fetched_at,
-            })
-            .collect();
+        let mut claims: Vec<Claim> = FINA_CLAIMS.iter().map(|(metric, unit)| Claim::of(report, metric, unit, period)).collect();
         let (valued_on, valuation) = self.latest_day_row(&calendar, &stock, VALUATION_CLAIMS[0].table(), &ledger).await?;
         if let Some(row) = valuation.row.as_ref() {
-            claims.extend(VALUATION_CLAIMS.iter().map(|m| Claim {
-                metric: m.name(),
-                value: row.number(m.name()),
-                unit: m.unit(),
-                period: valued_on,
-                source: row.source.clone(),
-                table: m.table().name,
-                fetched_at: row.fetched_at,
-            }));
+            claims.extend(VALUATION_CLAIMS.iter().map(|m| Claim::of(row, m.name(), m.unit(), valued_on)));
+        }
+        if let Some((row, stale)) = profile {
+            // A profile holds as of the day it was read.
+            let read_on = china_today(row.fetched_at);
+            let stated = PROFILE_CLAIMS.into_iter().filter(|column| row.fact(column).is_some());
+            claims.extend(stated.map(|column| Claim { stale, ..Claim::of(&row, column, "text", read_on) }));
         }
         let (cost_pts, stale) = ledger.into_parts();
         Ok(FundamentalsAnswer { announced: report.date("ann_date"), stock, period, claims, cost_pts, stale })
@@ -530,11 +560,12 @@ impl Market {
                                 day.row = self.store(spec, fetched).await.into_iter().find(|r| r.date("trade_date") == Some(date))
                             }
                             // Tushare is down: TDX's bar of the day stands in for a daily row.
-                            Err(error) if error.is_source_failure() && spec.per_source => match self.tdx_day(code, date, &day.others).await
-                            {
-                                Some(row) => return Ok(Arc::new(DayRows { row, others: Vec::new(), fallback: true })),
-                                None => return Err(error),
-                            },
+                            Err(error) if error.is_source_failure() && route::tdx_stands_in(spec) => {
+                                match self.tdx_day(code, date, &day.others).await {
+                                    Some(row) => return Ok(Arc::new(DayRows { row, others: Vec::new(), fallback: true })),
+                                    None => return Err(error),
+                                }
+                            }
                             Err(error) => return Err(error),
                         }
                     }
@@ -563,10 +594,7 @@ impl Market {
         };
         let records = daily_records(code, &bars, &tdx.source, Utc::now());
         let row = records.iter().find(|r| r.date("trade_date") == Some(date)).cloned();
-        let warehouse = self.warehouse.clone();
-        if let Err(error) = blocking(move || warehouse.upsert(&DAILY, &records)).await {
-            self.warehouse_failed("write of daily", &error);
-        }
+        self.keep(&DAILY, Arc::new(records)).await;
         Some(row)
     }
 
@@ -583,6 +611,32 @@ impl Market {
         let warehouse = self.warehouse.clone();
         if let Err(error) = blocking(move || warehouse.record_disagreements(&found, Utc::now())).await {
             self.warehouse_failed("write of source_disagreements", &error);
+        }
+    }
+
+    /// What `code` is, from AKTools (one row of both its answers, kept for a day), with whether it is
+    /// the kept row standing in for a failed refresh. Enrichment never fails an answer: AKTools
+    /// unconfigured, or down with nothing kept, is `None`.
+    async fn company_profile(&self, code: TsCode) -> Option<(Arc<Record>, bool)> {
+        let aktools = self.aktools.as_ref()?;
+        let key = vec![Cell::Text(code.to_string())];
+        let fresh = self
+            .profiles
+            .try_get_with(code, async {
+                if let Some(row) = self.stored_if_fresh(&COMPANY_PROFILE, key.clone(), "ts_code").await.and_then(|mut rows| rows.pop()) {
+                    return Ok(Arc::new(row));
+                }
+                let row = self.guarded("aktools", &self.aktools_breaker, aktools.company_profile(code, Utc::now())).await?;
+                self.keep(&COMPANY_PROFILE, Arc::new(vec![row.clone()])).await;
+                Ok::<_, MarketError>(Arc::new(row))
+            })
+            .await;
+        match fresh {
+            Ok(row) => Some((row, false)),
+            Err(error) => {
+                tracing::warn!(%code, %error, "no fresh company profile");
+                self.stored(&COMPANY_PROFILE, key, None).await.pop().map(|row| (Arc::new(row), true))
+            }
         }
     }
 
@@ -740,16 +794,18 @@ impl Market {
     /// are returned all the same (kept in memory by the caches only).
     async fn store(&self, spec: &'static TableSpec, fetched: Fetched) -> Vec<Record> {
         let records = Arc::new(fetched.records(spec, Utc::now()));
+        self.keep(spec, records.clone()).await;
+        Arc::unwrap_or_clone(records)
+    }
+
+    /// Writes `records` of `spec` to the warehouse; a failure marks the warehouse degraded and is
+    /// not the caller's (the records serve from memory all the same).
+    async fn keep(&self, spec: &'static TableSpec, records: Arc<Vec<Record>>) {
         let warehouse = self.warehouse.clone();
-        let stored = {
-            let records = records.clone();
-            blocking(move || warehouse.upsert(spec, &records)).await
-        };
-        match stored {
+        match blocking(move || warehouse.upsert(spec, &records)).await {
             Ok(()) => *self.warehouse_health.lock().expect("warehouse health") = WarehouseHealth::default(),
             Err(error) => self.warehouse_failed(&format!("write of {}", spec.name), &error),
         }
-        Arc::unwrap_or_clone(records)
     }
 
     /// One metered upstream query behind the source's breaker, its outcome recorded for the
@@ -788,18 +844,9 @@ impl Market {
         result
     }
 
-    /// `/price` for a symbol only Yahoo lists (US, Hong Kong, FX): one metric on one day where it
-    /// trades (default: its latest), from the warehouse or one chart call for the days around it.
-    pub async fn yahoo_price(&self, symbol: &str, trade_date: Option<NaiveDate>, metric: Metric) -> Result<QuoteAnswer, MarketError> {
-        if !metric.from_yahoo() {
-            return Err(MarketError::InvalidInput {
-                field: "metric",
-                message: format!(
-                    "{symbol} is priced by Yahoo Finance, which has close, open, high, low, pre_close, change, pct_chg and vol; {} is an A-share figure",
-                    metric.name()
-                ),
-            });
-        }
+    /// A symbol only Yahoo lists (US, Hong Kong, FX): one metric on one day where it trades
+    /// (default: its latest), from the warehouse or one chart call for the days around it.
+    async fn yahoo_price(&self, symbol: &str, trade_date: Option<NaiveDate>, metric: Metric) -> Result<PriceAnswer, MarketError> {
         let tomorrow = Utc::now().date_naive() + chrono::Days::new(1);
         if let Some(day) = trade_date.filter(|day| *day > tomorrow) {
             return Err(MarketError::InvalidInput {
@@ -816,11 +863,19 @@ impl Market {
             Some(day) => MarketError::NotFound(format!("{symbol} did not trade on {} (a holiday or a halt there?)", compact(day))),
             None => MarketError::NotFound(format!("{symbol} has not traded in the last two weeks")),
         })?;
-        Ok(QuoteAnswer {
-            symbol: row.text("symbol").unwrap_or(symbol).to_string(),
+        let unit = match metric {
+            Metric::Vol => "shares",
+            m if m.unit() == "CNY" => row.text("currency").unwrap_or_default(),
+            m => m.unit(),
+        };
+        Ok(PriceAnswer {
+            code: row.text("symbol").unwrap_or(symbol).to_string(),
             name: row.text("name").unwrap_or(symbol).to_string(),
-            currency: row.text("currency").unwrap_or_default().to_string(),
+            unit: unit.to_string(),
             reading: Reading::of(row, metric, row.date("trade_date").expect("a key column is never null"), cost_pts),
+            stale: false,
+            agreement: None,
+            fallback_from: None,
         })
     }
 
@@ -841,13 +896,9 @@ impl Market {
                     let chart =
                         self.guarded("yahoo", &self.yahoo_breaker, self.yahoo.chart(symbol, to - chrono::Days::new(14), to)).await?;
                     fetched.store(true, Ordering::Relaxed);
-                    let records = chart.records(Utc::now());
-                    let warehouse = self.warehouse.clone();
-                    let kept = records.clone();
-                    if let Err(error) = blocking(move || warehouse.upsert(&YAHOO_DAILY, &kept)).await {
-                        self.warehouse_failed("write of yahoo_daily", &error);
-                    }
-                    Ok(Arc::new(records))
+                    let records = Arc::new(chart.records(Utc::now()));
+                    self.keep(&YAHOO_DAILY, records.clone()).await;
+                    Ok(records)
                 })
                 .await,
         )?;

@@ -23,7 +23,7 @@ pub enum ColType {
     Int,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Column {
     pub name: &'static str,
     pub ty: ColType,
@@ -35,7 +35,7 @@ const fn col(name: &'static str, ty: ColType) -> Column {
 
 /// A warehouse table: its first `key_len` columns identify a row; every table also records `source`
 /// (who answered) and `fetched_at` (when), which the cite envelope reports.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct TableSpec {
     pub name: &'static str,
     pub columns: &'static [Column],
@@ -177,7 +177,26 @@ pub const YAHOO_DAILY: TableSpec = TableSpec {
     keep_raw: false,
 };
 
-pub const TABLES: [&TableSpec; 7] = [&DAILY, &DAILY_BASIC, &FINA_INDICATOR, &TRADE_CAL, &STOCK_BASIC, &ADJ_FACTOR, &YAHOO_DAILY];
+/// What a company is, from AKShare (Eastmoney's industry board, CNINFO's profile); both answers kept
+/// whole in `raw`.
+pub const COMPANY_PROFILE: TableSpec = TableSpec {
+    name: "company_profile",
+    columns: &[
+        col("ts_code", Text),
+        col("industry", Text),
+        col("csrc_industry", Text),
+        col("company_name", Text),
+        col("market", Text),
+        col("main_business", Text),
+        col("website", Text),
+    ],
+    key_len: 1,
+    per_source: false,
+    keep_raw: true,
+};
+
+pub const TABLES: [&TableSpec; 8] =
+    [&DAILY, &DAILY_BASIC, &FINA_INDICATOR, &TRADE_CAL, &STOCK_BASIC, &ADJ_FACTOR, &YAHOO_DAILY, &COMPANY_PROFILE];
 
 /// The table named `name`.
 pub fn table(name: &str) -> Option<&'static TableSpec> {
@@ -329,6 +348,14 @@ impl Cell {
     }
 }
 
+/// A value an answer states: a number, or text (an industry, a company name).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Fact {
+    Number(f64),
+    Text(String),
+}
+
 /// One stored row with its provenance.
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -362,6 +389,16 @@ impl Record {
     pub fn date(&self, column: &str) -> Option<NaiveDate> {
         match self.cell(column) {
             Cell::Date(d) => Some(*d),
+            _ => None,
+        }
+    }
+
+    /// The value of `column` as an answer states it (a date as `YYYYMMDD` text).
+    pub fn fact(&self, column: &str) -> Option<Fact> {
+        match self.cell(column) {
+            Cell::Number(n) if n.is_finite() => Some(Fact::Number(*n)),
+            Cell::Text(s) => Some(Fact::Text(s.clone())),
+            Cell::Date(d) => Some(Fact::Text(twilight_core::compact(*d))),
             _ => None,
         }
     }

@@ -110,7 +110,7 @@ fn upstream(message: String) -> MarketError {
 impl YahooClient {
     pub fn new(config: YahooConfig) -> Result<YahooClient, MarketError> {
         let http =
-            reqwest::Client::builder().timeout(config.timeout).user_agent(USER_AGENT).build().map_err(|e| upstream(e.to_string()))?;
+            reqwest::Client::builder().timeout(config.timeout).user_agent(USER_AGENT).build().map_err(|e| MarketError::http("yahoo", e))?;
         Ok(YahooClient { http, base_url: config.base_url })
     }
 
@@ -119,16 +119,10 @@ impl YahooClient {
         let epoch = |day: NaiveDate| day.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp();
         let url = format!("{}/v8/finance/chart/{}", self.base_url.trim_end_matches('/'), symbol);
         let period = [("period1", epoch(from).to_string()), ("period2", epoch(to + chrono::Days::new(1)).to_string())];
-        let response = self.http.get(&url).query(&period).query(&[("interval", "1d")]).send().await.map_err(|e| {
-            if e.is_timeout() {
-                MarketError::Timeout { source_name: "yahoo" }
-            } else {
-                upstream(e.without_url().to_string())
-            }
-        })?;
+        let response = self.http.get(&url).query(&period).query(&[("interval", "1d")]).send().await.map_err(|e| MarketError::http("yahoo", e))?;
         let sandbox = response.headers().contains_key(SANDBOX_HEADER);
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| upstream(e.without_url().to_string()))?;
+        let bytes = response.bytes().await.map_err(|e| MarketError::http("yahoo", e))?;
         match status.as_u16() {
             200 => parse(symbol, &bytes, if sandbox { "sandbox:yahoo" } else { "yahoo" }),
             404 => Err(MarketError::NotFound(format!("unknown code {symbol}: Yahoo Finance lists no such symbol"))),

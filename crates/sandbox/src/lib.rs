@@ -3,6 +3,7 @@
 //! for the offline embedded default. Each speaks its protocol on loopback exactly as documented in
 //! `shared/protocols/`, with deterministic data and switchable fault modes.
 
+pub mod aktools;
 pub mod calendar;
 mod common;
 pub mod ilink;
@@ -16,6 +17,7 @@ pub mod yahoo;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+pub use aktools::AktoolsSim;
 pub use common::{Fault, SANDBOX_HEADER};
 pub use ilink::{IlinkSim, IlinkSimConfig, SentMessage};
 pub use llm::{LlmSim, Turn};

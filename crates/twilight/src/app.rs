@@ -18,7 +18,9 @@ use twilight_billing::{ApiV3Key, Billing, BillingConfig, MerchantKey, StaticPubl
 use twilight_core::RawToken;
 use twilight_market::{Market, MarketConfig, TdxSource, TushareConfig, YahooConfig};
 use twilight_provision::secret_file;
-use twilight_sandbox::{IlinkSim, IlinkSimConfig, LlmSim, SandboxKeys, SearchKind, SearchSim, TdxSim, TushareSim, WechatPaySim, YahooSim};
+use twilight_sandbox::{
+    AktoolsSim, IlinkSim, IlinkSimConfig, LlmSim, SandboxKeys, SearchKind, SearchSim, TdxSim, TushareSim, WechatPaySim, YahooSim,
+};
 use twilight_search::{Bocha, DashScope, DashScopeRoute, Endpoint, GoogleCse, Provider, SearchConfig, Searcher};
 use twilight_tdx::TdxPool;
 
@@ -38,7 +40,7 @@ pub const SANDBOX_SEARCH_KEY: &str = "sandbox-search-key";
 const SANDBOX_SEARCH_ENGINE: &str = "sandbox-engine";
 
 /// The market-data simulators: Tushare and a TDX quote server over the same universe (the same
-/// closes), and Yahoo Finance, for `serve` and `backfill` alike.
+/// closes), Yahoo Finance and AKTools, for `serve` and `backfill` alike.
 #[derive(Clone)]
 pub struct MarketSims {
     pub tushare: TushareSim,
@@ -48,6 +50,8 @@ pub struct MarketSims {
     pub tdx_addr: String,
     pub yahoo: YahooSim,
     pub yahoo_url: String,
+    pub aktools: AktoolsSim,
+    pub aktools_url: String,
 }
 
 impl MarketSims {
@@ -58,6 +62,8 @@ impl MarketSims {
         let (tdx_addr, _task) = tdx.start(0).await.context("starting the sandbox TDX server")?;
         let yahoo = YahooSim::new();
         let (yahoo_addr, _task) = twilight_sandbox::serve(yahoo.router(), 0).await.context("starting the sandbox Yahoo Finance")?;
+        let aktools = AktoolsSim::new();
+        let (aktools_addr, _task) = twilight_sandbox::serve(aktools.router(), 0).await.context("starting the sandbox AKTools")?;
         Ok(MarketSims {
             tushare,
             tushare_url: format!("http://{tushare_addr}"),
@@ -65,6 +71,8 @@ impl MarketSims {
             tdx_addr: tdx_addr.to_string(),
             yahoo,
             yahoo_url: format!("http://{yahoo_addr}"),
+            aktools,
+            aktools_url: format!("http://{aktools_addr}"),
         })
     }
 }
@@ -188,7 +196,7 @@ pub async fn signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The market read path's settings: the sandbox's Tushare and TDX, or the configured ones.
+/// The market read path's settings: the sandbox's upstreams, or the configured ones.
 pub fn market_config(config: &Config, sims: Option<&MarketSims>) -> anyhow::Result<MarketConfig> {
     let tushare = match sims {
         Some(sims) => TushareConfig {
@@ -214,7 +222,8 @@ pub fn market_config(config: &Config, sims: Option<&MarketSims>) -> anyhow::Resu
         base_url: sims.map_or_else(|| config.yahoo.base_url.clone(), |sims| sims.yahoo_url.clone()),
         timeout: Duration::from_secs(config.yahoo.timeout_secs.max(1)),
     };
-    Ok(MarketConfig { warehouse_path: config.warehouse_path(), tushare, breaker_window, tdx, yahoo })
+    let aktools = config.aktools(sims.map(|sims| sims.aktools_url.as_str()))?;
+    Ok(MarketConfig { warehouse_path: config.warehouse_path(), tushare, breaker_window, tdx, yahoo, aktools })
 }
 
 /// Makes everything this process writes from now on (accounts DB, warehouse, secrets, profiles)

@@ -15,10 +15,11 @@ use std::sync::Arc;
 use twilight_api::edge::EdgePolicy;
 use twilight_api::limit::IpQuotas;
 use twilight_billing::{ApiV3Key, MerchantKey, StaticPublicKey, WechatPayConfig};
+use twilight_market::AktoolsConfig;
 
 /// Top-level config keys the environment may set; other `TWILIGHT_*` variables (secrets such as
 /// `TWILIGHT_TUSHARE_TOKEN`, `TWILIGHT_LOG`, test switches) are not configuration.
-const CONFIG_KEYS: [&str; 16] = [
+const CONFIG_KEYS: [&str; 17] = [
     "listen",
     "public_url",
     "data_dir",
@@ -28,6 +29,7 @@ const CONFIG_KEYS: [&str; 16] = [
     "tushare",
     "tdx",
     "yahoo",
+    "aktools",
     "sandbox",
     "payments",
     "subscription",
@@ -53,6 +55,7 @@ pub struct Config {
     pub tushare: TushareSection,
     pub tdx: TdxSection,
     pub yahoo: YahooSection,
+    pub aktools: AktoolsSection,
     pub sandbox: SandboxSection,
     pub payments: PaymentsSection,
     pub subscription: SubscriptionSection,
@@ -166,6 +169,16 @@ pub struct TdxSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct YahooSection {
+    pub base_url: String,
+    pub timeout_secs: u64,
+}
+
+/// AKShare through AKTools: company profiles for `/fundamentals`. AKTools runs any Python it is
+/// sent, so it must listen on loopback beside `serve`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AktoolsSection {
+    pub enabled: bool,
     pub base_url: String,
     pub timeout_secs: u64,
 }
@@ -370,6 +383,7 @@ impl Default for Config {
             },
             tdx: TdxSection { servers: Vec::new(), timeout_secs: 5, connections_per_server: 2 },
             yahoo: YahooSection { base_url: "https://query1.finance.yahoo.com".into(), timeout_secs: 10 },
+            aktools: AktoolsSection { enabled: true, base_url: "http://127.0.0.1:8081".into(), timeout_secs: 15 },
             sandbox: SandboxSection { enabled: true },
             payments: PaymentsSection { order_ttl_minutes: 30, reconcile_grace_secs: 60, closed_retention_days: 30, wechatpay: None },
             subscription: SubscriptionSection { grace_days: 3, retention_days: 30, check_interval_secs: 60 },
@@ -572,6 +586,22 @@ impl Config {
         }
     }
 
+    /// AKTools at `sandbox_url` (the simulator's) or as configured; `None` when disabled. A
+    /// configured address that is not loopback is refused: AKTools evaluates what it is sent.
+    pub fn aktools(&self, sandbox_url: Option<&str>) -> anyhow::Result<Option<AktoolsConfig>> {
+        if !self.aktools.enabled {
+            return Ok(None);
+        }
+        let base_url = sandbox_url.unwrap_or(&self.aktools.base_url).to_string();
+        let url = reqwest::Url::parse(&base_url).with_context(|| format!("aktools.base_url {base_url:?} is not a URL"))?;
+        let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+        let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            bail!("aktools.base_url {base_url} is not on loopback: AKTools runs whatever code it is sent, so it must listen on 127.0.0.1 beside serve");
+        }
+        Ok(Some(AktoolsConfig { base_url, timeout: Duration::from_secs(self.aktools.timeout_secs.max(1)) }))
+    }
+
     pub fn tushare_token(&self) -> anyhow::Result<SecretString> {
         secret("TWILIGHT_TUSHARE_TOKEN", "tushare.token_file", self.tushare.token_file.as_deref())?
             .context("no Tushare token: set TWILIGHT_TUSHARE_TOKEN or tushare.token_file (or run the sandbox)")
@@ -634,6 +664,26 @@ mod tests {
         let config = Config { accounts_url: Some(DbUrl::from("postgres://u:hunter2@h/d".to_string())), ..Config::default() };
         assert!(!format!("{config:?}").contains("hunter2"));
         assert_eq!(config.accounts_url(), "postgres://u:hunter2@h/d");
+    }
+
+    #[test]
+    fn aktools_is_reached_on_loopback_only() {
+        let with = |base_url: &str| {
+            let mut config = Config::default();
+            config.aktools.base_url = base_url.into();
+            config.aktools(None)
+        };
+        for loopback in ["http://127.0.0.1:8080", "http://localhost:8080/", "http://[::1]:8080"] {
+            assert_eq!(with(loopback).unwrap().unwrap().base_url, loopback);
+        }
+        for remote in ["http://10.0.0.5:8080", "http://aktools.example.com", "not a url"] {
+            assert!(with(remote).is_err(), "{remote}");
+        }
+        let sandbox = Config::default().aktools(Some("http://127.0.0.1:41234")).unwrap().unwrap();
+        assert_eq!(sandbox.base_url, "http://127.0.0.1:41234");
+        let mut off = Config::default();
+        off.aktools.enabled = false;
+        assert!(off.aktools(None).unwrap().is_none());
     }
 
     #[test]

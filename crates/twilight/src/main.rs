@@ -167,6 +167,7 @@ async fn main() -> anyhow::Result<()> {
             println!("sandbox Tushare: {} (token: {})", sandbox.market.tushare_url, app::SANDBOX_TUSHARE_TOKEN);
             println!("sandbox TDX quote server: {}", sandbox.market.tdx_addr);
             println!("sandbox Yahoo Finance: {}", sandbox.market.yahoo_url);
+            println!("sandbox AKTools: {}", sandbox.market.aktools_url);
             println!("sandbox WeChat Pay: {} (mchid {}; its keys are fresh on every start)", sandbox.wechatpay_url, app::SANDBOX_MCHID);
             for (kind, _, url) in &sandbox.search {
                 println!("sandbox search {}: {url} (key: {})", kind.name(), app::SANDBOX_SEARCH_KEY);

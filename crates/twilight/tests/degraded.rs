@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use twilight_market::Warehouse;
-use twilight_sandbox::{TdxMode, TushareMode};
+use twilight_sandbox::{Fault, TdxMode, TushareMode};
 
 use common::{Backend, TestApp};
 
@@ -61,6 +61,7 @@ async fn a_tushare_outage_over_an_aged_warehouse_answers_stale_and_asks_once_per
         return;
     };
     app.running.sandbox.as_ref().unwrap().market.tushare.set_mode(TushareMode::Down);
+    app.running.sandbox.as_ref().unwrap().market.aktools.set_fault(Fault::Down);
 
     let before = total_calls(&app);
     let outage_began = Instant::now();
@@ -78,6 +79,7 @@ async fn a_tushare_outage_over_an_aged_warehouse_answers_stale_and_asks_once_per
     let fundamentals = get_ok(&app, "/fundamentals?code=600519.SH", &key).await;
     let claims = fundamentals["claims"].as_array().unwrap();
     assert!(!claims.is_empty() && claims.iter().all(|claim| claim["cite"]["stale"] == true), "{fundamentals}");
+    assert!(claims.iter().any(|claim| claim["metric"] == "industry"), "AKTools down too: the kept profile, stale: {fundamentals}");
     // A day neither the warehouse nor TDX can give cannot be made up: refused at once, saying when
     // to come back.
     let (status, headers, body) = app.get("/price?code=000001.SZ&trade_date=20260428", Some(&key)).await;

@@ -10,7 +10,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use common::TestApp;
+use common::{Backend, TestApp};
+use twilight_sandbox::TushareMode;
 
 on_both_backends!(tools_answer_like_the_http_endpoints_and_are_metered_per_call, refusals_happen_before_mcp_and_in_our_json_shape);
 
@@ -97,6 +98,13 @@ async fn tools_answer_like_the_http_endpoints_and_are_metered_per_call(app: Test
     assert!(calls(&steps[5])[0]["structured"]["error"]["message"].as_str().unwrap().contains("colour"));
     let fundamentals = &calls(&steps[6])[0]["structured"];
     assert!(!fundamentals["claims"].as_array().unwrap().is_empty(), "{fundamentals}");
+    // What the company is, as text, cited to AKShare's profile.
+    let industry = fundamentals["claims"].as_array().unwrap().iter().find(|c| c["metric"] == "industry").expect("an industry claim");
+    assert_eq!((industry["value"].as_str(), industry["unit"].as_str()), (Some("酿酒行业"), Some("text")), "{industry}");
+    assert_eq!(
+        (industry["cite"]["source"].as_str(), industry["cite"]["table"].as_str()),
+        (Some("sandbox:aktools"), Some("company_profile"))
+    );
     // Search: pages with their URLs in the cite, traced under the tool's endpoint; a bad span is
     // refused naming the field.
     let search = &calls(&steps[7])[0]["structured"];
@@ -202,4 +210,23 @@ async fn refusals_happen_before_mcp_and_in_our_json_shape(app: TestApp) {
     let stopped = app.stop_server().await;
     assert_eq!(stopped.accounts.usage_count(user).await.unwrap(), 0, "no tool ran, nothing was metered");
     stopped.cleanup().await;
+}
+
+/// Tushare down: the tool answers a day's close from TDX, saying so in the cite, as `/price` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tushare_outage_is_answered_from_tdx_through_the_tool_too() {
+    let Some(app) = TestApp::start(Backend::Sqlite).await else { return };
+    let (_, key) = app.user(1000).await;
+    // The stock list and calendar are read while Tushare is up.
+    let (status, _, body) = app.get("/price?code=600519.SH", Some(&key)).await;
+    assert_eq!(status, 200, "{body}");
+    app.running.sandbox.as_ref().unwrap().market.tushare.set_mode(TushareMode::Down);
+    let steps = json!([{"call": "price", "arguments": {"code": "000001.SZ", "trade_date": "20260430"}}]);
+    let Some(seen) = client(&app, &key, steps).await else { return };
+    let answer = &calls(&seen["steps"][0])[0]["structured"];
+    let cite = &answer["cite"];
+    assert_eq!((cite["source"].as_str(), cite["fallback_from"].as_str()), (Some("sandbox:tdx"), Some("tushare")), "{answer}");
+    assert_eq!(answer["as_of"], "20260430");
+    assert!(answer["value"].as_f64().unwrap() > 0.0, "{answer}");
+    app.stop().await;
 }

@@ -26,7 +26,7 @@ pub async fn trace(State(ctx): State<ApiContext>, ApiPath(tool_call_id): ApiPath
         };
         let (cited, others): (Vec<_>, Vec<_>) = rows
             .iter()
-            .map(|row| (row.source.as_str(), json!({ "value": row.number(&metric), "source": row.source, "fetched_at": row.fetched_at })))
+            .map(|row| (row.source.as_str(), json!({ "value": row.fact(&metric), "source": row.source, "fetched_at": row.fetched_at })))
             .partition(|(row_source, _)| *row_source == source);
         value["warehouse_now"] = cited.into_iter().next().map_or(Value::Null, |(_, row)| row);
         value["other_sources"] = others.into_iter().map(|(_, row)| row).collect();

@@ -3,6 +3,7 @@ use chrono::Utc;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use twilight_core::{compact, Cite, TsCode};
+use twilight_market::Fact;
 
 use serde_json::json;
 
@@ -27,7 +28,8 @@ pub struct FundamentalsParams {
 #[derive(Serialize)]
 pub struct ClaimBody {
     metric: &'static str,
-    value: Option<f64>,
+    /// A number, or text for a line of the company's profile (`industry`, `main_business`).
+    value: Option<Fact>,
     unit: &'static str,
     period: String,
     cite: Cite,
@@ -47,8 +49,8 @@ pub async fn get(State(ctx): State<ApiContext>, ApiQuery(params): ApiQuery<Funda
     fundamentals(&ctx, params).await
 }
 
-/// Financial indicators of a report period plus the latest valuation, each number with its own
-/// cite: the operation behind `/fundamentals` and the MCP `fundamentals` tool.
+/// Financial indicators of a report period, the latest valuation and the company's profile, each
+/// value with its own cite: the operation behind `/fundamentals` and the MCP `fundamentals` tool.
 pub async fn fundamentals(ctx: &ApiContext, params: FundamentalsParams) -> ApiResult<Answer<FundamentalsBody>> {
     let code = required_code(params.code.as_deref())?;
     let period = optional_date("period", params.period.as_deref())?;
@@ -59,12 +61,12 @@ pub async fn fundamentals(ctx: &ApiContext, params: FundamentalsParams) -> ApiRe
         .claims
         .into_iter()
         .map(|c| {
-            let cite = Cite::tool(&c.source, c.table, c.fetched_at, now, call_id.clone()).stale_if(answer.stale);
+            let cite = Cite::tool(&c.source, c.table, c.fetched_at, now, call_id.clone()).stale_if(answer.stale || c.stale);
             let key = row_key(c.table, answer.stock.code, c.period);
             (ClaimBody { metric: c.metric, value: c.value, unit: c.unit, period: compact(c.period), cite }, key)
         })
         .unzip();
-    let cited: Vec<_> = claims.iter().zip(&keys).map(|(c, key)| cited_value(c.metric, c.value, c.unit, key, &c.cite)).collect();
+    let cited: Vec<_> = claims.iter().zip(&keys).map(|(c, key)| cited_value(c.metric, c.value.clone(), c.unit, key, &c.cite)).collect();
     let citation = citation(call_id, &json!({ "code": code, "period": period.map(compact) }), &cited)?;
     Ok(Answer {
         body: FundamentalsBody {

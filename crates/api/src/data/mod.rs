@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use twilight_accounts::Citation;
 use twilight_core::Cite;
+use twilight_market::Fact;
 
 use crate::{ApiContext, ApiError, ApiResult};
 
@@ -74,7 +75,7 @@ pub(crate) fn row_key(table: &str, code: impl std::fmt::Display, date: chrono::N
 #[derive(Serialize)]
 pub(crate) struct CitedValue<'a> {
     metric: &'a str,
-    value: Option<f64>,
+    value: Option<Fact>,
     unit: &'a str,
     source: &'a str,
     table: &'a str,
@@ -86,7 +87,7 @@ pub(crate) struct CitedValue<'a> {
 
 pub(crate) fn cited_value<'a>(
     metric: &'a str,
-    value: Option<f64>,
+    value: Option<Fact>,
     unit: &'a str,
     key: &'a BTreeMap<&'static str, String>,
     cite: &'a Cite,

@@ -3,7 +3,7 @@ use chrono::Utc;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use twilight_core::{compact, Cite, Symbol};
-use twilight_market::Metric;
+use twilight_market::{Fact, Metric, PriceAnswer};
 
 use super::{citation, cited_value, optional_date, required_code, row_key, tool_call_id, Answer};
 use crate::extract::ApiQuery;
@@ -70,34 +70,14 @@ pub async fn price(ctx: &ApiContext, params: PriceParams) -> ApiResult<Answer<Pr
         None => Metric::Close,
     };
     let request = PriceRequest { code: symbol.to_string(), trade_date: trade_date.map(compact), metric: metric.name() };
-    // Who the code names, in what unit, the reading, and what its cite adds: (stale, agreement,
-    // fallback_from), which only A-shares have.
-    let (code, name, unit, reading, (stale, agreement, fallback_from)) = match symbol {
-        Symbol::AShare(code) => {
-            let answer = ctx.market.price(code, trade_date, metric).await?;
-            let extras = (answer.stale, answer.agreement, answer.fallback_from);
-            (answer.stock.code.to_string(), answer.stock.name, metric.unit().to_string(), answer.reading, extras)
-        }
-        Symbol::Yahoo(symbol) => {
-            let answer = ctx.market.yahoo_price(&symbol, trade_date, metric).await?;
-            let unit = if metric.unit() == "CNY" { answer.currency } else { yahoo_unit(metric).to_string() };
-            (answer.symbol, answer.name, unit, answer.reading, (false, None, None))
-        }
-    };
+    let PriceAnswer { code, name, unit, reading, stale, agreement, fallback_from } = ctx.market.price(&symbol, trade_date, metric).await?;
     let cite = Cite::tool(&reading.source, reading.table, reading.fetched_at, Utc::now(), tool_call_id())
         .stale_if(stale)
         .agreeing(agreement)
         .falling_back_from(fallback_from);
     let key = row_key(reading.table, &code, reading.as_of);
-    let citation = citation(cite.tool_call_id.clone(), &request, &[cited_value(metric.name(), reading.value, &unit, &key, &cite)])?;
+    let citation =
+        citation(cite.tool_call_id.clone(), &request, &[cited_value(metric.name(), reading.value.map(Fact::Number), &unit, &key, &cite)])?;
     let body = PriceBody { code, name, metric: metric.name(), value: reading.value, unit, as_of: compact(reading.as_of), cite };
     Ok(Answer { body, cost_pts: reading.cost_pts, citation })
-}
-
-/// Units of what Yahoo states that is not a price.
-fn yahoo_unit(metric: Metric) -> &'static str {
-    match metric {
-        Metric::Vol => "shares",
-        other => other.unit(),
-    }
 }
