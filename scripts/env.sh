@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts: one persistent build directory outside the clone (a clean build compiles
 # DuckDB's C++ for ~12 minutes; later builds reuse it).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/twilight-target}"

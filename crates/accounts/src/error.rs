@@ -21,6 +21,9 @@ pub enum AccountsError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A backup or restore could not be made (the tool failed, a file is missing or damaged).
+    #[error("{0}")]
+    Backup(String),
 }
 
 /// Shorthand used by every accounts operation.

@@ -7,6 +7,7 @@
 //! the same contract tests (`tests/contract.rs`).
 #![forbid(unsafe_code)]
 
+pub mod backup;
 mod error;
 mod issue;
 mod model;

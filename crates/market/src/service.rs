@@ -371,6 +371,20 @@ impl Market {
         &self.warehouse
     }
 
+    /// A consistent copy of the warehouse, taken while it serves, in `snapshots/` beside it and named
+    /// by the time it was taken: its path and size.
+    pub async fn snapshot(&self) -> Result<(PathBuf, u64), MarketError> {
+        let warehouse = self.warehouse.clone();
+        blocking(move || {
+            let dir = warehouse.path().parent().unwrap_or(std::path::Path::new(".")).join("snapshots");
+            std::fs::create_dir_all(&dir).map_err(|e| MarketError::Warehouse(format!("{}: {e}", dir.display())))?;
+            let to = dir.join(format!("warehouse-{}.duckdb", Utc::now().format("%Y%m%dT%H%M%S%.6fZ")));
+            let bytes = warehouse.snapshot(&to)?;
+            Ok((to, bytes))
+        })
+        .await
+    }
+
     /// Rows per warehouse table; fails when the warehouse cannot be read.
     pub async fn row_counts(&self) -> Result<Vec<(&'static str, i64)>, MarketError> {
         let warehouse = self.warehouse.clone();

@@ -4,7 +4,7 @@
 //! fill of another key (DuckDB's MVCC gives each reader a consistent snapshot).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -405,6 +405,7 @@ impl Record {
 }
 
 pub struct Warehouse {
+    path: PathBuf,
     writer: Mutex<Connection>,
     /// Only cloned from, so opening a reader never waits for a write in progress.
     origin: Mutex<Connection>,
@@ -442,7 +443,7 @@ impl Warehouse {
         )
         .map_err(storage)?;
         let origin = conn.try_clone().map_err(storage)?;
-        Ok(Warehouse { writer: Mutex::new(conn), origin: Mutex::new(origin), readers: Mutex::new(Vec::new()) })
+        Ok(Warehouse { path: path.to_path_buf(), writer: Mutex::new(conn), origin: Mutex::new(origin), readers: Mutex::new(Vec::new()) })
     }
 
     /// Runs `f` on a reader connection, reusing idle ones.
@@ -598,6 +599,27 @@ impl Warehouse {
     }
 
     /// Row counts per table, for the deep health check.
+    /// The file the warehouse lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A consistent copy of the warehouse at `to`, taken while it serves: every write so far is
+    /// checkpointed into the file, which is copied while the writer is held (reads go on; DuckDB
+    /// readers never write the file). `to` must not exist.
+    pub fn snapshot(&self, to: &Path) -> Result<u64, MarketError> {
+        let conn = self.writer.lock().expect("writer");
+        conn.execute_batch("CHECKPOINT").map_err(storage)?;
+        let copy = || -> std::io::Result<u64> {
+            let mut from = std::fs::File::open(&self.path)?;
+            let mut into = std::fs::OpenOptions::new().write(true).create_new(true).open(to)?;
+            let bytes = std::io::copy(&mut from, &mut into)?;
+            into.sync_all()?;
+            Ok(bytes)
+        };
+        copy().map_err(|e| MarketError::Warehouse(format!("snapshot to {}: {e}", to.display())))
+    }
+
     pub fn row_counts(&self) -> Result<Vec<(&'static str, i64)>, MarketError> {
         self.read(|conn| {
             TABLES
@@ -712,6 +734,23 @@ mod tests {
         assert_eq!(one.len(), 1, "the same source replaces its row");
         assert_eq!((one[0].number("close"), one[0].fetched_at), (Some(1506.0), later));
         assert_eq!(warehouse.row_counts().unwrap().iter().find(|(t, _)| *t == "daily").unwrap().1, 2);
+    }
+
+    #[test]
+    fn a_snapshot_taken_while_serving_opens_with_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::open(&dir.path().join("w.duckdb")).unwrap();
+        let at = Utc::now();
+        let rows: Vec<Record> = (1..=28).map(|day| daily("600519.SH", d(2026, 2, day), Some(1500.0 + day as f64), "tushare", at)).collect();
+        warehouse.upsert(&DAILY, &rows).unwrap();
+        let to = dir.path().join("snapshot.duckdb");
+        assert!(warehouse.snapshot(&to).unwrap() > 0);
+        assert!(warehouse.snapshot(&to).is_err(), "never over an existing file");
+        // The original keeps serving and taking writes; the copy has what was there.
+        warehouse.upsert(&DAILY, &[daily("600519.SH", d(2026, 3, 2), Some(1.0), "tushare", at)]).unwrap();
+        let copy = Warehouse::open(&to).unwrap();
+        assert_eq!(copy.select(&DAILY, &[Cell::Text("600519.SH".into())], None).unwrap().len(), 28);
+        assert_eq!(warehouse.select(&DAILY, &[Cell::Text("600519.SH".into())], None).unwrap().len(), 29);
     }
 
     #[test]

@@ -119,7 +119,8 @@ impl YahooClient {
         let epoch = |day: NaiveDate| day.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp();
         let url = format!("{}/v8/finance/chart/{}", self.base_url.trim_end_matches('/'), symbol);
         let period = [("period1", epoch(from).to_string()), ("period2", epoch(to + chrono::Days::new(1)).to_string())];
-        let response = self.http.get(&url).query(&period).query(&[("interval", "1d")]).send().await.map_err(|e| MarketError::http("yahoo", e))?;
+        let response =
+            self.http.get(&url).query(&period).query(&[("interval", "1d")]).send().await.map_err(|e| MarketError::http("yahoo", e))?;
         let sandbox = response.headers().contains_key(SANDBOX_HEADER);
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| MarketError::http("yahoo", e))?;

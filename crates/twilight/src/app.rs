@@ -402,7 +402,7 @@ pub fn searcher(config: &Config, sandbox: Option<&Sandbox>) -> anyhow::Result<Se
 }
 
 /// `addr`, or the loopback address on its port when it listens on all interfaces.
-fn loopback(addr: SocketAddr) -> SocketAddr {
+pub fn loopback(addr: SocketAddr) -> SocketAddr {
     if addr.ip().is_unspecified() {
         SocketAddr::from(([127, 0, 0, 1], addr.port()))
     } else {

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod backfill;
+pub mod backup;
 pub mod cfg;
 pub mod provisioning;
 pub mod scheduler;

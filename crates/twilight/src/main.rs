@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use twilight::app::{self, Sandbox};
 use twilight::backfill::{self, Codes};
+use twilight::backup;
 use twilight::cfg::Config;
 use twilight_accounts::{NewUser, Plan, UserStatus};
 use uuid::Uuid;
@@ -66,6 +67,20 @@ enum Command {
         /// From this day on (`YYYY-MM-DD`); default: everything held.
         #[arg(long)]
         since: Option<chrono::NaiveDate>,
+    },
+    /// Back up the accounts DB and the warehouse into a new directory, with a manifest of checksums
+    /// (while `serve` runs, it takes the warehouse snapshot).
+    Backup {
+        /// The directory to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Replace the accounts DB and the warehouse with a backup, after checking it against its
+    /// manifest. Stop serve, the scheduler and the provisioner first.
+    Restore {
+        /// A directory `twilight backup` wrote.
+        #[arg(long)]
+        from: PathBuf,
     },
 }
 
@@ -162,6 +177,16 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckSources { since } => backfill::check_sources(&config, since),
+        Command::Backup { out } => {
+            let manifest = backup::backup(&config, &out).await?;
+            println!("{}", serde_json::to_string(&manifest)?);
+            Ok(())
+        }
+        Command::Restore { from } => {
+            let manifest = backup::restore(&config, &from).await?;
+            println!("{}", serde_json::to_string(&manifest)?);
+            Ok(())
+        }
         Command::Sandbox => {
             let sandbox = Sandbox::start().await?;
             println!("sandbox Tushare: {} (token: {})", sandbox.market.tushare_url, app::SANDBOX_TUSHARE_TOKEN);

@@ -29,6 +29,7 @@ pub fn router(ctx: ApiContext) -> Router<ApiContext> {
         .route("/admin/citations/{tool_call_id}", get(citations::trace))
         .route("/admin/provision/{user_id}", post(provision::provision))
         .route("/admin/search", get(search_providers))
+        .route("/admin/warehouse/snapshot", post(warehouse_snapshot))
         .route_layer(middleware::from_fn_with_state(ctx, require_admin))
 }
 
@@ -36,6 +37,14 @@ pub fn router(ctx: ApiContext) -> Router<ApiContext> {
 /// failures against its budget (Beijing day; counted by this process since it started).
 async fn search_providers(State(ctx): State<ApiContext>) -> Json<Value> {
     Json(json!({ "providers": ctx.search.status() }))
+}
+
+/// `POST /admin/warehouse/snapshot` — a consistent copy of the warehouse taken while it serves
+/// (only this process may open the file), in `snapshots/` beside it: `{path, bytes}`. `twilight
+/// backup` asks for one when `serve` runs, then moves it away.
+async fn warehouse_snapshot(State(ctx): State<ApiContext>) -> Result<Json<Value>, ApiError> {
+    let (path, bytes) = ctx.market.snapshot().await?;
+    Ok(Json(json!({ "path": path, "bytes": bytes })))
 }
 
 async fn require_admin(State(ctx): State<ApiContext>, request: Request, next: Next) -> Result<Response, ApiError> {
