@@ -23,7 +23,7 @@ pub use issue::{create_user_with_key, renew_url, user_overview, UserOverview, DA
 pub use model::{
     AdminToken, ApiKey, Citation, CitationRecord, GatewayCensus, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, NewOrder, NewUser,
     Payment, PaymentState, Plan, ProfileStatus, ProvisioningJob, Pruned, RefundNotice, RefundRecorded, SettleOutcome, Settled, Settlement,
-    UnknownValue, UsageDay, UsageRecord, User, UserStatus,
+    Tallies, UnknownValue, UsageDay, UsageRecord, User, UserStatus,
 };
 pub use sql::SqlAccounts;
 
@@ -225,6 +225,9 @@ pub trait Accounts: Send + Sync + 'static {
 
     /// Every host's latest census, by host.
     async fn gateway_census(&self) -> Result<Vec<GatewayCensus>>;
+
+    /// How many provisioning jobs are in each state and orders in each status, for `/metrics`.
+    async fn tallies(&self) -> Result<Tallies>;
 
     /// Records that the user's bot greets them now; `false` (nothing written) if it already did or
     /// there is no profile. Claimed before sending, so no restart ever greets twice.

@@ -27,6 +27,9 @@ macro_rules! text_enum {
 
         impl $name {
             /// The text stored in the database and shown by the API.
+            /// Every value, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
             pub fn as_str(self) -> &'static str {
                 match self {
                     $(Self::$variant => $text),+
@@ -440,6 +443,15 @@ pub struct HermesProfile {
     pub created_at: DateTime<Utc>,
     /// When the bot greeted its owner in WeChat, once.
     pub welcomed_at: Option<DateTime<Utc>>,
+}
+
+/// Rows per state of the tables whose states operators watch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tallies {
+    /// Provisioning jobs per state (states without jobs left out).
+    pub jobs: Vec<(JobState, i64)>,
+    /// Orders per payment state (likewise).
+    pub payments: Vec<(PaymentState, i64)>,
 }
 
 /// What a host's provisioner last saw of its gateways.

@@ -19,7 +19,7 @@ use crate::error::classify;
 use crate::{
     Accounts, AccountsError, AdminToken, ApiKey, CitationRecord, GatewayCensus, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey,
     NewOrder, NewUser, Payment, PaymentState, ProfileStatus, ProvisioningJob, Pruned, RefundNotice, RefundRecorded, Result, SettleOutcome,
-    Settled, Settlement, UsageDay, UsageRecord, User, UserStatus,
+    Settled, Settlement, Tallies, UsageDay, UsageRecord, User, UserStatus,
 };
 
 /// Rows per multi-row INSERT (and keys per `last_used_at` UPDATE). A statement may carry at most
@@ -1140,6 +1140,20 @@ impl Accounts for SqlAccounts {
                 .fetch_all(pool)
                 .await
         })?)
+    }
+
+    async fn tallies(&self) -> Result<Tallies> {
+        let (jobs, payments): (Vec<(String, i64)>, Vec<(String, i64)>) = on_pool!(self, |pool| {
+            let jobs =
+                sqlx::query_as("SELECT state, count(*) FROM provisioning_jobs GROUP BY state ORDER BY state").fetch_all(pool).await?;
+            let payments = sqlx::query_as("SELECT status, count(*) FROM payments GROUP BY status ORDER BY status").fetch_all(pool).await?;
+            Ok::<_, sqlx::Error>((jobs, payments))
+        })?;
+        // A state this build does not know (written by a newer release) is left out, not an error.
+        fn known<T: std::str::FromStr>(rows: Vec<(String, i64)>) -> Vec<(T, i64)> {
+            rows.into_iter().filter_map(|(state, n)| Some((state.parse().ok()?, n))).collect()
+        }
+        Ok(Tallies { jobs: known(jobs), payments: known(payments) })
     }
 
     async fn claim_welcome(&self, user_id: Uuid, at: DateTime<Utc>) -> Result<bool> {

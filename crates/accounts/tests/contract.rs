@@ -85,6 +85,7 @@ contract! {
         a_users_jobs_never_run_at_once,
         concurrent_claims_never_share_a_job,
         onboarding_mailbox_and_profiles_round_trip,
+        tallies_count_jobs_and_orders_by_state,
     ],
     raw: [
         check_constraints_reject_junk,
@@ -355,6 +356,19 @@ async fn check_constraints_reject_junk(store: &dyn Accounts, url: &str) {
 }
 
 // ---- orders, payments and provisioning jobs ----
+
+async fn tallies_count_jobs_and_orders_by_state(store: &dyn Accounts) {
+    assert_eq!(store.tallies().await.unwrap(), twilight_accounts::Tallies::default());
+    for no in ["TD-tally-1", "TD-tally-2", "TD-tally-3"] {
+        store.create_order(order(no, None)).await.unwrap();
+    }
+    assert!(store.close_payment("TD-tally-3").await.unwrap());
+    let user = new_user(store).await;
+    store.enqueue_provisioning(user.user_id, &hash_hex("tally-onboarding")).await.unwrap();
+    let tallies = store.tallies().await.unwrap();
+    assert_eq!(tallies.payments, [(PaymentState::Closed, 1), (PaymentState::Pending, 2)]);
+    assert_eq!(tallies.jobs, [(JobState::Created, 1)]);
+}
 
 fn order(no: &str, renews: Option<Uuid>) -> NewOrder {
     NewOrder {

@@ -206,6 +206,9 @@ impl ApiError {
         if let ApiError::Market(MarketError::NotTradingDay { previous: Some(previous), .. }) = self {
             body["applies"] = twilight_core::compact(*previous).into();
         }
+        if let ApiError::RateLimited { .. } = self {
+            metrics::counter!("twilight_rate_limited_total").increment(1);
+        }
         if let ApiError::RateLimited { retry_after_secs } | ApiError::Search(SearchError::Unavailable { retry_after_secs, .. }) = self {
             body["retry_after_secs"] = (*retry_after_secs).into();
         }

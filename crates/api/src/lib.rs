@@ -10,6 +10,7 @@ pub mod extract;
 pub mod limit;
 pub mod llm;
 pub mod mcp;
+pub mod observe;
 pub mod onboarding;
 pub mod payments;
 pub mod qr;
@@ -165,6 +166,8 @@ const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
 ];
 
 pub fn router(ctx: ApiContext) -> Router {
+    // Installed before the first request, so nothing recorded is lost.
+    observe::handle();
     let body_limit = ctx.edge.body_limit;
     let router = Router::new()
         .merge(data::router(ctx.clone()))
@@ -178,6 +181,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::Protocol { status: StatusCode::METHOD_NOT_ALLOWED, message: "method not allowed on this endpoint".into() }
         })
+        .route_layer(middleware::from_fn(observe::track))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(ctx.clone(), edge::deadline))
         .layer(CatchPanicLayer::custom(panicked));

@@ -81,6 +81,7 @@ impl UsageSink {
         let overflow = {
             let mut pending = self.buffer.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             pending.push(record);
+            metrics::gauge!("twilight_usage_pending_rows").set(pending.len() as f64);
             if pending.len() == BATCH {
                 self.buffer.full.notify_one();
             }
@@ -106,6 +107,7 @@ impl Buffer {
     async fn write_pending(&self, now: bool) {
         let mut retry_at = self.writing.lock().await;
         let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        metrics::gauge!("twilight_usage_pending_rows").set(0.0);
         if self.spill.has_rows() {
             let due = now || retry_at.is_none_or(|at| Instant::now() >= at);
             if !(due && self.replay().await) {
@@ -223,6 +225,7 @@ impl Spill {
         })();
         match written {
             Ok(()) => {
+                metrics::counter!("twilight_usage_spilled_rows_total").increment(rows.len() as u64);
                 tracing::debug!(rows = rows.len(), path = %self.path.display(), "usage rows spilled to disk");
                 Ok(())
             }

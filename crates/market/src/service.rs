@@ -562,9 +562,11 @@ impl Market {
     /// concurrent askers of the same key; with it, that day's rows from other sources (a TDX
     /// backfill), whose disagreements with it are logged and recorded.
     async fn day_row(&self, spec: &'static TableSpec, code: TsCode, date: NaiveDate, ledger: &Ledger) -> Result<Arc<DayRows>, MarketError> {
-        shared(
+        let missed = AtomicBool::new(false);
+        let found = shared(
             self.day_rows
                 .try_get_with((spec.name, code, date), async {
+                    missed.store(true, Ordering::Relaxed);
                     let key = vec![Cell::Text(code.to_string()), Cell::Date(date)];
                     let mut day = DayRows::of(self.stored(spec, key, None).await);
                     if day.row.is_none() {
@@ -587,7 +589,9 @@ impl Market {
                     Ok(Arc::new(day))
                 })
                 .await,
-        )
+        );
+        cache_lookup("day_rows", missed.into_inner());
+        found
     }
 
     /// While Tushare is down, TDX's bar of `code` on `date`: the one the warehouse holds, else one
@@ -838,13 +842,18 @@ impl Market {
         breaker: &Breaker,
         call: impl std::future::Future<Output = Result<T, MarketError>>,
     ) -> Result<T, MarketError> {
+        let started = std::time::Instant::now();
         let result = match breaker.call_with(MarketError::is_source_failure, call).await {
             Ok(answer) => Ok(answer),
             Err(failsafe::Error::Inner(error)) => Err(error),
             Err(failsafe::Error::Rejected) => {
+                metrics::counter!("twilight_upstream_calls_total", "source" => source, "outcome" => "refused").increment(1);
                 return Err(MarketError::SourceDown { source_name: source, retry_after_secs: self.breaker_window.as_secs().max(1) });
             }
         };
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("twilight_upstream_calls_total", "source" => source, "outcome" => outcome).increment(1);
+        metrics::histogram!("twilight_upstream_call_duration_seconds", "source" => source).record(started.elapsed().as_secs_f64());
         let mut health = self.health.lock().expect("health");
         let entry = health.entry(source).or_default();
         match &result {
@@ -896,10 +905,11 @@ impl Market {
     /// The rows a Yahoo answer is read from, oldest first: the stored row of `day`, else the two
     /// weeks up to `day` (or up to today) from one chart call, kept; concurrent askers share it.
     async fn yahoo_rows(&self, symbol: &str, day: Option<NaiveDate>) -> Result<(Arc<Vec<Record>>, i32), MarketError> {
-        let fetched = AtomicBool::new(false);
+        let (missed, fetched) = (AtomicBool::new(false), AtomicBool::new(false));
         let rows = shared(
             self.yahoo_days
                 .try_get_with((symbol.to_string(), day), async {
+                    missed.store(true, Ordering::Relaxed);
                     if let Some(day) = day {
                         let stored = self.stored(&YAHOO_DAILY, vec![Cell::Text(symbol.to_string()), Cell::Date(day)], None).await;
                         if !stored.is_empty() {
@@ -915,9 +925,16 @@ impl Market {
                     Ok(records)
                 })
                 .await,
-        )?;
-        Ok((rows, i32::from(fetched.into_inner())))
+        );
+        cache_lookup("yahoo_days", missed.into_inner());
+        Ok((rows?, i32::from(fetched.into_inner())))
     }
+}
+
+/// Counts one lookup of a row cache, for `/metrics`: a miss is a lookup that had to read the
+/// warehouse or an upstream.
+fn cache_lookup(cache: &'static str, missed: bool) {
+    metrics::counter!("twilight_cache_lookups_total", "cache" => cache, "result" => if missed { "miss" } else { "hit" }).increment(1);
 }
 
 /// `fresh`, or when it failed for its upstream's sake, what `stored` finds (marked stale); the

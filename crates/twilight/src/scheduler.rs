@@ -43,21 +43,24 @@ impl Lifecycle {
 
     /// [`Lifecycle::run_once`] every `interval` until `shutdown`.
     pub async fn run(self, accounts: Arc<dyn Accounts>, interval: Duration, shutdown: CancellationToken) {
-        every(interval, shutdown, || async {
-            if let Err(error) = self.run_once(&*accounts, Utc::now()).await {
+        every("subscription_lifecycle", interval, shutdown, || async {
+            let outcome = self.run_once(&*accounts, Utc::now()).await;
+            if let Err(error) = &outcome {
                 tracing::warn!(%error, "the subscription lifecycle pass failed");
             }
+            outcome.is_ok()
         })
         .await
     }
 }
 
 /// Runs `pass` at once and then every `interval` (a late pass delays the next, never doubles it)
-/// until `shutdown`.
-async fn every<F, Fut>(interval: Duration, shutdown: CancellationToken, mut pass: F)
+/// until `shutdown`; counts each pass of `job` by outcome (`pass` says whether it worked) and keeps
+/// the time of its last success, for `/metrics`.
+async fn every<F, Fut>(job: &'static str, interval: Duration, shutdown: CancellationToken, mut pass: F)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = bool>,
 {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -66,25 +69,36 @@ where
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        pass().await;
+        let worked = pass().await;
+        metrics::counter!("twilight_scheduler_runs_total", "job" => job, "outcome" => if worked { "ok" } else { "error" }).increment(1);
+        if worked {
+            metrics::gauge!("twilight_scheduler_last_success_timestamp_seconds", "job" => job).set(Utc::now().timestamp() as f64);
+        }
     }
 }
 
 /// Every `interval` until `shutdown`: asks the processor about pending orders, settling the paid
 /// ones whose notification never came and closing the expired ones; deletes old closed ones.
 pub async fn reconcile_payments(payments: Arc<Payments>, interval: Duration, shutdown: CancellationToken) {
-    every(interval, shutdown, || async {
+    every("reconcile_payments", interval, shutdown, || async {
         match payments.billing.reconcile(Utc::now()).await {
-            Ok(report) if report.checked > 0 || report.pruned > 0 => tracing::info!(
-                checked = report.checked,
-                settled = report.settled,
-                closed = report.closed,
-                failed = report.failed,
-                pruned = report.pruned,
-                "reconciled pending payments"
-            ),
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "reconciling pending payments failed"),
+            Ok(report) => {
+                if report.checked > 0 || report.pruned > 0 {
+                    tracing::info!(
+                        checked = report.checked,
+                        settled = report.settled,
+                        closed = report.closed,
+                        failed = report.failed,
+                        pruned = report.pruned,
+                        "reconciled pending payments"
+                    );
+                }
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reconciling pending payments failed");
+                false
+            }
         }
     })
     .await

@@ -8,9 +8,6 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use chrono::Utc;
-use twilight_accounts::{NewOrder, Plan};
-
 use common::{Backend, TestApp};
 
 on_both_backends!(a_restore_brings_back_what_was_backed_up);
@@ -39,20 +36,7 @@ async fn a_restore_brings_back_what_was_backed_up(app: TestApp) {
         assert_eq!(app.get(path, Some(&key)).await.0, 200);
     }
     usage_rows(&app, user_id, 2).await;
-    app.running
-        .accounts
-        .create_order(NewOrder {
-            out_trade_no: "TWBACKUP0001".into(),
-            plan: Plan::Pro,
-            amount_cents: 19_800,
-            currency: "CNY".into(),
-            processor: "wechatpay".into(),
-            expires_at: Utc::now() + chrono::Duration::minutes(30),
-            renews: None,
-            onboarding_token_hash: "0".repeat(64),
-        })
-        .await
-        .unwrap();
+    app.running.accounts.create_order(common::pro_order("TWBACKUP0001")).await.unwrap();
     let backed_up = app.dump().await;
     let warehouse_rows = app.running.market.row_counts().await.unwrap();
 

@@ -30,6 +30,7 @@ pub fn router(ctx: ApiContext) -> Router<ApiContext> {
         .route("/admin/provision/{user_id}", post(provision::provision))
         .route("/admin/search", get(search_providers))
         .route("/admin/warehouse/snapshot", post(warehouse_snapshot))
+        .route("/metrics", get(crate::observe::render))
         .route_layer(middleware::from_fn_with_state(ctx, require_admin))
 }
 

@@ -276,3 +276,17 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// A pending order for the Pro plan, placed as checkout would, numbered `out_trade_no`.
+pub fn pro_order(out_trade_no: &str) -> twilight_accounts::NewOrder {
+    twilight_accounts::NewOrder {
+        out_trade_no: out_trade_no.into(),
+        plan: twilight_accounts::Plan::Pro,
+        amount_cents: 19_800,
+        currency: "CNY".into(),
+        processor: "wechatpay".into(),
+        expires_at: chrono::Utc::now() + chrono::Duration::minutes(30),
+        renews: None,
+        onboarding_token_hash: twilight_core::token::hash_hex(&format!("onboarding-{out_trade_no}")),
+    }
+}
