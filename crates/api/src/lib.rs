@@ -90,6 +90,8 @@ pub struct Shared {
     /// Where the sandbox's stand-ins for the payer's and the pairing user's phone live; `Some`
     /// only in sandbox mode, where the pages link to them (labelled as the sandbox).
     pub sandbox_links: Option<SandboxLinks>,
+    /// On a serving host fed by a warehouse primary: what it serves, for `/healthz`.
+    pub replica: Option<Arc<twilight_market::replica::Replica>>,
 }
 
 /// The sandbox's pages that play the phone: the WeChat Pay payer and the iLink scanner.
@@ -126,12 +128,13 @@ pub struct ApiParts {
     pub edge: edge::EdgePolicy,
     /// Where usage rows wait while the accounts DB is unreachable.
     pub usage_spill: std::path::PathBuf,
+    pub replica: Option<Arc<twilight_market::replica::Replica>>,
 }
 
 impl ApiContext {
     /// Wires the shared pieces; starts the usage writer task (call inside a tokio runtime).
     pub fn new(parts: ApiParts) -> Self {
-        let ApiParts { accounts, market, search, payments, llm, sandbox_links, subscriptions, edge, usage_spill } = parts;
+        let ApiParts { accounts, market, search, payments, llm, sandbox_links, subscriptions, edge, usage_spill, replica } = parts;
         let ip_limits = Arc::new(limit::IpLimits::new(edge.ip_quotas.clone()));
         ApiContext(Arc::new(Shared {
             auth: Arc::new(auth::Authenticator::new(accounts.clone(), subscriptions, ip_limits.clone())),
@@ -145,6 +148,7 @@ impl ApiContext {
             payments,
             llm,
             sandbox_links,
+            replica,
         }))
     }
 

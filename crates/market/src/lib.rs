@@ -6,6 +6,7 @@ pub mod aktools;
 mod calendar;
 mod error;
 mod metric;
+pub mod replica;
 pub mod route;
 mod service;
 pub mod tdx;

@@ -289,7 +289,8 @@ impl moka::Expiry<(), Arc<StockList>> for StockListExpiry {
 }
 
 pub struct Market {
-    warehouse: Arc<Warehouse>,
+    /// Behind a lock only so that a replica can swap in a newer snapshot.
+    warehouse: std::sync::RwLock<Arc<Warehouse>>,
     tushare: TushareClient,
     tdx: Option<TdxSource>,
     yahoo: YahooClient,
@@ -347,7 +348,7 @@ fn params(pairs: &[(&str, String)]) -> Map<String, Value> {
 impl Market {
     pub fn open(config: MarketConfig) -> Result<Market, MarketError> {
         Ok(Market {
-            warehouse: Arc::new(Warehouse::open(&config.warehouse_path)?),
+            warehouse: std::sync::RwLock::new(Arc::new(Warehouse::open(&config.warehouse_path)?)),
             tushare: TushareClient::new(config.tushare)?,
             tdx: config.tdx,
             yahoo: YahooClient::new(config.yahoo)?,
@@ -367,14 +368,21 @@ impl Market {
         })
     }
 
-    pub fn warehouse(&self) -> &Arc<Warehouse> {
-        &self.warehouse
+    /// The warehouse answering now (a replica swaps in newer ones: see [`Market::swap_warehouse`]).
+    pub fn warehouse(&self) -> Arc<Warehouse> {
+        self.warehouse.read().expect("warehouse").clone()
+    }
+
+    /// Serves from `newer` from now on; reads in flight finish on the one they began with, which
+    /// closes when the last of them lets go.
+    pub fn swap_warehouse(&self, newer: Warehouse) {
+        *self.warehouse.write().expect("warehouse") = Arc::new(newer);
     }
 
     /// A consistent copy of the warehouse, taken while it serves, in `snapshots/` beside it and named
     /// by the time it was taken: its path and size.
     pub async fn snapshot(&self) -> Result<(PathBuf, u64), MarketError> {
-        let warehouse = self.warehouse.clone();
+        let warehouse = self.warehouse();
         blocking(move || {
             let dir = warehouse.path().parent().unwrap_or(std::path::Path::new(".")).join("snapshots");
             std::fs::create_dir_all(&dir).map_err(|e| MarketError::Warehouse(format!("{}: {e}", dir.display())))?;
@@ -387,7 +395,7 @@ impl Market {
 
     /// Rows per warehouse table; fails when the warehouse cannot be read.
     pub async fn row_counts(&self) -> Result<Vec<(&'static str, i64)>, MarketError> {
-        let warehouse = self.warehouse.clone();
+        let warehouse = self.warehouse();
         blocking(move || warehouse.row_counts()).await
     }
 
@@ -626,7 +634,7 @@ impl Market {
             tracing::warn!(code = %d.ts_code, trade_date = %d.trade_date, field = d.field, source = %d.source, value = d.value,
                 other_source = %d.other_source, other_value = d.other_value, diff_pct = d.diff_pct, "sources disagree");
         }
-        let warehouse = self.warehouse.clone();
+        let warehouse = self.warehouse();
         if let Err(error) = blocking(move || warehouse.record_disagreements(&found, Utc::now())).await {
             self.warehouse_failed("write of source_disagreements", &error);
         }
@@ -741,7 +749,7 @@ impl Market {
     /// upstream call when the warehouse does not hold that day), largest first.
     pub async fn largest_by_market_value(&self, day: NaiveDate, n: usize) -> Result<Vec<TsCode>, MarketError> {
         let stored = {
-            let warehouse = self.warehouse.clone();
+            let warehouse = self.warehouse();
             blocking(move || warehouse.largest_by_market_value(day, n)).await?
         };
         let codes = match stored {
@@ -798,7 +806,7 @@ impl Market {
     /// Stored rows of `spec` under `key_prefix`, newest first by `order_desc` if given; none when
     /// the warehouse cannot be read (the upstream is asked instead).
     async fn stored(&self, spec: &'static TableSpec, key_prefix: Vec<Cell>, order_desc: Option<&'static str>) -> Vec<Record> {
-        let warehouse = self.warehouse.clone();
+        let warehouse = self.warehouse();
         match blocking(move || warehouse.select(spec, &key_prefix, order_desc)).await {
             Ok(records) => records,
             Err(error) => {
@@ -819,7 +827,7 @@ impl Market {
     /// Writes `records` of `spec` to the warehouse; a failure marks the warehouse degraded and is
     /// not the caller's (the records serve from memory all the same).
     async fn keep(&self, spec: &'static TableSpec, records: Arc<Vec<Record>>) {
-        let warehouse = self.warehouse.clone();
+        let warehouse = self.warehouse();
         match blocking(move || warehouse.upsert(spec, &records)).await {
             Ok(()) => *self.warehouse_health.lock().expect("warehouse health") = WarehouseHealth::default(),
             Err(error) => self.warehouse_failed(&format!("write of {}", spec.name), &error),

@@ -16,6 +16,7 @@ use twilight_api::payments::{Payments, NOTIFY_PATH};
 use twilight_api::{ApiContext, ApiParts, SandboxLinks};
 use twilight_billing::{ApiV3Key, Billing, BillingConfig, MerchantKey, StaticPublicKey, WechatPayClient, WechatPayConfig};
 use twilight_core::RawToken;
+use twilight_market::replica::Replica;
 use twilight_market::{Market, MarketConfig, TdxSource, TushareConfig, YahooConfig};
 use twilight_provision::secret_file;
 use twilight_sandbox::{
@@ -163,6 +164,8 @@ pub struct Running {
     pub sandbox: Option<Sandbox>,
     /// Checkout and payment notifications; `None` when no processor is configured.
     pub payments: Option<Arc<Payments>>,
+    /// The warehouse replica, on a serving host fed by a primary.
+    pub replica: Option<Arc<Replica>>,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
 }
@@ -249,6 +252,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let payments = payments(config, &accounts, sandbox.as_ref(), addr)?;
 
     let llm = llm_relay(config, sandbox.as_ref());
+    let replica = config.replication.source_dir.clone().map(|source| Arc::new(Replica::new(source, config.data_dir.join("replica"))));
     let sandbox_links = sandbox.as_ref().map(|s| SandboxLinks { wechatpay: s.wechatpay_url.clone(), ilink: s.ilink_url.clone() });
     let subscriptions = SubscriptionPolicy {
         grace: config.lifecycle().grace,
@@ -264,8 +268,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         subscriptions,
         edge: config.edge(),
         usage_spill: config.data_dir.join("usage-spill.jsonl"),
+        replica: replica.clone(),
     });
     let shutdown = CancellationToken::new();
+    replicate(config, &market, replica.as_ref(), &shutdown);
     tokio::spawn(ctx.auth.clone().watch_revocations(REVOCATION_POLL, shutdown.clone()));
     if config.scheduler.in_process {
         if let Some(payments) = &payments {
@@ -284,7 +290,46 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         }
     }
     let server = tokio::spawn(serve(listener, ctx, shutdown.clone(), config.shutdown_drain()));
-    Ok(Running { addr, admin_token_file, accounts, market, sandbox, payments, shutdown, server })
+    Ok(Running { addr, admin_token_file, accounts, market, sandbox, payments, replica, shutdown, server })
+}
+
+/// The replication loops `config` asks for: publishing snapshots (a primary), polling for newer
+/// ones (a serving host).
+fn replicate(config: &Config, market: &Arc<Market>, replica: Option<&Arc<Replica>>, shutdown: &CancellationToken) {
+    let section = &config.replication;
+    if let Some(dir) = section.publish_dir.clone() {
+        let market = market.clone();
+        let interval = Duration::from_secs(section.publish_interval_secs.max(1));
+        tokio::spawn(scheduler::every("warehouse_publish", interval, shutdown.clone(), move || {
+            let (market, dir) = (market.clone(), dir.clone());
+            async move {
+                match twilight_market::replica::publish(&market, &dir).await {
+                    Ok(manifest) => {
+                        tracing::info!(file = %manifest.file, bytes = manifest.bytes, "published a warehouse snapshot");
+                        true
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "publishing a warehouse snapshot failed");
+                        false
+                    }
+                }
+            }
+        }));
+    }
+    if let Some(replica) = replica.cloned() {
+        let market = market.clone();
+        let interval = Duration::from_secs(section.poll_secs.max(1));
+        tokio::spawn(scheduler::every("warehouse_replica", interval, shutdown.clone(), move || {
+            let (market, replica) = (market.clone(), replica.clone());
+            async move {
+                let outcome = replica.poll(&market).await;
+                if let Err(error) = &outcome {
+                    tracing::warn!(%error, "the warehouse replica could not take the newest snapshot");
+                }
+                outcome.is_ok()
+            }
+        }));
+    }
 }
 
 /// Serves until `shutdown`, then lets requests in flight finish for at most `drain` (a client that

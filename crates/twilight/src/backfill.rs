@@ -46,7 +46,7 @@ pub async fn run(config: &Config, codes: Codes, years: u32) -> anyhow::Result<Ba
         Codes::Largest(n) => market.largest_by_market_value(through, n).await.context("ranking by market value")?,
     };
     let concurrency = tdx.pool.health().len() * config.tdx.connections_per_server.max(1);
-    let backfill = Backfill::new(tdx.pool, market.warehouse().clone(), tdx.source);
+    let backfill = Backfill::new(tdx.pool, market.warehouse(), tdx.source);
     let plan = BackfillPlan { codes, since, through, concurrency };
     let progress = Progress::new(plan.codes.len());
     let summary = backfill.run(&plan, |outcome| progress.code_done(outcome)).await?;

@@ -4,13 +4,11 @@
 //! The warehouse file is open in `serve` (DuckDB lets one process hold it), so while `serve` runs the
 //! backup asks it for a snapshot over the admin API; otherwise it opens the warehouse itself.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use twilight_market::Warehouse;
 
 use crate::app;
@@ -36,24 +34,8 @@ pub struct BackedUp {
     pub sha256: String,
 }
 
-fn checksum(path: &Path) -> anyhow::Result<(u64, String)> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-        bytes += n as u64;
-    }
-    Ok((bytes, hex::encode(hasher.finalize())))
-}
-
 fn entry(part: &str, dir: &Path, file: &str) -> anyhow::Result<BackedUp> {
-    let (bytes, sha256) = checksum(&dir.join(file))?;
+    let (bytes, sha256) = twilight_market::replica::checksum(&dir.join(file))?;
     Ok(BackedUp { part: part.into(), file: file.into(), bytes, sha256 })
 }
 

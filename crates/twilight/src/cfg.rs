@@ -19,7 +19,7 @@ use twilight_market::AktoolsConfig;
 
 /// Top-level config keys the environment may set; other `TWILIGHT_*` variables (secrets such as
 /// `TWILIGHT_TUSHARE_TOKEN`, `TWILIGHT_LOG`, test switches) are not configuration.
-const CONFIG_KEYS: [&str; 17] = [
+const CONFIG_KEYS: [&str; 18] = [
     "listen",
     "public_url",
     "data_dir",
@@ -30,6 +30,7 @@ const CONFIG_KEYS: [&str; 17] = [
     "tdx",
     "yahoo",
     "aktools",
+    "replication",
     "sandbox",
     "payments",
     "subscription",
@@ -56,6 +57,7 @@ pub struct Config {
     pub tdx: TdxSection,
     pub yahoo: YahooSection,
     pub aktools: AktoolsSection,
+    pub replication: ReplicationSection,
     pub sandbox: SandboxSection,
     pub payments: PaymentsSection,
     pub subscription: SubscriptionSection,
@@ -181,6 +183,20 @@ pub struct AktoolsSection {
     pub enabled: bool,
     pub base_url: String,
     pub timeout_secs: u64,
+}
+
+/// Warehouse replication: a primary publishes snapshots, a serving host swaps them in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationSection {
+    /// On the primary: where `serve` publishes a snapshot of its warehouse (with `manifest.json`)
+    /// every `publish_interval_secs`.
+    pub publish_dir: Option<PathBuf>,
+    pub publish_interval_secs: u64,
+    /// On a serving host: its copy of the primary's publication directory (rsync keeps it), polled
+    /// every `poll_secs`; a newer snapshot is checked and swapped in.
+    pub source_dir: Option<PathBuf>,
+    pub poll_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -384,6 +400,7 @@ impl Default for Config {
             tdx: TdxSection { servers: Vec::new(), timeout_secs: 5, connections_per_server: 2 },
             yahoo: YahooSection { base_url: "https://query1.finance.yahoo.com".into(), timeout_secs: 10 },
             aktools: AktoolsSection { enabled: true, base_url: "http://127.0.0.1:8081".into(), timeout_secs: 15 },
+            replication: ReplicationSection { publish_dir: None, publish_interval_secs: 3600, source_dir: None, poll_secs: 30 },
             sandbox: SandboxSection { enabled: true },
             payments: PaymentsSection { order_ttl_minutes: 30, reconcile_grace_secs: 60, closed_retention_days: 30, wechatpay: None },
             subscription: SubscriptionSection { grace_days: 3, retention_days: 30, check_interval_secs: 60 },

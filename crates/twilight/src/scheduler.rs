@@ -57,7 +57,7 @@ impl Lifecycle {
 /// Runs `pass` at once and then every `interval` (a late pass delays the next, never doubles it)
 /// until `shutdown`; counts each pass of `job` by outcome (`pass` says whether it worked) and keeps
 /// the time of its last success, for `/metrics`.
-async fn every<F, Fut>(job: &'static str, interval: Duration, shutdown: CancellationToken, mut pass: F)
+pub(crate) async fn every<F, Fut>(job: &'static str, interval: Duration, shutdown: CancellationToken, mut pass: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -37,7 +37,7 @@ async fn answers_are_traced_by_their_tool_call_id(app: TestApp) {
     // Once TDX's bars of that day are backfilled, the trace shows what that source says too.
     let sims = &app.running.sandbox.as_ref().unwrap().market;
     let pool = twilight_tdx::TdxPool::new(app.config.tdx_pool(vec![sims.tdx_addr.clone()]));
-    let backfill = twilight_market::Backfill::new(pool, app.running.market.warehouse().clone(), "sandbox:tdx");
+    let backfill = twilight_market::Backfill::new(pool, app.running.market.warehouse(), "sandbox:tdx");
     let day = chrono::NaiveDate::from_ymd_opt(2026, 4, 30).unwrap();
     let plan = twilight_market::BackfillPlan { codes: vec!["600519.SH".parse().unwrap()], since: day, through: day, concurrency: 1 };
     assert_eq!(backfill.run(&plan, |_| {}).await.unwrap().rows, 1);

@@ -20,7 +20,7 @@ fn d(y: i32, m: u32, day: u32) -> NaiveDate {
 async fn backfill_day(app: &TestApp, day: NaiveDate) {
     let sims = &app.running.sandbox.as_ref().unwrap().market;
     let pool = twilight_tdx::TdxPool::new(app.config.tdx_pool(vec![sims.tdx_addr.clone()]));
-    let backfill = Backfill::new(pool, app.running.market.warehouse().clone(), "sandbox:tdx");
+    let backfill = Backfill::new(pool, app.running.market.warehouse(), "sandbox:tdx");
     let plan = BackfillPlan { codes: vec!["600519.SH".parse().unwrap()], since: day, through: day, concurrency: 1 };
     assert_eq!(backfill.run(&plan, |_| {}).await.unwrap().rows, 1);
 }

@@ -34,6 +34,9 @@ pub async fn healthz(State(ctx): State<ApiContext>) -> (StatusCode, Json<Value>)
         warehouse["degraded_since"] = json!(since);
         warehouse["last_error"] = json!(trouble.last_error);
     }
+    if let Some(replica) = &ctx.replica {
+        warehouse["replica"] = replica_check(&replica.status());
+    }
     let upstreams: Map<String, Value> = ctx
         .market
         .health()
@@ -48,6 +51,20 @@ pub async fn healthz(State(ctx): State<ApiContext>) -> (StatusCode, Json<Value>)
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let checks = json!({ "accounts": accounts, "warehouse": warehouse, "upstreams": upstreams, "gateways": gateways, "search": search });
     (status, Json(json!({ "ok": ok, "version": SERVED_VERSION, "checks": checks })))
+}
+
+/// What a serving host's replica serves, and how far behind the primary's publication it is: the
+/// age of the snapshot served (null before the first swap).
+fn replica_check(status: &twilight_market::replica::ReplicaStatus) -> Value {
+    let lag_secs = status.serving.as_ref().map(|m| (chrono::Utc::now() - m.created_at).num_seconds());
+    json!({
+        "serving": status.serving.as_ref().map(|m| &m.file),
+        "published_at": status.serving.as_ref().map(|m| m.created_at),
+        "swapped_at": status.swapped_at,
+        "swaps": status.swaps,
+        "lag_secs": lag_secs,
+        "last_error": status.last_error,
+    })
 }
 
 /// A census older than this means its provisioner stopped counting (it counts every minute).
