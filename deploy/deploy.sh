@@ -69,7 +69,7 @@ step "build the release binary" \
   cargo build --release --locked -p twilight
 
 step "stage the binary, the profile template, the units, the Caddyfile and the example config in $stage" \
-  sh -euc "rm -rf '$stage' && mkdir -p '$stage' && cp '$CARGO_TARGET_DIR/release/twilight' README.md '$stage/' && cp -R template '$stage/template' && cp deploy/systemd/*.service deploy/Caddyfile deploy/twilight.example.toml '$stage/'"
+  sh -euc "rm -rf '$stage' && mkdir -p '$stage' && cp '$CARGO_TARGET_DIR/release/twilight' README.md '$stage/' && cp -R template '$stage/template' && cp deploy/systemd/*.service deploy/systemd/*.timer deploy/Caddyfile deploy/twilight.example.toml '$stage/'"
 
 step "first deploy only: the twilight user, its state directory, the config and an empty secrets file" \
   on_host "id -u twilight >/dev/null 2>&1 || useradd --system --home-dir /var/lib/twilight --shell /usr/sbin/nologin twilight; install -d -m 0755 $root $root/releases; install -d -m 0700 -o twilight -g twilight /var/lib/twilight; install -d -m 0750 -g twilight /etc/twilight; [ -e /etc/twilight/env ] || install -m 0600 /dev/null /etc/twilight/env"
@@ -78,7 +78,7 @@ step "copy the release to $host:$dir" \
   sh -euc "tar -C '$stage' -czf - . | ssh '$host' \"sudo -n sh -euc 'mkdir -p $dir && tar -C $dir -xzf - && chown -R root:root $dir'\""
 
 step "install the config if there is none, and the units; reload systemd" \
-  on_host "[ -e /etc/twilight/twilight.toml ] || install -m 0640 -g twilight $dir/twilight.example.toml /etc/twilight/twilight.toml; install -m 0644 $dir/twilight@.service $dir/twilight-provisioner.service /etc/systemd/system/; systemctl daemon-reload"
+  on_host "[ -e /etc/twilight/twilight.toml ] || install -m 0640 -g twilight $dir/twilight.example.toml /etc/twilight/twilight.toml; install -m 0644 $dir/twilight@.service $dir/twilight-provisioner.service $dir/twilight-replica-fetch.service $dir/twilight-replica-fetch.timer /etc/systemd/system/; systemctl daemon-reload"
 
 step "run the accounts migrations with the new binary, as twilight, with the services' environment" \
   on_host "systemd-run --wait --pipe --collect --quiet -p User=twilight -p EnvironmentFile=/etc/twilight/env -E TWILIGHT_CONFIG=/etc/twilight/twilight.toml $dir/twilight migrate"

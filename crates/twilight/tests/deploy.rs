@@ -37,13 +37,18 @@ fn the_units_pass_systemd_analyze() {
     let Some(analyze) = tool("systemd-analyze", &["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]) else { return };
     let dir = tempfile::tempdir().unwrap();
     // The binary the units start is this build's (verify wants an executable there).
-    for unit in ["twilight@.service", "twilight-provisioner.service"] {
+    for unit in ["twilight@.service", "twilight-provisioner.service", "twilight-replica-fetch.service", "twilight-replica-fetch.timer"] {
         let text = std::fs::read_to_string(repo().join("deploy/systemd").join(unit)).unwrap();
-        assert!(text.contains("ExecStart=/opt/twilight/current/twilight "), "{unit}");
         let text = text.replace("/opt/twilight/current/twilight", env!("CARGO_BIN_EXE_twilight"));
         std::fs::write(dir.path().join(unit), text).unwrap();
     }
-    let instances = ["twilight@serve.service", "twilight@scheduler.service", "twilight-provisioner.service"];
+    let instances = [
+        "twilight@serve.service",
+        "twilight@scheduler.service",
+        "twilight-provisioner.service",
+        "twilight-replica-fetch.service",
+        "twilight-replica-fetch.timer",
+    ];
     let verify = Command::new(&analyze).arg("verify").args(instances.map(|unit| dir.path().join(unit))).output().unwrap();
     let complaints = String::from_utf8_lossy(&verify.stderr);
     assert!(verify.status.success(), "systemd-analyze verify failed:\n{complaints}");
@@ -51,7 +56,7 @@ fn the_units_pass_systemd_analyze() {
 
     // Exposure, 0 best and 10 worst: the unprivileged services stay under 2; the provisioner (root,
     // to create gateway users and units) under 5.
-    for (unit, most) in [("twilight@serve.service", 2.0), ("twilight-provisioner.service", 5.0)] {
+    for (unit, most) in [("twilight@serve.service", 2.0), ("twilight-replica-fetch.service", 2.0), ("twilight-provisioner.service", 5.0)] {
         let security = Command::new(&analyze).args(["security", "--offline=yes"]).arg(dir.path().join(unit)).output().unwrap();
         let report = String::from_utf8_lossy(&security.stdout);
         let score: f64 = report
