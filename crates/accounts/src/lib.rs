@@ -21,9 +21,9 @@ use uuid::Uuid;
 pub use error::{AccountsError, Result};
 pub use issue::{create_user_with_key, renew_url, user_overview, UserOverview, DATA_SCOPE, DEFAULT_RATE_LIMIT_PER_MIN};
 pub use model::{
-    AdminToken, ApiKey, Citation, CitationRecord, GatewayCensus, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, NewOrder, NewUser,
-    Payment, PaymentState, Plan, ProfileStatus, ProvisioningJob, Pruned, RefundNotice, RefundRecorded, SettleOutcome, Settled, Settlement,
-    Tallies, UnknownValue, UsageDay, UsageRecord, User, UserStatus,
+    AdminToken, ApiKey, Citation, CitationRecord, GatewayCensus, HermesProfile, JobKind, JobRun, JobState, JobUpdate, NewApiKey, NewOrder,
+    NewUser, Payment, PaymentState, Plan, ProfileStatus, ProvisioningJob, Pruned, RefundNotice, RefundRecorded, ScheduledJob,
+    SettleOutcome, Settled, Settlement, Tallies, UnknownValue, UsageDay, UsageRecord, User, UserStatus,
 };
 pub use sql::SqlAccounts;
 
@@ -238,4 +238,16 @@ pub trait Accounts: Send + Sync + 'static {
 
     /// Every profile on `host` in `status`, for a provisioner starting up to bring their gateways back.
     async fn profiles_on_host(&self, host: &str, status: ProfileStatus) -> Result<Vec<HermesProfile>>;
+
+    /// Leases the scheduled job `job` to `holder` until `lease_until`, when nobody else holds it at
+    /// `now` (never held, released, or its holder's lease ran out); `false` when another holds it.
+    /// Two processes asking at once never both get it.
+    async fn lease_scheduled_job(&self, job: &str, holder: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<bool>;
+
+    /// Records how `holder`'s run of `job` ended and releases the lease; `false`, with nothing
+    /// written, when `holder` no longer held it (its lease ran out and another took it).
+    async fn finish_scheduled_job(&self, job: &str, holder: &str, run: &JobRun) -> Result<bool>;
+
+    /// Every scheduled job that ever ran, by name.
+    async fn scheduled_jobs(&self) -> Result<Vec<ScheduledJob>>;
 }

@@ -465,6 +465,27 @@ pub struct GatewayCensus {
     pub observed_at: DateTime<Utc>,
 }
 
+/// A recurring job of the scheduler: who holds it now, and how its runs ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ScheduledJob {
+    pub job: String,
+    /// The process running it now, while `lease_until` is ahead.
+    pub holder: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// Failed runs since the last success, which the next attempt's backoff grows with.
+    pub failures: i32,
+}
+
+/// How a run of a scheduled job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobRun {
+    Succeeded { at: DateTime<Utc> },
+    Failed { at: DateTime<Utc>, error: String },
+}
+
 /// Requests and upstream cost of one user on one endpoint during one UTC day.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct UsageDay {

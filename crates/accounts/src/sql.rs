@@ -17,9 +17,9 @@ use uuid::Uuid;
 
 use crate::error::classify;
 use crate::{
-    Accounts, AccountsError, AdminToken, ApiKey, CitationRecord, GatewayCensus, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey,
-    NewOrder, NewUser, Payment, PaymentState, ProfileStatus, ProvisioningJob, Pruned, RefundNotice, RefundRecorded, Result, SettleOutcome,
-    Settled, Settlement, Tallies, UsageDay, UsageRecord, User, UserStatus,
+    Accounts, AccountsError, AdminToken, ApiKey, CitationRecord, GatewayCensus, HermesProfile, JobKind, JobRun, JobState, JobUpdate,
+    NewApiKey, NewOrder, NewUser, Payment, PaymentState, ProfileStatus, ProvisioningJob, Pruned, RefundNotice, RefundRecorded, Result,
+    ScheduledJob, SettleOutcome, Settled, Settlement, Tallies, UsageDay, UsageRecord, User, UserStatus,
 };
 
 /// Rows per multi-row INSERT (and keys per `last_used_at` UPDATE). A statement may carry at most
@@ -1178,6 +1178,60 @@ impl Accounts for SqlAccounts {
     async fn profiles_on_host(&self, host: &str, status: ProfileStatus) -> Result<Vec<HermesProfile>> {
         let sql = format!("SELECT {PROFILE_COLUMNS} FROM hermes_profiles WHERE host = $1 AND status = $2 ORDER BY created_at");
         Ok(on_pool!(self, |pool| { sqlx::query_as::<_, HermesProfile>(&sql).bind(host).bind(status.as_str()).fetch_all(pool).await })?)
+    }
+
+    async fn lease_scheduled_job(&self, job: &str, holder: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<bool> {
+        let leased = on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO scheduled_jobs (job, holder, lease_until) VALUES ($1, $2, $4) \
+                 ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
+                 WHERE scheduled_jobs.holder IS NULL OR scheduled_jobs.lease_until < $3 OR scheduled_jobs.holder = excluded.holder",
+            )
+            .bind(job)
+            .bind(holder)
+            .bind(now.trunc_subsecs(6))
+            .bind(lease_until.trunc_subsecs(6))
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        Ok(leased > 0)
+    }
+
+    async fn finish_scheduled_job(&self, job: &str, holder: &str, run: &JobRun) -> Result<bool> {
+        // A success clears the failure count (and the backoff with it); a failure adds one.
+        let (at, error) = match run {
+            JobRun::Succeeded { at } => (at, None),
+            JobRun::Failed { at, error } => (at, Some(error.as_str())),
+        };
+        let finished = on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE scheduled_jobs SET holder = NULL, lease_until = NULL, \
+                 last_success_at = CASE WHEN $4 IS NULL THEN $3 ELSE last_success_at END, \
+                 last_failure_at = CASE WHEN $4 IS NULL THEN last_failure_at ELSE $3 END, \
+                 last_error = COALESCE($4, last_error), \
+                 failures = CASE WHEN $4 IS NULL THEN 0 ELSE failures + 1 END \
+                 WHERE job = $1 AND holder = $2",
+            )
+            .bind(job)
+            .bind(holder)
+            .bind(at.trunc_subsecs(6))
+            .bind(error)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        Ok(finished > 0)
+    }
+
+    async fn scheduled_jobs(&self) -> Result<Vec<ScheduledJob>> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as::<_, ScheduledJob>(
+                "SELECT job, holder, lease_until, last_success_at, last_failure_at, last_error, failures FROM scheduled_jobs ORDER BY job",
+            )
+            .fetch_all(pool)
+            .await
+        })?)
     }
 }
 

@@ -9,8 +9,8 @@ use sqlx::error::ErrorKind;
 use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use twilight_accounts::testing::{dump, fresh_postgres, fresh_sqlite};
 use twilight_accounts::{
-    Accounts, AccountsError, HermesProfile, JobKind, JobState, JobUpdate, NewApiKey, NewOrder, NewUser, Payment, PaymentState, Plan,
-    ProfileStatus, RefundNotice, SettleOutcome, Settlement, UsageDay, UsageRecord, User, UserStatus,
+    Accounts, AccountsError, HermesProfile, JobKind, JobRun, JobState, JobUpdate, NewApiKey, NewOrder, NewUser, Payment, PaymentState,
+    Plan, ProfileStatus, RefundNotice, ScheduledJob, SettleOutcome, Settlement, UsageDay, UsageRecord, User, UserStatus,
 };
 use twilight_core::token::hash_hex;
 use uuid::Uuid;
@@ -86,6 +86,8 @@ contract! {
         concurrent_claims_never_share_a_job,
         onboarding_mailbox_and_profiles_round_trip,
         tallies_count_jobs_and_orders_by_state,
+        a_scheduled_job_is_held_by_one_process_at_a_time,
+        concurrent_leases_of_a_scheduled_job_go_to_one,
     ],
     raw: [
         check_constraints_reject_junk,
@@ -870,4 +872,43 @@ async fn onboarding_mailbox_and_profiles_round_trip(store: &dyn Accounts) {
     // One profile per user.
     profile.profile_name = "user-other".into();
     assert!(matches!(store.upsert_profile(&profile).await, Err(AccountsError::Conflict(_))));
+}
+
+async fn a_scheduled_job_is_held_by_one_process_at_a_time(store: &dyn Accounts) {
+    let now = at(2026, 4, 28, 10, 0, 0);
+    let lease = now + TimeDelta::minutes(30);
+    assert!(store.lease_scheduled_job("warehouse_fill", "a", now, lease).await.unwrap());
+    assert!(!store.lease_scheduled_job("warehouse_fill", "b", now, lease).await.unwrap(), "a holds it");
+    assert!(store.lease_scheduled_job("other_job", "b", now, lease).await.unwrap(), "leases are per job");
+    assert!(store.lease_scheduled_job("warehouse_fill", "a", now, lease).await.unwrap(), "its holder may renew");
+    // b's run of a job it does not hold writes nothing.
+    let failed = JobRun::Failed { at: now, error: "Tushare down".into() };
+    assert!(!store.finish_scheduled_job("warehouse_fill", "b", &failed).await.unwrap());
+    assert!(store.finish_scheduled_job("warehouse_fill", "a", &failed).await.unwrap());
+    let job = |jobs: Vec<ScheduledJob>| jobs.into_iter().find(|j| j.job == "warehouse_fill").unwrap();
+    let fill = job(store.scheduled_jobs().await.unwrap());
+    assert_eq!((fill.holder, fill.failures, fill.last_failure_at, fill.last_error.as_deref()), (None, 1, Some(now), Some("Tushare down")));
+    assert_eq!(fill.last_success_at, None);
+
+    // Released: b takes it, crashes; a takes it over once b's lease ran out, not before.
+    assert!(store.lease_scheduled_job("warehouse_fill", "b", now, lease).await.unwrap());
+    assert!(!store
+        .lease_scheduled_job("warehouse_fill", "a", lease - TimeDelta::seconds(1), lease + TimeDelta::minutes(30))
+        .await
+        .unwrap());
+    let later = lease + TimeDelta::seconds(1);
+    assert!(store.lease_scheduled_job("warehouse_fill", "a", later, later + TimeDelta::minutes(30)).await.unwrap());
+    assert!(!store.finish_scheduled_job("warehouse_fill", "b", &JobRun::Succeeded { at: later }).await.unwrap(), "b's lease is gone");
+    assert!(store.finish_scheduled_job("warehouse_fill", "a", &JobRun::Succeeded { at: later }).await.unwrap());
+    let fill = job(store.scheduled_jobs().await.unwrap());
+    assert_eq!((fill.failures, fill.last_success_at, fill.holder), (0, Some(later), None), "a success clears the failures");
+    assert_eq!(fill.last_error.as_deref(), Some("Tushare down"), "the last error stays for the record");
+}
+
+async fn concurrent_leases_of_a_scheduled_job_go_to_one(store: &dyn Accounts) {
+    let now = Utc::now();
+    let lease = now + TimeDelta::minutes(5);
+    let holders: Vec<String> = (0..8).map(|n| format!("scheduler-{n}")).collect();
+    let taken = futures::future::join_all(holders.iter().map(|h| store.lease_scheduled_job("warehouse_fill", h, now, lease))).await;
+    assert_eq!(taken.into_iter().filter(|t| *t.as_ref().unwrap()).count(), 1, "one of eight schedulers runs the job");
 }
