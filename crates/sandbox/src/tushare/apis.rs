@@ -27,6 +27,7 @@ pub(crate) fn find(name: &str) -> Option<&'static Api> {
         "daily_basic" => &DAILY_BASIC,
         "adj_factor" => &ADJ_FACTOR,
         "fina_indicator" => &FINA_INDICATOR,
+        "fina_indicator_vip" => &FINA_INDICATOR_VIP,
         _ => return None,
     })
 }
@@ -312,129 +313,128 @@ fn adj_factor(q: &Query) -> Result<Data, Failure> {
     q.answer(sessions(q, ADJ_FACTOR_AT)?, |(s, day, _)| vec![text(&s.ts_code), date(day), num(s.model.adj_factor(day), 3)])
 }
 
-/// Tushare's documented output of `fina_indicator`: the first 109 are what an empty `fields`
-/// returns (in Tushare's order), the rest only when asked for.
-const FINA_INDICATOR: Api = Api {
-    schema: Schema {
-        fields: &[
-            "ts_code",
-            "ann_date",
-            "end_date",
-            "eps",
-            "dt_eps",
-            "total_revenue_ps",
-            "revenue_ps",
-            "capital_rese_ps",
-            "surplus_rese_ps",
-            "undist_profit_ps",
-            "extra_item",
-            "profit_dedt",
-            "gross_margin",
-            "current_ratio",
-            "quick_ratio",
-            "cash_ratio",
-            "ar_turn",
-            "ca_turn",
-            "fa_turn",
-            "assets_turn",
-            "op_income",
-            "ebit",
-            "ebitda",
-            "fcff",
-            "fcfe",
-            "current_exint",
-            "noncurrent_exint",
-            "interestdebt",
-            "netdebt",
-            "tangible_asset",
-            "working_capital",
-            "networking_capital",
-            "invest_capital",
-            "retained_earnings",
-            "diluted2_eps",
-            "bps",
-            "ocfps",
-            "retainedps",
-            "cfps",
-            "ebit_ps",
-            "fcff_ps",
-            "fcfe_ps",
-            "netprofit_margin",
-            "grossprofit_margin",
-            "cogs_of_sales",
-            "expense_of_sales",
-            "profit_to_gr",
-            "saleexp_to_gr",
-            "adminexp_of_gr",
-            "finaexp_of_gr",
-            "impai_ttm",
-            "gc_of_gr",
-            "op_of_gr",
-            "ebit_of_gr",
-            "roe",
-            "roe_waa",
-            "roe_dt",
-            "roa",
-            "npta",
-            "roic",
-            "roe_yearly",
-            "roa2_yearly",
-            "debt_to_assets",
-            "assets_to_eqt",
-            "dp_assets_to_eqt",
-            "ca_to_assets",
-            "nca_to_assets",
-            "tbassets_to_totalassets",
-            "int_to_talcap",
-            "eqt_to_talcapital",
-            "currentdebt_to_debt",
-            "longdeb_to_debt",
-            "ocf_to_shortdebt",
-            "debt_to_eqt",
-            "eqt_to_debt",
-            "eqt_to_interestdebt",
-            "tangibleasset_to_debt",
-            "tangasset_to_intdebt",
-            "tangibleasset_to_netdebt",
-            "ocf_to_debt",
-            "turn_days",
-            "roa_yearly",
-            "roa_dp",
-            "fixed_assets",
-            "profit_to_op",
-            "q_saleexp_to_gr",
-            "q_gc_to_gr",
-            "q_roe",
-            "q_dt_roe",
-            "q_npta",
-            "q_ocf_to_sales",
-            "basic_eps_yoy",
-            "dt_eps_yoy",
-            "cfps_yoy",
-            "op_yoy",
-            "ebt_yoy",
-            "netprofit_yoy",
-            "dt_netprofit_yoy",
-            "ocf_yoy",
-            "roe_yoy",
-            "bps_yoy",
-            "assets_yoy",
-            "eqt_yoy",
-            "tr_yoy",
-            "or_yoy",
-            "q_sales_yoy",
-            "q_op_qoq",
-            "equity_yoy",
-            "update_flag",
-            "invturn_days",
-            "arturn_days",
-            "inv_turn",
-        ],
-        defaults: 109,
-        max_rows: 100,
-    },
-    run: fina_indicator,
-};
+/// Tushare's documented output of `fina_indicator` (and `fina_indicator_vip`): the first 109 are
+/// what an empty `fields` returns (in Tushare's order), the rest only when asked for.
+const FINA_FIELDS: &[&str] = &[
+    "ts_code",
+    "ann_date",
+    "end_date",
+    "eps",
+    "dt_eps",
+    "total_revenue_ps",
+    "revenue_ps",
+    "capital_rese_ps",
+    "surplus_rese_ps",
+    "undist_profit_ps",
+    "extra_item",
+    "profit_dedt",
+    "gross_margin",
+    "current_ratio",
+    "quick_ratio",
+    "cash_ratio",
+    "ar_turn",
+    "ca_turn",
+    "fa_turn",
+    "assets_turn",
+    "op_income",
+    "ebit",
+    "ebitda",
+    "fcff",
+    "fcfe",
+    "current_exint",
+    "noncurrent_exint",
+    "interestdebt",
+    "netdebt",
+    "tangible_asset",
+    "working_capital",
+    "networking_capital",
+    "invest_capital",
+    "retained_earnings",
+    "diluted2_eps",
+    "bps",
+    "ocfps",
+    "retainedps",
+    "cfps",
+    "ebit_ps",
+    "fcff_ps",
+    "fcfe_ps",
+    "netprofit_margin",
+    "grossprofit_margin",
+    "cogs_of_sales",
+    "expense_of_sales",
+    "profit_to_gr",
+    "saleexp_to_gr",
+    "adminexp_of_gr",
+    "finaexp_of_gr",
+    "impai_ttm",
+    "gc_of_gr",
+    "op_of_gr",
+    "ebit_of_gr",
+    "roe",
+    "roe_waa",
+    "roe_dt",
+    "roa",
+    "npta",
+    "roic",
+    "roe_yearly",
+    "roa2_yearly",
+    "debt_to_assets",
+    "assets_to_eqt",
+    "dp_assets_to_eqt",
+    "ca_to_assets",
+    "nca_to_assets",
+    "tbassets_to_totalassets",
+    "int_to_talcap",
+    "eqt_to_talcapital",
+    "currentdebt_to_debt",
+    "longdeb_to_debt",
+    "ocf_to_shortdebt",
+    "debt_to_eqt",
+    "eqt_to_debt",
+    "eqt_to_interestdebt",
+    "tangibleasset_to_debt",
+    "tangasset_to_intdebt",
+    "tangibleasset_to_netdebt",
+    "ocf_to_debt",
+    "turn_days",
+    "roa_yearly",
+    "roa_dp",
+    "fixed_assets",
+    "profit_to_op",
+    "q_saleexp_to_gr",
+    "q_gc_to_gr",
+    "q_roe",
+    "q_dt_roe",
+    "q_npta",
+    "q_ocf_to_sales",
+    "basic_eps_yoy",
+    "dt_eps_yoy",
+    "cfps_yoy",
+    "op_yoy",
+    "ebt_yoy",
+    "netprofit_yoy",
+    "dt_netprofit_yoy",
+    "ocf_yoy",
+    "roe_yoy",
+    "bps_yoy",
+    "assets_yoy",
+    "eqt_yoy",
+    "tr_yoy",
+    "or_yoy",
+    "q_sales_yoy",
+    "q_op_qoq",
+    "equity_yoy",
+    "update_flag",
+    "invturn_days",
+    "arturn_days",
+    "inv_turn",
+];
+
+const FINA_INDICATOR: Api = Api { schema: Schema { fields: FINA_FIELDS, defaults: 109, max_rows: 100 }, run: fina_indicator };
+
+/// The whole market's reports of one period (Tushare's 5,000-point variant, which the scheduler's
+/// fills in the reporting seasons call once per period).
+const FINA_INDICATOR_VIP: Api = Api { schema: Schema { fields: FINA_FIELDS, defaults: 109, max_rows: 6_000 }, run: fina_indicator_vip };
 
 /// One code's reports announced by today, latest period first. `period` picks a report period;
 /// `ann_date`, `start_date` and `end_date` filter on the announcement date, as Tushare's do.
@@ -459,20 +459,29 @@ fn fina_indicator(q: &Query) -> Result<Data, Failure> {
             && ann_date.is_none_or(|d| d == announced)
             && (start..=end).contains(&announced)
     });
-    q.answer(wanted, |(s, p)| {
-        let figures = s.model.indicators(p);
-        let figure = |name: &str| figures.iter().find(|(n, _)| *n == name).and_then(|(_, value)| *value);
-        FINA_INDICATOR
-            .schema
-            .fields
-            .iter()
-            .map(|&field| match field {
-                "ts_code" => text(&s.ts_code),
-                "ann_date" => date(s.model.ann_date(p)),
-                "end_date" => date(p.end()),
-                "update_flag" => text("1"),
-                figure_name => opt_num(figure(figure_name), 4),
-            })
-            .collect()
-    })
+    q.answer(wanted, fina_row)
+}
+
+/// Every listed company's report of `period`, announced by today, by code.
+fn fina_indicator_vip(q: &Query) -> Result<Data, Failure> {
+    let period = q.params.date("period")?.ok_or_else(|| bad("period", "必填"))?;
+    let period = Period::ending(period).ok_or_else(|| bad("period", "应为季度末日期"))?;
+    let today = q.today();
+    let wanted = universe::all().iter().filter(move |s| s.model.first_report() <= period && s.model.ann_date(period) <= today);
+    q.answer(wanted.map(move |s| (s, period)), fina_row)
+}
+
+fn fina_row((s, p): (&Stock, Period)) -> Vec<Value> {
+    let figures = s.model.indicators(p);
+    let figure = |name: &str| figures.iter().find(|(n, _)| *n == name).and_then(|(_, value)| *value);
+    FINA_FIELDS
+        .iter()
+        .map(|&field| match field {
+            "ts_code" => text(&s.ts_code),
+            "ann_date" => date(s.model.ann_date(p)),
+            "end_date" => date(p.end()),
+            "update_flag" => text("1"),
+            figure_name => opt_num(figure(figure_name), 4),
+        })
+        .collect()
 }

@@ -1,7 +1,7 @@
 //! A Tushare Pro simulator speaking the wire protocol of `protocols/tushare.md`: JSON POSTs to
 //! `/`, `/{api_name}` or `/dataapi/{api_name}`, columnar answers, errors as HTTP 200 with a
-//! non-zero `code`. Serves `trade_cal`, `stock_basic`, `daily`, `daily_basic`, `adj_factor` and
-//! `fina_indicator` over a deterministic universe of ~5,400 A-share codes (see [`universe`] and
+//! non-zero `code`. Serves `trade_cal`, `stock_basic`, `daily`, `daily_basic`, `adj_factor`,
+//! `fina_indicator` and `fina_indicator_vip` over a deterministic universe of ~5,400 A-share codes (see [`universe`] and
 //! [`model`]); any other API answers with Tushare's no-permission error.
 
 mod apis;
