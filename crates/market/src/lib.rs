@@ -18,7 +18,10 @@ pub use aktools::AktoolsConfig;
 pub use calendar::Calendar;
 pub use error::MarketError;
 pub use metric::Metric;
-pub use service::{Claim, FundamentalsAnswer, Market, MarketConfig, PriceAnswer, Reading, SourceHealth, Stock, TdxSource, WarehouseHealth};
+pub use service::{
+    Claim, FillReport, FillSchedule, FundamentalsAnswer, Market, MarketConfig, PriceAnswer, Reading, SourceHealth, Stock, TdxSource,
+    WarehouseHealth,
+};
 pub use tdx::{Backfill, BackfillPlan, BackfillSummary, CodeOutcome};
 pub use tushare::{TushareClient, TushareConfig};
 pub use warehouse::{Fact, Warehouse};

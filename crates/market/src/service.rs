@@ -27,11 +27,14 @@ use crate::route::{self, Route};
 use crate::tdx::{daily_records, tdx_market};
 use crate::tushare::{Fetched, TushareClient, TushareConfig};
 use crate::warehouse::{
-    self, Cell, Disagreement, Fact, Record, TableSpec, Warehouse, COMPANY_PROFILE, DAILY, DAILY_BASIC, FINA_INDICATOR, STOCK_BASIC,
-    TRADE_CAL, YAHOO_DAILY,
+    self, Cell, Disagreement, Fact, Record, TableSpec, Warehouse, ADJ_FACTOR, COMPANY_PROFILE, DAILY, DAILY_BASIC, FINA_INDICATOR,
+    STOCK_BASIC, TRADE_CAL, YAHOO_DAILY,
 };
 use crate::yahoo::{YahooClient, YahooConfig};
 use crate::{MarketError, Metric};
+
+mod fill;
+pub use fill::{FillReport, FillSchedule};
 
 /// A day row we looked for and the upstream did not have (suspension, or today before publication)
 /// is asked for again after this long.
@@ -673,11 +676,19 @@ impl Market {
             self.reports
                 .try_get_with(code, async {
                     if let Some(records) = self.stored_if_fresh(&FINA_INDICATOR, key.clone(), "end_date").await {
-                        return Ok(Arc::new(records));
+                        // A scheduled fill's rows of one period alone are not the history.
+                        let warehouse = self.warehouse();
+                        if blocking(move || warehouse.has_report_history(code)).await.unwrap_or(false) {
+                            return Ok(Arc::new(records));
+                        }
                     }
                     let fetched =
                         self.fetch(FINA_INDICATOR.name, params(&[("ts_code", code.to_string())]), &FINA_INDICATOR.fields(), ledger).await?;
-                    let mut rows = self.store(&FINA_INDICATOR, fetched).await;
+                    let fetched_at = Utc::now();
+                    let mut rows = fetched.records(&FINA_INDICATOR, fetched_at);
+                    let kept = rows.clone();
+                    // A failure is the warehouse's trouble, recorded; the answer comes from `rows`.
+                    let _ = self.write(FINA_INDICATOR.name, move |w| w.store_report_history(code, &kept, fetched_at)).await;
                     rows.sort_by_key(|r| std::cmp::Reverse(r.date("end_date")));
                     Ok(Arc::new(rows))
                 })
@@ -737,12 +748,10 @@ impl Market {
     /// The newest session whose daily bars are final: today from 16:00 Beijing time on an open
     /// day, else the open day before.
     pub async fn last_closed_session(&self) -> Result<NaiveDate, MarketError> {
-        let now = Utc::now();
-        let today = china_today(now);
-        let closed_today = now.with_timezone(&chrono_tz::Asia::Shanghai).time() >= SESSION_FINAL;
         let calendar = self.calendar().await?;
-        let day = if closed_today { calendar.on_or_before(today) } else { calendar.before(today) };
-        day.ok_or_else(|| MarketError::NotFound("the trade calendar has no closed session yet".into()))
+        calendar
+            .last_session_by(Utc::now(), SESSION_FINAL)
+            .ok_or_else(|| MarketError::NotFound("the trade calendar has no closed session yet".into()))
     }
 
     /// The `n` stocks of largest total market value on `day` (its whole-market `daily_basic`, one
@@ -827,11 +836,24 @@ impl Market {
     /// Writes `records` of `spec` to the warehouse; a failure marks the warehouse degraded and is
     /// not the caller's (the records serve from memory all the same).
     async fn keep(&self, spec: &'static TableSpec, records: Arc<Vec<Record>>) {
+        // Already recorded as the warehouse's trouble, and the caller answers from `records`.
+        let _ = self.write(spec.name, move |warehouse| warehouse.upsert(spec, &records)).await;
+    }
+
+    /// One write on the warehouse's writer; its outcome is the warehouse's health (`what` names
+    /// the write in the health check).
+    async fn write<T: Send + 'static>(
+        &self,
+        what: &str,
+        write: impl FnOnce(&Warehouse) -> Result<T, MarketError> + Send + 'static,
+    ) -> Result<T, MarketError> {
         let warehouse = self.warehouse();
-        match blocking(move || warehouse.upsert(spec, &records)).await {
-            Ok(()) => *self.warehouse_health.lock().expect("warehouse health") = WarehouseHealth::default(),
-            Err(error) => self.warehouse_failed(&format!("write of {}", spec.name), &error),
+        let outcome = blocking(move || write(&warehouse)).await;
+        match &outcome {
+            Ok(_) => *self.warehouse_health.lock().expect("warehouse health") = WarehouseHealth::default(),
+            Err(error) => self.warehouse_failed(&format!("write of {what}"), error),
         }
+        outcome
     }
 
     /// One metered upstream query behind the source's breaker, its outcome recorded for the

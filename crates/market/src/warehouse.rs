@@ -442,6 +442,13 @@ impl Warehouse {
              through DATE NOT NULL, PRIMARY KEY (source, ts_code))",
         )
         .map_err(storage)?;
+        // What the scheduled fills stored whole (one row per session), and which codes' whole
+        // report history was fetched (a fill's whole-market report of one period is not a history).
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS filled_sessions (trade_date DATE PRIMARY KEY, rows BIGINT NOT NULL, filled_at TIMESTAMP NOT NULL); \
+             CREATE TABLE IF NOT EXISTS report_histories (ts_code VARCHAR PRIMARY KEY, fetched_at TIMESTAMP NOT NULL)",
+        )
+        .map_err(storage)?;
         let origin = conn.try_clone().map_err(storage)?;
         Ok(Warehouse { path: path.to_path_buf(), writer: Mutex::new(conn), origin: Mutex::new(origin), readers: Mutex::new(Vec::new()) })
     }
@@ -524,6 +531,52 @@ impl Warehouse {
         tx.commit().map_err(storage)
     }
 
+    /// Stores a scheduled fill of the session `day` (each table's rows) and records the session as
+    /// filled, in one transaction: an interrupted fill never claims a session. Returns the rows.
+    pub fn store_session(
+        &self,
+        day: NaiveDate,
+        tables: &[(&'static TableSpec, Vec<Record>)],
+        at: DateTime<Utc>,
+    ) -> Result<usize, MarketError> {
+        let rows: usize = tables.iter().map(|(_, records)| records.len()).sum();
+        let mut conn = self.writer.lock().expect("writer");
+        let tx = conn.transaction().map_err(storage)?;
+        for (spec, records) in tables {
+            merge(&tx, spec, records).map_err(storage)?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO filled_sessions VALUES (?, ?, ?)",
+            duckdb::params![Cell::Date(day).to_duck(Date), rows as i64, micros(at)],
+        )
+        .map_err(storage)?;
+        tx.commit().map_err(storage)?;
+        Ok(rows)
+    }
+
+    /// The newest session a scheduled fill stored.
+    pub fn last_filled_session(&self) -> Result<Option<NaiveDate>, MarketError> {
+        self.read(|conn| conn.query_row("SELECT max(trade_date) FROM filled_sessions", [], |row| row.get::<_, DuckValue>(0)))
+            .map(|value| date_of(&value))
+    }
+
+    /// Stores `code`'s whole report history as fetched for it, and notes that it was.
+    pub fn store_report_history(&self, code: TsCode, records: &[Record], at: DateTime<Utc>) -> Result<(), MarketError> {
+        let mut conn = self.writer.lock().expect("writer");
+        let tx = conn.transaction().map_err(storage)?;
+        merge(&tx, &FINA_INDICATOR, records).map_err(storage)?;
+        tx.execute("INSERT OR REPLACE INTO report_histories VALUES (?, ?)", duckdb::params![code.to_string(), micros(at)])
+            .map_err(storage)?;
+        tx.commit().map_err(storage)
+    }
+
+    /// Whether `code`'s whole report history was ever fetched (not only a fill's periods).
+    pub fn has_report_history(&self, code: TsCode) -> Result<bool, MarketError> {
+        self.read(|conn| {
+            conn.query_row("SELECT count(*) > 0 FROM report_histories WHERE ts_code = ?", [code.to_string()], |row| row.get(0))
+        })
+    }
+
     /// The `n` codes of largest `total_mv` in `daily_basic` on `day`, largest first; `None` unless
     /// the warehouse holds that day for the whole market (a few rows from single-code requests do
     /// not rank it).
@@ -562,7 +615,7 @@ impl Warehouse {
                         d.other_source,
                         d.other_value,
                         d.diff_pct,
-                        DuckValue::Timestamp(TimeUnit::Microsecond, at.timestamp_micros()),
+                        micros(at),
                     ])
                     .map_err(storage)?;
             }
@@ -678,6 +731,10 @@ fn date_of(value: &DuckValue) -> Option<NaiveDate> {
         DuckValue::Date32(days) => NaiveDate::from_ymd_opt(1970, 1, 1)?.checked_add_signed(chrono::Duration::days((*days).into())),
         _ => None,
     }
+}
+
+fn micros(at: DateTime<Utc>) -> DuckValue {
+    DuckValue::Timestamp(TimeUnit::Microsecond, at.timestamp_micros())
 }
 
 fn timestamp(unit: TimeUnit, value: i64) -> DateTime<Utc> {

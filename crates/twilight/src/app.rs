@@ -272,6 +272,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     });
     let shutdown = CancellationToken::new();
     replicate(config, &market, replica.as_ref(), &shutdown);
+    if let Some(fills) = config.warehouse_fills()? {
+        tokio::spawn(fills.run(market.clone(), accounts.clone(), shutdown.clone()));
+    }
     tokio::spawn(ctx.auth.clone().watch_revocations(REVOCATION_POLL, shutdown.clone()));
     if config.scheduler.in_process {
         if let Some(payments) = &payments {

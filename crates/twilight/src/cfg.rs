@@ -270,6 +270,19 @@ pub struct SchedulerSection {
     pub in_process: bool,
     /// Seconds between reconciliations of pending payments.
     pub reconcile_interval_secs: u64,
+    /// Fill the warehouse with each session's whole market after the close. Runs in `serve`, the
+    /// process that holds the warehouse (DuckDB admits one writing process), under a lease in the
+    /// accounts DB so that one of several primaries runs it; off on a serving host that reads a
+    /// replica (`replication.source_dir`).
+    pub warehouse_fills: bool,
+    /// Beijing time (`HH:MM`) from which a session is filled: Tushare's `daily_basic` lands last.
+    pub fill_after: String,
+    /// Seconds between looks for sessions to fill.
+    pub fill_check_secs: u64,
+    /// Missed sessions one pass fills at most (the newest); older gaps are `twilight backfill`'s.
+    pub fill_catch_up_sessions: usize,
+    /// After a failed fill, seconds before the next attempt: the first, doubling up to the second.
+    pub retry_backoff_secs: [u64; 2],
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -404,7 +417,15 @@ impl Default for Config {
             sandbox: SandboxSection { enabled: true },
             payments: PaymentsSection { order_ttl_minutes: 30, reconcile_grace_secs: 60, closed_retention_days: 30, wechatpay: None },
             subscription: SubscriptionSection { grace_days: 3, retention_days: 30, check_interval_secs: 60 },
-            scheduler: SchedulerSection { in_process: true, reconcile_interval_secs: 60 },
+            scheduler: SchedulerSection {
+                in_process: true,
+                reconcile_interval_secs: 60,
+                warehouse_fills: true,
+                fill_after: "18:00".into(),
+                fill_check_secs: 300,
+                fill_catch_up_sessions: 30,
+                retry_backoff_secs: [60, 3600],
+            },
             provisioner: ProvisionerSection {
                 in_process: true,
                 hermes_bin: None,
@@ -578,6 +599,28 @@ impl Config {
 
     pub fn llm_timeout(&self) -> Duration {
         Duration::from_secs(self.llm.timeout_secs.max(1))
+    }
+
+    /// The scheduled warehouse fills, when this process runs them: `None` when they are off.
+    pub fn warehouse_fills(&self) -> anyhow::Result<Option<crate::scheduler::WarehouseFills>> {
+        let section = &self.scheduler;
+        if !section.warehouse_fills {
+            return Ok(None);
+        }
+        if self.replication.source_dir.is_some() {
+            bail!("scheduler.warehouse_fills is on while replication.source_dir makes this a replica: fill on the primary, or set warehouse_fills = false");
+        }
+        let after = chrono::NaiveTime::parse_from_str(&section.fill_after, "%H:%M")
+            .with_context(|| format!("scheduler.fill_after {:?} is not a Beijing time like \"18:00\"", section.fill_after))?;
+        let [first, most] = section.retry_backoff_secs;
+        Ok(Some(crate::scheduler::WarehouseFills {
+            schedule: twilight_market::FillSchedule { after, catch_up_sessions: section.fill_catch_up_sessions.max(1) },
+            check_every: Duration::from_secs(section.fill_check_secs.max(1)),
+            backoff: crate::scheduler::Backoff {
+                first: Duration::from_secs(first.max(1)),
+                most: Duration::from_secs(most.max(first).max(1)),
+            },
+        }))
     }
 
     pub fn reconcile_interval(&self) -> Duration {

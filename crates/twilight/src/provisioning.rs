@@ -105,7 +105,7 @@ fn gateway_hidden_paths(config: &Config) -> anyhow::Result<Vec<PathBuf>> {
     Ok(vec![absolute(&config.data_dir)?, absolute(&config.warehouse_path())?, config.secrets_dir()?, PathBuf::from(CONFIG_DIR)])
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|name| name.trim().to_string())
         .ok()

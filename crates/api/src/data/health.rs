@@ -44,12 +44,13 @@ pub async fn healthz(State(ctx): State<ApiContext>) -> (StatusCode, Json<Value>)
         .map(|(source, health)| (source.to_string(), serde_json::to_value(health).unwrap_or_default()))
         .collect();
     let gateways = gateways(&ctx).await;
+    let jobs = scheduled_jobs(&ctx).await;
     // Not critical either: the market data answers without it.
     let providers = ctx.search.status();
     let search = json!({ "ok": providers.iter().any(|p| p.state == "ready"), "providers": providers });
     let ok = accounts["ok"] == true && warehouse["ok"] == true;
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let checks = json!({ "accounts": accounts, "warehouse": warehouse, "upstreams": upstreams, "gateways": gateways, "search": search });
+    let checks = json!({ "accounts": accounts, "warehouse": warehouse, "upstreams": upstreams, "gateways": gateways, "search": search, "jobs": jobs });
     (status, Json(json!({ "ok": ok, "version": SERVED_VERSION, "checks": checks })))
 }
 
@@ -65,6 +66,37 @@ fn replica_check(status: &twilight_market::replica::ReplicaStatus) -> Value {
         "lag_secs": lag_secs,
         "last_error": status.last_error,
     })
+}
+
+/// The scheduler's leased jobs (the warehouse fills), by name: when each last worked and failed,
+/// failures in a row, and whether a process runs it now. Not critical: the warehouse answers what
+/// it holds, and misses are fetched.
+async fn scheduled_jobs(ctx: &ApiContext) -> Value {
+    match ctx.accounts.scheduled_jobs().await {
+        Ok(jobs) => {
+            let now = chrono::Utc::now();
+            let by_name: Map<String, Value> = jobs
+                .into_iter()
+                .map(|job| {
+                    let running = job.holder.is_some() && job.lease_until.is_some_and(|until| until > now);
+                    let state = json!({
+                        "ok": job.failures == 0,
+                        "last_success_at": job.last_success_at,
+                        "last_failure_at": job.last_failure_at,
+                        "last_error": job.last_error,
+                        "failures": job.failures,
+                        "running": running,
+                    });
+                    (job.job, state)
+                })
+                .collect();
+            Value::Object(by_name)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "health: scheduled jobs unreadable");
+            json!({ "ok": false, "error": "unreadable" })
+        }
+    }
 }
 
 /// A census older than this means its provisioner stopped counting (it counts every minute).

@@ -38,6 +38,8 @@ impl TestApp {
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.data_dir = dir.path().join("data");
         config.scheduler.in_process = false;
+        // Fills call Tushare on their own; a test that wants them drives them (`fills.rs`).
+        config.scheduler.warehouse_fills = false;
         let pg = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => {
