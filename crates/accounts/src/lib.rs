@@ -119,7 +119,8 @@ pub trait Accounts: Send + Sync + 'static {
     /// What the answer with `tool_call_id` cited, and for whom.
     async fn citation(&self, tool_call_id: &str) -> Result<Option<CitationRecord>>;
 
-    /// Deletes usage rows and citations of answers served before `before`, in one transaction.
+    /// Deletes usage rows and citations of answers served before `before`, in one transaction (a
+    /// citation by the time its `tc_<UUIDv7>` id was minted).
     async fn prune_usage(&self, before: DateTime<Utc>) -> Result<Pruned>;
 
     /// Stores a pending order. `Conflict` if its `out_trade_no` or onboarding token exists,

@@ -649,11 +649,15 @@ impl Accounts for SqlAccounts {
     }
 
     async fn prune_usage(&self, before: DateTime<Utc>) -> Result<Pruned> {
+        // A tool_call_id is `tc_` and a UUIDv7, whose first 48 bits are the milliseconds it was
+        // minted: every id minted from `before` on sorts at or after this one.
+        let first_id = format!("tc_{:012x}{}", before.timestamp_millis().max(0), "0".repeat(20));
         Ok(on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             let usage_rows =
                 sqlx::query("DELETE FROM usage_log WHERE occurred_at < $1").bind(before).execute(&mut *tx).await?.rows_affected();
-            let citations = sqlx::query("DELETE FROM citations WHERE served_at < $1").bind(before).execute(&mut *tx).await?.rows_affected();
+            let citations =
+                sqlx::query("DELETE FROM citations WHERE tool_call_id < $1").bind(&first_id).execute(&mut *tx).await?.rows_affected();
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Pruned { usage_rows, citations })
         })?)

@@ -9,8 +9,8 @@ use sqlx::error::ErrorKind;
 use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use twilight_accounts::testing::{dump, fresh_postgres, fresh_sqlite};
 use twilight_accounts::{
-    Accounts, AccountsError, HermesProfile, JobKind, JobRun, JobState, JobUpdate, NewApiKey, NewOrder, NewUser, Payment, PaymentState,
-    Plan, ProfileStatus, RefundNotice, ScheduledJob, SettleOutcome, Settlement, UsageDay, UsageRecord, User, UserStatus,
+    Accounts, AccountsError, Citation, HermesProfile, JobKind, JobRun, JobState, JobUpdate, NewApiKey, NewOrder, NewUser, Payment,
+    PaymentState, Plan, ProfileStatus, RefundNotice, ScheduledJob, SettleOutcome, Settlement, UsageDay, UsageRecord, User, UserStatus,
 };
 use twilight_core::token::hash_hex;
 use uuid::Uuid;
@@ -69,6 +69,7 @@ contract! {
         record_usage_in_chunks_and_usage_by_day,
         record_usage_rejects_bad_status_without_writing,
         a_usage_row_written_twice_counts_once,
+        usage_and_citations_are_pruned_by_when_they_were_served,
         last_used_at_follows_batch_max_and_never_goes_back,
         order_round_trip_and_duplicate_numbers_conflict,
         closed_unpaid_orders_are_pruned_after_their_retention,
@@ -911,4 +912,26 @@ async fn concurrent_leases_of_a_scheduled_job_go_to_one(store: &dyn Accounts) {
     let holders: Vec<String> = (0..8).map(|n| format!("scheduler-{n}")).collect();
     let taken = futures::future::join_all(holders.iter().map(|h| store.lease_scheduled_job("warehouse_fill", h, now, lease))).await;
     assert_eq!(taken.into_iter().filter(|t| *t.as_ref().unwrap()).count(), 1, "one of eight schedulers runs the job");
+}
+
+async fn usage_and_citations_are_pruned_by_when_they_were_served(store: &dyn Accounts) {
+    let user = new_user(store).await;
+    let key = store.insert_api_key(new_key(user.user_id, "prune-key")).await.unwrap();
+    let cutoff = at(2026, 4, 30, 12, 0, 0);
+    // Answers a millisecond either side of the cutoff, cited by `tc_` and a UUIDv7 of that time.
+    let answered = |served_at: DateTime<Utc>| {
+        let minted = uuid::Builder::from_unix_timestamp_millis(served_at.timestamp_millis() as u64, &[0xab; 10]).into_uuid();
+        let id = format!("tc_{}", minted.simple());
+        let citation = Citation::new(id.clone(), &serde_json::json!({"code": "600519.SH"}), &serde_json::json!([])).unwrap();
+        (id, UsageRecord { citation: Some(citation), ..usage(user.user_id, &key.key_hash, "/price", served_at) })
+    };
+    let (before, early) = answered(cutoff - TimeDelta::milliseconds(1));
+    let (after, late) = answered(cutoff);
+    store.record_usage(&[early, late]).await.unwrap();
+    assert!(store.citation(&before).await.unwrap().is_some());
+    let pruned = store.prune_usage(cutoff).await.unwrap();
+    assert_eq!((pruned.usage_rows, pruned.citations), (1, 1));
+    assert!(store.citation(&before).await.unwrap().is_none());
+    assert_eq!(store.citation(&after).await.unwrap().unwrap().endpoint, "/price");
+    assert_eq!(store.usage_count(user.user_id).await.unwrap(), 1);
 }
