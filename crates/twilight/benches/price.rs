@@ -87,6 +87,11 @@ fn main() {
         let mut config = Config::load(None).unwrap();
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.data_dir = dir.path().join("data");
+        // Only the request path is measured: no background work of the embedded default competes
+        // for the cores (the provisioner's hermes, the scheduler, the whole-market fill).
+        config.provisioner.in_process = false;
+        config.scheduler.in_process = false;
+        config.scheduler.warehouse_fills = false;
         let running = app::start(&config).await.unwrap();
         let admin = std::fs::read_to_string(&running.admin_token_file).unwrap();
         let http = reqwest::Client::new();
