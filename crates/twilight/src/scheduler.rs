@@ -222,7 +222,6 @@ impl WarehouseFills {
     }
 }
 
-
 /// Every `interval` until `shutdown`: asks the processor about pending orders, settling the paid
 /// ones whose notification never came and closing the expired ones; deletes old closed ones.
 pub async fn reconcile_payments(payments: Arc<Payments>, interval: Duration, shutdown: CancellationToken) {
