@@ -5,6 +5,7 @@ pub mod cite;
 pub mod code;
 pub mod date;
 pub mod token;
+pub mod upstream;
 
 pub use cite::{Agreement, Cite};
 pub use code::{CodeError, Exchange, Symbol, TsCode};

@@ -18,6 +18,7 @@ use failsafe::{backoff, failure_policy, StateMachine};
 use moka::future::Cache;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use twilight_core::upstream::{record_call, CallOutcome};
 use twilight_core::{china_today, compact, Agreement, Symbol, TsCode};
 use twilight_tdx::TdxPool;
 
@@ -877,13 +878,11 @@ impl Market {
             Ok(answer) => Ok(answer),
             Err(failsafe::Error::Inner(error)) => Err(error),
             Err(failsafe::Error::Rejected) => {
-                metrics::counter!("twilight_upstream_calls_total", "source" => source, "outcome" => "refused").increment(1);
+                record_call(source, CallOutcome::Refused, None);
                 return Err(MarketError::SourceDown { source_name: source, retry_after_secs: self.breaker_window.as_secs().max(1) });
             }
         };
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        metrics::counter!("twilight_upstream_calls_total", "source" => source, "outcome" => outcome).increment(1);
-        metrics::histogram!("twilight_upstream_call_duration_seconds", "source" => source).record(started.elapsed().as_secs_f64());
+        record_call(source, if result.is_ok() { CallOutcome::Ok } else { CallOutcome::Error }, Some(started.elapsed()));
         let mut health = self.health.lock().expect("health");
         let entry = health.entry(source).or_default();
         match &result {

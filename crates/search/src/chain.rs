@@ -14,6 +14,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Asia::Shanghai;
 use moka::future::Cache;
 use serde::Serialize;
+use twilight_core::upstream::{record_call, CallOutcome};
 
 use crate::{clean, Hit, Provider, ProviderError, SearchError, SearchRequest};
 
@@ -168,12 +169,16 @@ impl Searcher {
             let permit = match slot.admit(Utc::now()) {
                 Ok(permit) => permit,
                 Err(passed) => {
+                    record_call(name, CallOutcome::Refused, None);
                     soonest = Some(soonest.map_or(passed.retry_after, |s| s.min(passed.retry_after)));
                     attempts.push((name, format!("skipped: {}", passed.state)));
                     continue;
                 }
             };
-            match slot.provider.search(request).await {
+            let started = Instant::now();
+            let answer = slot.provider.search(request).await;
+            record_call(name, if answer.is_ok() { CallOutcome::Ok } else { CallOutcome::Error }, Some(started.elapsed()));
+            match answer {
                 Ok(page) => {
                     cost_pts += permit.answered();
                     let hits = clean::hits(page.hits, request);

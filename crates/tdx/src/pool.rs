@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 use tokio::sync::Semaphore;
+use twilight_core::upstream::{record_call, CallOutcome};
 
 use crate::connection::Connection;
 use crate::error::TdxError;
@@ -111,7 +112,8 @@ impl TdxPool {
     /// that does not parse is that server's failure too).
     async fn call<T>(&self, command: u16, body: &[u8], parse: impl Fn(&[u8]) -> Result<T, TdxError>) -> Result<T, TdxError> {
         let mut last_error = None;
-        for server in self.ranked(Instant::now())?.into_iter().take(self.config.attempts.max(1)) {
+        let ranked = self.ranked(Instant::now()).inspect_err(|_| record_call("tdx", CallOutcome::Refused, None))?;
+        for server in ranked.into_iter().take(self.config.attempts.max(1)) {
             let _permit = server.permits.acquire().await.expect("the semaphore is never closed");
             let started = Instant::now();
             let idle = lock(&server.idle).pop();
@@ -124,6 +126,7 @@ impl TdxPool {
                 Ok::<_, TdxError>((connection, answer))
             }
             .await;
+            record_call("tdx", if outcome.is_ok() { CallOutcome::Ok } else { CallOutcome::Error }, Some(started.elapsed()));
             match outcome {
                 Ok((connection, answer)) => {
                     server.succeeded(started.elapsed());

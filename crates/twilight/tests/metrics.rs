@@ -22,6 +22,13 @@ async fn metrics_count_requests_upstreams_caches_limits_and_states_for_an_admin(
     assert_eq!(app.get("/price?code=600519.SH&trade_date=20260430", Some(&key)).await.0, 200);
     assert_eq!(app.get("/price?code=600519.SH&trade_date=20260430", Some(&key)).await.0, 429, "one a minute");
     app.running.accounts.create_order(common::pro_order("TWMETRICS0001")).await.unwrap();
+    // The other upstream clients count their calls in the same metric: a web search, a TDX request.
+    let (_, searcher) = app.user(60).await;
+    let (status, _, body) = app.get("/search?query=%E8%8C%85%E5%8F%B0", Some(&searcher)).await;
+    assert_eq!(status, 200, "{body}");
+    let sims = &app.running.sandbox.as_ref().unwrap().market;
+    let pool = twilight_tdx::TdxPool::new(app.config.tdx_pool(vec![sims.tdx_addr.clone()]));
+    assert!(pool.security_count(twilight_tdx::Market::Shanghai).await.unwrap() > 0);
 
     // Not public: no token, a user's key, and an admin token.
     let url = app.url("/metrics");
@@ -43,6 +50,9 @@ async fn metrics_count_requests_upstreams_caches_limits_and_states_for_an_admin(
     at_least_one("twilight_rate_limited_total", &[]);
     at_least_one("twilight_upstream_calls_total", &[r#"source="tushare""#, r#"outcome="ok""#]);
     at_least_one("twilight_upstream_call_duration_seconds_count", &[r#"source="tushare""#]);
+    at_least_one("twilight_upstream_calls_total", &[r#"source="dashscope""#, r#"outcome="ok""#]);
+    at_least_one("twilight_upstream_calls_total", &[r#"source="tdx""#, r#"outcome="ok""#]);
+    at_least_one("twilight_upstream_call_duration_seconds_count", &[r#"source="tdx""#]);
     at_least_one("twilight_cache_lookups_total", &[r#"cache="day_rows""#, r#"result="miss""#]);
     assert!(sample(&text, "twilight_usage_pending_rows", &[]).is_some(), "{text}");
     assert_eq!(sample(&text, "twilight_orders", &[r#"state="pending""#]), Some(1.0), "{text}");
