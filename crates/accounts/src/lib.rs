@@ -21,9 +21,9 @@ use uuid::Uuid;
 pub use error::{AccountsError, Result};
 pub use issue::{create_user_with_key, renew_url, user_overview, UserOverview, DATA_SCOPE, DEFAULT_RATE_LIMIT_PER_MIN};
 pub use model::{
-    AdminToken, ApiKey, Citation, CitationRecord, GatewayCensus, HermesProfile, JobKind, JobRun, JobState, JobUpdate, NewApiKey, NewOrder,
-    NewUser, Payment, PaymentState, Plan, ProfileStatus, ProvisioningJob, Pruned, RefundNotice, RefundRecorded, ScheduledJob,
-    SettleOutcome, Settled, Settlement, Tallies, UnknownValue, UsageDay, UsageRecord, User, UserStatus,
+    row_id_of, tool_call_id, AdminToken, ApiKey, Citation, CitationRecord, GatewayCensus, HermesProfile, JobKind, JobRun, JobState,
+    JobUpdate, NewApiKey, NewOrder, NewUser, Payment, PaymentState, Plan, ProfileStatus, ProvisioningJob, Pruned, RefundNotice,
+    RefundRecorded, ScheduledJob, SettleOutcome, Settled, Settlement, Tallies, UnknownValue, UsageDay, UsageRecord, User, UserStatus,
 };
 pub use sql::SqlAccounts;
 

@@ -218,7 +218,8 @@ impl AdminToken {
 /// [`crate::Accounts::record_usage`]. `key_hash` only advances the key's `last_used_at`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageRecord {
-    /// Given when the request is answered; a row whose id is already stored is skipped.
+    /// Given when the request is answered; a row whose id is already stored is skipped. A cited
+    /// answer's row is stored under its citation's id instead ([`UsageRecord::stored_id`]).
     pub row_id: Uuid,
     pub user_id: Uuid,
     pub key_hash: String,
@@ -227,9 +228,28 @@ pub struct UsageRecord {
     pub upstream_cost_pts: i32,
     /// HTTP status served.
     pub status: u16,
-    /// What a data answer cited, kept so its `tool_call_id` can be traced later.
+    /// What a data answer cited, kept in the same row so its `tool_call_id` can be traced later.
     #[serde(default)]
     pub citation: Option<Citation>,
+}
+
+impl UsageRecord {
+    /// The id the row is stored under: the one its citation's `tool_call_id` carries, so that id
+    /// alone finds the row, else `row_id`.
+    pub fn stored_id(&self) -> Uuid {
+        self.citation.as_ref().and_then(|citation| row_id_of(&citation.tool_call_id)).unwrap_or(self.row_id)
+    }
+}
+
+/// The `tool_call_id` of the answer stored in usage row `row_id`: `tc_` and its 32 hex digits.
+pub fn tool_call_id(row_id: Uuid) -> String {
+    format!("tc_{}", row_id.simple())
+}
+
+/// The usage row id a [`tool_call_id`] names.
+pub fn row_id_of(tool_call_id: &str) -> Option<Uuid> {
+    let hex = tool_call_id.strip_prefix("tc_").filter(|hex| hex.len() == 32)?;
+    Uuid::try_parse(hex).ok()
 }
 
 /// A data answer's cited values, recorded with its usage row. Both parts are JSON written once,

@@ -17,17 +17,17 @@ use uuid::Uuid;
 
 use crate::error::classify;
 use crate::{
-    Accounts, AccountsError, AdminToken, ApiKey, CitationRecord, GatewayCensus, HermesProfile, JobKind, JobRun, JobState, JobUpdate,
-    NewApiKey, NewOrder, NewUser, Payment, PaymentState, ProfileStatus, ProvisioningJob, Pruned, RefundNotice, RefundRecorded, Result,
-    ScheduledJob, SettleOutcome, Settled, Settlement, Tallies, UsageDay, UsageRecord, User, UserStatus,
+    row_id_of, Accounts, AccountsError, AdminToken, ApiKey, CitationRecord, GatewayCensus, HermesProfile, JobKind, JobRun, JobState,
+    JobUpdate, NewApiKey, NewOrder, NewUser, Payment, PaymentState, ProfileStatus, ProvisioningJob, Pruned, RefundNotice, RefundRecorded,
+    Result, ScheduledJob, SettleOutcome, Settled, Settlement, Tallies, UsageDay, UsageRecord, User, UserStatus,
 };
 
 /// Rows per multi-row INSERT (and keys per `last_used_at` UPDATE). A statement may carry at most
-/// 32,766 bind parameters in SQLite and 65,535 in Postgres; at five per usage row this stays well
+/// 32,766 bind parameters in SQLite and 65,535 in Postgres; at eight per usage row this stays well
 /// below both. 100 rather than 1,000: the benchmark's cached `/price` served 10–15 % more requests
 /// per second with the server on one core (measured, two runs each; why is not established).
 const ROWS_PER_STATEMENT: usize = 100;
-const _: () = assert!(ROWS_PER_STATEMENT * 5 <= 32_766);
+const _: () = assert!(ROWS_PER_STATEMENT * 8 <= 32_766);
 
 const BUMP_AUTH_EPOCH: &str = "UPDATE auth_epoch SET version = version + 1 WHERE id = 1";
 
@@ -570,38 +570,25 @@ impl Accounts for SqlAccounts {
             *latest = (*latest).max(record.occurred_at);
         }
         let last_used: Vec<_> = last_used.into_iter().collect();
-        let citations: Vec<_> = records
-            .iter()
-            .filter_map(|record| record.citation.as_ref().map(|citation| (record, citation, citation.request.get(), citation.values.get())))
-            .collect();
 
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                let mut insert =
-                    QueryBuilder::new("INSERT INTO usage_log (row_id, user_id, endpoint, occurred_at, upstream_cost_pts, status) ");
+                let mut insert = QueryBuilder::new(
+                    "INSERT INTO usage_log (row_id, user_id, endpoint, occurred_at, upstream_cost_pts, status, request, cited) ",
+                );
                 insert.push_values(chunk, |mut row, &(record, status)| {
-                    row.push_bind(record.row_id)
+                    let citation = record.citation.as_ref();
+                    row.push_bind(record.stored_id())
                         .push_bind(record.user_id)
                         .push_bind(&record.endpoint)
                         .push_bind(record.occurred_at)
                         .push_bind(record.upstream_cost_pts)
-                        .push_bind(status);
+                        .push_bind(status)
+                        .push_bind(citation.map(|c| c.request.get()))
+                        .push_bind(citation.map(|c| c.values.get()));
                 });
                 insert.push(" ON CONFLICT (row_id) DO NOTHING");
-                insert.build().execute(&mut *tx).await?;
-            }
-            for chunk in citations.chunks(ROWS_PER_STATEMENT) {
-                let mut insert = QueryBuilder::new("INSERT INTO citations (tool_call_id, user_id, endpoint, served_at, request, cited) ");
-                insert.push_values(chunk, |mut row, (record, citation, request, cited)| {
-                    row.push_bind(&citation.tool_call_id)
-                        .push_bind(record.user_id)
-                        .push_bind(&record.endpoint)
-                        .push_bind(record.occurred_at)
-                        .push_bind(*request)
-                        .push_bind(*cited);
-                });
-                insert.push(" ON CONFLICT (tool_call_id) DO NOTHING");
                 insert.build().execute(&mut *tx).await?;
             }
             for chunk in last_used.chunks(ROWS_PER_STATEMENT) {
@@ -633,17 +620,36 @@ impl Accounts for SqlAccounts {
     }
 
     async fn citation(&self, tool_call_id: &str) -> Result<Option<CitationRecord>> {
-        let row: Option<(String, Uuid, String, DateTime<Utc>, String, String)> = on_pool!(self, |pool| {
-            sqlx::query_as("SELECT tool_call_id, user_id, endpoint, served_at, request, cited FROM citations WHERE tool_call_id = $1")
-                .bind(tool_call_id)
-                .fetch_optional(pool)
-                .await
+        type Row = (Uuid, String, DateTime<Utc>, String, String);
+        let Some(row_id) = row_id_of(tool_call_id) else { return Ok(None) };
+        let row: Option<Row> = on_pool!(self, |pool| {
+            let in_usage = sqlx::query_as(
+                "SELECT user_id, endpoint, occurred_at, request, cited FROM usage_log WHERE row_id = $1 AND cited IS NOT NULL",
+            )
+            .bind(row_id)
+            .fetch_optional(pool)
+            .await?;
+            match in_usage {
+                Some(row) => Ok(Some(row)),
+                // Written before citations moved into usage rows (migration 0008).
+                None => {
+                    sqlx::query_as("SELECT user_id, endpoint, served_at, request, cited FROM citations WHERE tool_call_id = $1")
+                        .bind(tool_call_id)
+                        .fetch_optional(pool)
+                        .await
+                }
+            }
         })?;
         let json = |text: &str| serde_json::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)));
         Ok(match row {
-            Some((tool_call_id, user_id, endpoint, served_at, request, cited)) => {
-                Some(CitationRecord { tool_call_id, user_id, endpoint, served_at, request: json(&request)?, values: json(&cited)? })
-            }
+            Some((user_id, endpoint, served_at, request, cited)) => Some(CitationRecord {
+                tool_call_id: tool_call_id.to_string(),
+                user_id,
+                endpoint,
+                served_at,
+                request: json(&request)?,
+                values: json(&cited)?,
+            }),
             None => None,
         })
     }
@@ -654,12 +660,16 @@ impl Accounts for SqlAccounts {
         let first_id = format!("tc_{:012x}{}", before.timestamp_millis().max(0), "0".repeat(20));
         Ok(on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            let cited_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_log WHERE occurred_at < $1 AND cited IS NOT NULL")
+                .bind(before)
+                .fetch_one(&mut *tx)
+                .await?;
             let usage_rows =
                 sqlx::query("DELETE FROM usage_log WHERE occurred_at < $1").bind(before).execute(&mut *tx).await?.rows_affected();
-            let citations =
+            let earlier_citations =
                 sqlx::query("DELETE FROM citations WHERE tool_call_id < $1").bind(&first_id).execute(&mut *tx).await?.rows_affected();
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(Pruned { usage_rows, citations })
+            Ok::<_, sqlx::Error>(Pruned { usage_rows, citations: cited_rows as u64 + earlier_citations })
         })?)
     }
 

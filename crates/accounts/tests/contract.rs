@@ -94,6 +94,7 @@ contract! {
         check_constraints_reject_junk,
         rejected_settlements_write_nothing,
         rejected_refunds_write_nothing,
+        citations_written_before_they_moved_into_usage_rows_are_still_traced,
     ],
 }
 
@@ -356,6 +357,26 @@ async fn check_constraints_reject_junk(store: &dyn Accounts, url: &str) {
     raw_execute(url, "UPDATE users SET status = 'expired'").await.unwrap();
     raw_execute(url, "UPDATE users SET plan = 'alpha'").await.unwrap();
     assert_eq!(store.user(user.user_id).await.unwrap().unwrap().plan, Plan::Alpha);
+}
+
+async fn citations_written_before_they_moved_into_usage_rows_are_still_traced(store: &dyn Accounts, url: &str) {
+    let user = new_user(store).await;
+    // Served at 2026-04-30T11:00:00Z, cited in the citations table as migration 0007 left it.
+    let id = "tc_019dde0bab8070008000000000000001";
+    raw_execute(
+        url,
+        &format!(
+            "INSERT INTO citations (tool_call_id, user_id, endpoint, served_at, request, cited) \
+             SELECT '{id}', user_id, '/price', '2026-04-30T11:00:00+00:00', '{{\"code\":\"600519.SH\"}}', '[]' FROM users"
+        ),
+    )
+    .await
+    .unwrap();
+    let traced = store.citation(id).await.unwrap().expect("an earlier citation is found");
+    assert_eq!((traced.user_id, traced.endpoint.as_str(), traced.served_at), (user.user_id, "/price", at(2026, 4, 30, 11, 0, 0)));
+    assert_eq!(traced.request, serde_json::json!({"code": "600519.SH"}));
+    assert_eq!(store.prune_usage(at(2026, 5, 1, 0, 0, 0)).await.unwrap().citations, 1);
+    assert!(store.citation(id).await.unwrap().is_none());
 }
 
 // ---- orders, payments and provisioning jobs ----

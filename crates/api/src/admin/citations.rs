@@ -10,8 +10,8 @@ use crate::{ApiContext, ApiError, ApiResult};
 /// what the warehouse holds for that row now from the cited source (`warehouse_now`) and from every
 /// other source that has it (`other_sources`), so a value changed upstream since shows.
 pub async fn trace(State(ctx): State<ApiContext>, ApiPath(tool_call_id): ApiPath<String>) -> ApiResult<Json<Value>> {
-    if !tool_call_id.starts_with("tc_") || tool_call_id.len() > 64 {
-        return Err(ApiError::invalid("tool_call_id", "a tool_call_id looks like tc_0193…, as a cite carries it"));
+    if twilight_accounts::row_id_of(&tool_call_id).is_none() {
+        return Err(ApiError::invalid("tool_call_id", "a tool_call_id is tc_ and 32 hex digits, as a cite carries it"));
     }
     let citation =
         ctx.accounts.citation(&tool_call_id).await?.ok_or_else(|| ApiError::NotFound(format!("no answer cited {tool_call_id}")))?;
