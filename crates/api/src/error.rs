@@ -276,3 +276,18 @@ impl From<JsonRejection> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<twilight_chart::ChartError> for ApiError {
+    fn from(error: twilight_chart::ChartError) -> ApiError {
+        use twilight_chart::ChartError as C;
+        match error {
+            C::InvalidInput { field, message } => ApiError::invalid(field, message),
+            C::Market(error) => ApiError::Market(error),
+            C::NoFont(why) => {
+                tracing::error!(%why, "charts cannot be drawn");
+                ApiError::Unavailable("charts are unavailable on this server: no font with Chinese is installed")
+            }
+            C::Render(why) => ApiError::Internal(why),
+        }
+    }
+}

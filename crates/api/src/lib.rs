@@ -92,6 +92,8 @@ pub struct Shared {
     pub sandbox_links: Option<SandboxLinks>,
     /// On a serving host fed by a warehouse primary: what it serves, for `/healthz`.
     pub replica: Option<Arc<twilight_market::replica::Replica>>,
+    /// The font `/chart` and the `chart` tool draw with.
+    pub chart_fonts: Arc<twilight_chart::Fonts>,
 }
 
 /// The sandbox's pages that play the phone: the WeChat Pay payer and the iLink scanner.
@@ -129,12 +131,14 @@ pub struct ApiParts {
     /// Where usage rows wait while the accounts DB is unreachable.
     pub usage_spill: std::path::PathBuf,
     pub replica: Option<Arc<twilight_market::replica::Replica>>,
+    pub chart_fonts: Arc<twilight_chart::Fonts>,
 }
 
 impl ApiContext {
     /// Wires the shared pieces; starts the usage writer task (call inside a tokio runtime).
     pub fn new(parts: ApiParts) -> Self {
-        let ApiParts { accounts, market, search, payments, llm, sandbox_links, subscriptions, edge, usage_spill, replica } = parts;
+        let ApiParts { accounts, market, search, payments, llm, sandbox_links, subscriptions, edge, usage_spill, replica, chart_fonts } =
+            parts;
         let ip_limits = Arc::new(limit::IpLimits::new(edge.ip_quotas.clone()));
         ApiContext(Arc::new(Shared {
             auth: Arc::new(auth::Authenticator::new(accounts.clone(), subscriptions, ip_limits.clone())),
@@ -149,6 +153,7 @@ impl ApiContext {
             llm,
             sandbox_links,
             replica,
+            chart_fonts,
         }))
     }
 

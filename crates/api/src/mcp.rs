@@ -14,8 +14,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use base64::prelude::{Engine, BASE64_STANDARD};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, InitializeResult, JsonObject, ListToolsResult,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, InitializeResult, JsonObject, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
@@ -28,7 +29,7 @@ use serde_json::Value;
 use twilight_core::cite::SERVED_VERSION;
 
 use crate::auth::UserKey;
-use crate::data::{fundamentals, price, search, Answer};
+use crate::data::{chart, fundamentals, price, search, Answer};
 use crate::{ApiContext, ApiError, ApiResult};
 use twilight_accounts::Citation;
 
@@ -38,7 +39,8 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 const INSTRUCTIONS: &str = "Market data for Chinese A-shares and web search from Twilight Drive. Every answer carries a \
 `cite` (source, table, fetched_at, tool_call_id; a search result's cite also has its page's url): quote the value \
 with its as_of date and the cite. On an error, tell the user what was wrong (the error names the field); never \
-guess a number instead.";
+guess a number instead. `chart` draws a price or valuation chart as an image: send it when the user asks how a stock \
+moved (走势, 对比, 图), with one line of interpretation and its cite.";
 
 /// The data operations the bot may call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,16 +48,18 @@ enum DataTool {
     Price,
     Fundamentals,
     Search,
+    Chart,
 }
 
 impl DataTool {
-    const ALL: [DataTool; 3] = [DataTool::Price, DataTool::Fundamentals, DataTool::Search];
+    const ALL: [DataTool; 4] = [DataTool::Price, DataTool::Fundamentals, DataTool::Search, DataTool::Chart];
 
     fn name(self) -> &'static str {
         match self {
             DataTool::Price => "price",
             DataTool::Fundamentals => "fundamentals",
             DataTool::Search => "search",
+            DataTool::Chart => "chart",
         }
     }
 
@@ -65,6 +69,7 @@ impl DataTool {
             DataTool::Price => "mcp:price",
             DataTool::Fundamentals => "mcp:fundamentals",
             DataTool::Search => "mcp:search",
+            DataTool::Chart => "mcp:chart",
         }
     }
 
@@ -88,6 +93,14 @@ code from its name. Use it for 新闻, 公告, 研报, 最近发生了什么, an
 Answers {query, since, results:[{title, url, snippet, published_at, cite}]}; quote a result with its title, date and \
 url. Prices and financial numbers come from price and fundamentals, never from search snippets."
             }
+            DataTool::Chart => {
+                "Draws a chart of one stock over a range (1m 3m 6m 1y 3y 5y; default 1y): close price by \
+default, or pct_chg, pe_ttm, pb, total_mv; with up to 3 comparison codes every line is % change from its first day. \
+Use it for 走势, 对比, 图, 'how has it moved'. Answers a PNG image (put the MEDIA: line it arrives as into your reply, \
+unchanged, to send it) and its cite {code, name, metric, \
+range, from, through, lines:[{code, name, last, unit, as_of}], notes, cite}; add one line of interpretation quoting the \
+last value, the range and the cite."
+            }
         }
     }
 
@@ -96,6 +109,7 @@ url. Prices and financial numbers come from price and fundamentals, never from s
             DataTool::Price => schemars::schema_for!(price::PriceParams),
             DataTool::Fundamentals => schemars::schema_for!(fundamentals::FundamentalsParams),
             DataTool::Search => schemars::schema_for!(search::SearchParams),
+            DataTool::Chart => schemars::schema_for!(chart::ChartParams),
         };
         let mut object = schema.as_object().cloned().unwrap_or_default();
         // The draft marker and the Rust type's title and doc are noise to a model; the tool's
@@ -118,11 +132,18 @@ url. Prices and financial numbers come from price and fundamentals, never from s
     }
 
     /// Runs the operation behind the tool: the same function its HTTP endpoint calls.
-    async fn run(self, ctx: &ApiContext, arguments: JsonObject) -> ApiResult<(Value, i32, Citation)> {
+    async fn run(self, ctx: &ApiContext, arguments: JsonObject) -> ApiResult<(CallToolResult, i32, Citation)> {
         match self {
             DataTool::Price => answered(price::price(ctx, arguments_as(arguments)?).await?),
             DataTool::Fundamentals => answered(fundamentals::fundamentals(ctx, arguments_as(arguments)?).await?),
             DataTool::Search => answered(search::search(ctx, arguments_as(arguments)?).await?),
+            DataTool::Chart => {
+                let (charted, cost, citation) = chart::chart(ctx, arguments_as(arguments)?).await?;
+                let cite = serde_json::to_string(&charted.cite).map_err(|e| ApiError::Internal(format!("serialising a cite: {e}")))?;
+                // hermes keeps an image block as a file and sends it to the chat as a picture.
+                let image = ContentBlock::image(BASE64_STANDARD.encode(&charted.png), "image/png");
+                Ok((CallToolResult::success(vec![image, ContentBlock::text(cite)]), cost, citation))
+            }
         }
     }
 }
@@ -134,9 +155,9 @@ fn arguments_as<T: DeserializeOwned>(arguments: JsonObject) -> ApiResult<T> {
         .map_err(|e| ApiError::InvalidInput { field: None, message: format!("invalid arguments: {e}") })
 }
 
-fn answered<T: Serialize>(answer: Answer<T>) -> ApiResult<(Value, i32, Citation)> {
+fn answered<T: Serialize>(answer: Answer<T>) -> ApiResult<(CallToolResult, i32, Citation)> {
     let body = serde_json::to_value(&answer.body).map_err(|e| ApiError::Internal(format!("serialising an answer: {e}")))?;
-    Ok((body, answer.cost_pts, answer.citation))
+    Ok((CallToolResult::structured(body), answer.cost_pts, answer.citation))
 }
 
 /// One MCP server per request (the transport is stateless); cheap, it is the shared context.
@@ -153,7 +174,7 @@ impl DataTools {
             return CallToolResult::structured_error(limited.body());
         }
         let (result, status, cost, citation) = match tool.run(&self.ctx, arguments).await {
-            Ok((body, cost, citation)) => (CallToolResult::structured(body), StatusCode::OK, cost, Some(citation)),
+            Ok((result, cost, citation)) => (result, StatusCode::OK, cost, Some(citation)),
             Err(error) => (CallToolResult::structured_error(error.body()), error.status_code(), 0, None),
         };
         self.ctx.usage.record_call(key, tool.endpoint(), status.as_u16(), cost, citation);
@@ -178,7 +199,10 @@ impl ServerHandler for DataTools {
 
     async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
         let Some(tool) = DataTool::named(&request.name) else {
-            return Err(ErrorData::invalid_params(format!("no tool named {:?}; tools: price, fundamentals, search", request.name), None));
+            return Err(ErrorData::invalid_params(
+                format!("no tool named {:?}; tools: price, fundamentals, search, chart", request.name),
+                None,
+            ));
         };
         // Put there by `authenticate`; the transport hands the HTTP request's parts to every call.
         let key = context

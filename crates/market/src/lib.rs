@@ -19,8 +19,8 @@ pub use calendar::Calendar;
 pub use error::MarketError;
 pub use metric::Metric;
 pub use service::{
-    Claim, FillReport, FillSchedule, FundamentalsAnswer, Market, MarketConfig, PriceAnswer, Reading, SourceHealth, Stock, TdxSource,
-    WarehouseHealth,
+    Claim, FillReport, FillSchedule, FundamentalsAnswer, History, Market, MarketConfig, PriceAnswer, Reading, SourceHealth, Stock,
+    TdxSource, WarehouseHealth,
 };
 pub use tdx::{Backfill, BackfillPlan, BackfillSummary, CodeOutcome};
 pub use tushare::{TushareClient, TushareConfig};

@@ -35,7 +35,9 @@ use crate::yahoo::{YahooClient, YahooConfig};
 use crate::{MarketError, Metric};
 
 mod fill;
+mod history;
 pub use fill::{FillReport, FillSchedule};
+pub use history::History;
 
 /// A day row we looked for and the upstream did not have (suspension, or today before publication)
 /// is asked for again after this long.
@@ -306,6 +308,8 @@ pub struct Market {
     yahoo_days: Cache<(String, Option<NaiveDate>), Arc<Vec<Record>>>,
     day_rows: Cache<DayKey, Arc<DayRows>>,
     reports: Cache<TsCode, Arc<Vec<Record>>>,
+    /// Range calls of the last [`NEGATIVE_TTL`], so a history's missing days are asked for once.
+    ranges: Cache<history::RangeKey, Arc<Vec<Record>>>,
     calendar: Cache<(), Arc<Calendar>>,
     stocks: Cache<(), Arc<StockList>>,
     health: Mutex<HashMap<&'static str, SourceHealth>>,
@@ -363,6 +367,7 @@ impl Market {
             yahoo_days: Cache::builder().max_capacity(100_000).expire_after(QuoteExpiry).build(),
             day_rows: Cache::builder().max_capacity(2_000_000).expire_after(DayRowExpiry { fallback_for: config.breaker_window }).build(),
             reports: Cache::builder().max_capacity(20_000).time_to_live(REFERENCE_TTL).build(),
+            ranges: Cache::builder().max_capacity(256).time_to_live(NEGATIVE_TTL).build(),
             calendar: Cache::builder().time_to_live(REFERENCE_TTL).build(),
             stocks: Cache::builder().expire_after(StockListExpiry { stale_for: config.breaker_window }).build(),
             health: Mutex::new(HashMap::new()),

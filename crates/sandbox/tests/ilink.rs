@@ -123,6 +123,76 @@ async fn sendmessage_records_what_the_bot_sent() {
     assert_eq!(h.sim.sent(&bot.ilink_bot_id).len(), 1);
 }
 
+/// What hermes' `_aes128_ecb_encrypt` does: PKCS#7 pad, then AES-128-ECB.
+fn encrypt(plain: &[u8], key: &[u8; 16]) -> Vec<u8> {
+    use aes::cipher::generic_array::GenericArray;
+    use aes::cipher::{BlockEncrypt, KeyInit};
+    let pad = 16 - plain.len() % 16;
+    let mut out = plain.to_vec();
+    out.extend(std::iter::repeat_n(pad as u8, pad));
+    let cipher = aes::Aes128::new(GenericArray::from_slice(key));
+    for block in out.chunks_exact_mut(16) {
+        cipher.encrypt_block(GenericArray::from_mut_slice(block));
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn a_bot_sends_an_image_through_the_cdn_as_hermes_does() {
+    use base64::Engine;
+    use md5::Digest;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let h = harness().await;
+    let bot = h.sim.add_bot(OWNER);
+    let picture = b"\x89PNG\r\n\x1a\n not really a chart, but bytes all the same".to_vec();
+    let key = *b"0123456789abcdef";
+    let ciphertext = encrypt(&picture, &key);
+    let announce = |filesize: usize| {
+        json!({"filekey": "0f1e2d3c4b5a69788796a5b4c3d2e1f0", "media_type": 1, "to_user_id": OWNER, "rawsize": picture.len(),
+               "rawfilemd5": hex(&md5::Md5::digest(&picture)), "filesize": filesize, "no_need_thumb": true, "aeskey": hex(&key)})
+    };
+    let (_, refused) = h.call("getuploadurl", Some(&bot.bot_token), announce(picture.len())).await;
+    assert_ne!(refused["ret"], 0, "a filesize that is not the padded size: {refused}");
+    let (_, answer) = h.call("getuploadurl", Some(&bot.bot_token), announce(ciphertext.len())).await;
+    assert_eq!(answer["ret"], 0, "{answer}");
+    let upload_param = answer["upload_param"].as_str().unwrap();
+
+    let upload = |body: Vec<u8>, param: &str| {
+        h.http
+            .post(format!("{}/c2c/upload", h.url))
+            .query(&[("encrypted_query_param", param), ("filekey", "0f1e2d3c4b5a69788796a5b4c3d2e1f0")])
+            .header("Content-Type", "application/octet-stream")
+            .body(body)
+            .send()
+    };
+    assert_eq!(upload(ciphertext.clone(), "unknown").await.unwrap().status(), StatusCode::NOT_FOUND);
+    let wrong_key = upload(encrypt(&picture, b"fedcba9876543210"), upload_param).await.unwrap();
+    assert_eq!(wrong_key.status(), StatusCode::BAD_REQUEST, "ciphertext under another key than announced");
+    let uploaded = upload(ciphertext.clone(), upload_param).await.unwrap();
+    assert_eq!(uploaded.status(), StatusCode::OK);
+    let download = uploaded.headers()["x-encrypted-param"].to_str().unwrap().to_string();
+
+    let image = |aes_key: String| {
+        json!({"msg": {"from_user_id": "", "to_user_id": OWNER, "client_id": "hermes-weixin-2", "message_type": 2, "message_state": 2,
+            "item_list": [{"type": 2, "image_item": {"media": {"encrypt_query_param": download, "aes_key": aes_key, "encrypt_type": 1},
+                                                      "mid_size": ciphertext.len()}}]}})
+    };
+    // Base64 of the raw key (not of its hex) is what shows as a grey box on a phone: refused here.
+    let (_, refused) = h.call("sendmessage", Some(&bot.bot_token), image(b64(&key))).await;
+    assert_ne!(refused["ret"], 0, "{refused}");
+    assert!(h.sim.sent(&bot.ilink_bot_id).is_empty());
+    let (_, answer) = h.call("sendmessage", Some(&bot.bot_token), image(b64(hex(&key).as_bytes()))).await;
+    assert_eq!(answer["ret"], 0, "{answer}");
+    let sent = h.sim.sent(&bot.ilink_bot_id);
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0].media.len(), sent[0].media[0].item_type), (1, 2));
+    assert_eq!(sent[0].media[0].bytes, picture, "the phone decrypts what was sent");
+}
+
 #[tokio::test]
 async fn typing_needs_the_ticket_from_getconfig() {
     let h = harness().await;
@@ -161,8 +231,9 @@ async fn faults_and_counters_cover_the_api_but_not_the_controls() {
     assert!(status == StatusCode::OK && started.elapsed() >= Duration::from_millis(200));
 
     h.sim.set_fault(Fault::None);
-    let (status, _) = h.call("getuploadurl", Some(&bot.bot_token), json!({})).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "media upload is not simulated");
+    let (status, body) = h.call("getuploadurl", Some(&bot.bot_token), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(body["ret"], 0, "an upload names its file: {body}");
     let calls: Value = h.http.get(format!("{}/_sandbox/calls", h.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(calls["POST /ilink/bot/getupdates"], 1);
     assert_eq!(calls["POST /ilink/bot/getuploadurl"], 2);

@@ -269,6 +269,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         edge: config.edge(),
         usage_spill: config.data_dir.join("usage-spill.jsonl"),
         replica: replica.clone(),
+        chart_fonts: Arc::new(twilight_chart::Fonts::new(config.chart_font.clone())),
     });
     let shutdown = CancellationToken::new();
     replicate(config, &market, replica.as_ref(), &shutdown);

@@ -19,12 +19,13 @@ use twilight_market::AktoolsConfig;
 
 /// Top-level config keys the environment may set; other `TWILIGHT_*` variables (secrets such as
 /// `TWILIGHT_TUSHARE_TOKEN`, `TWILIGHT_LOG`, test switches) are not configuration.
-const CONFIG_KEYS: [&str; 18] = [
+const CONFIG_KEYS: [&str; 19] = [
     "listen",
     "public_url",
     "data_dir",
     "accounts_url",
     "warehouse_path",
+    "chart_font",
     "edge",
     "tushare",
     "tdx",
@@ -52,6 +53,9 @@ pub struct Config {
     pub accounts_url: Option<DbUrl>,
     /// Default: `<data_dir>/warehouse.duckdb`.
     pub warehouse_path: Option<PathBuf>,
+    /// The CJK font charts are drawn with; default: the first of the usual ones installed
+    /// (Debian's `fonts-noto-cjk`).
+    pub chart_font: Option<PathBuf>,
     pub edge: EdgeSection,
     pub tushare: TushareSection,
     pub tdx: TdxSection,
@@ -392,6 +396,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             accounts_url: None,
             warehouse_path: None,
+            chart_font: None,
             edge: EdgeSection {
                 trusted_proxies: Vec::new(),
                 orders_per_ip_per_hour: 10,

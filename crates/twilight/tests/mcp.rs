@@ -59,7 +59,8 @@ async fn tools_answer_like_the_http_endpoints_and_are_metered_per_call(app: Test
     // Listed with schemas the model can fill in.
     let tools = steps[0]["tools"].as_array().unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["price", "fundamentals", "search"]);
+    assert_eq!(names, ["price", "fundamentals", "search", "chart"]);
+    assert_eq!(tools[3]["inputSchema"]["properties"]["range"]["enum"], json!(["1m", "3m", "6m", "1y", "3y", "5y"]));
     assert_eq!(tools[2]["inputSchema"]["required"], json!(["query"]));
     assert_eq!(tools[2]["annotations"]["openWorldHint"], true, "search reaches the web");
     let price = &tools[0];

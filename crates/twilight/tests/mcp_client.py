@@ -30,6 +30,7 @@ def call_result(result):
         "is_error": bool(result.isError),
         "structured": result.structuredContent,
         "text": "".join(getattr(block, "text", "") for block in result.content),
+        "images": [{"mime": block.mimeType, "data": block.data} for block in result.content if block.type == "image"],
     }
 
 

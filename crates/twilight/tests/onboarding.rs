@@ -23,10 +23,11 @@ const STRANGER: &str = "wx-stranger-0002";
 const STRANGERS_QUESTION: &str = "查 000001 的 P/E";
 const STEP_WAIT: Duration = Duration::from_secs(120);
 /// The only tools a customer's bot may be offered: our MCP tools and hermes' profile-local ones.
-const ALLOWED_TOOLS: [&str; 9] = [
+const ALLOWED_TOOLS: [&str; 10] = [
     "mcp__twilight__price",
     "mcp__twilight__fundamentals",
     "mcp__twilight__search",
+    "mcp__twilight__chart",
     "skills_list",
     "skill_view",
     "skill_manage",
@@ -216,6 +217,31 @@ async fn pay_pair_name_and_chat(backend: Backend) {
         assert!(!said.contains(secret), "a reply holds a secret");
         assert!(!transcript.contains(secret), "the model was shown a secret");
     }
+
+    // "看看 600519 一年走势": the model calls `chart`; hermes keeps the image block as a file, the
+    // reply's MEDIA line sends it through iLink's upload URL and CDN as an image message, and the
+    // text quotes the cite.
+    sandbox.llm.script([
+        Turn::tool("mcp__twilight__chart", json!({"code": "600519.SH", "range": "1y"})),
+        Turn::final_text("贵州茅台近1年走势如图。\n{media}\n{tool_result}"),
+    ]);
+    let before = sandbox.ilink.sent(&bot_id).len();
+    sandbox.ilink.deliver(&bot_id, PAYER, "看看 600519 一年走势").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let image = loop {
+        let sent = sandbox.ilink.wait_for_sent(&bot_id, before + 2, Duration::from_secs(5)).await;
+        if let Some(image) = sent[before..].iter().flat_map(|m| &m.media).find(|media| media.item_type == 2) {
+            break image.bytes.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no image was sent: {:?}", &sent[before..]);
+    };
+    assert_eq!(&image[..8], b"\x89PNG\r\n\x1a\n", "the phone decrypts a PNG");
+    let width = u32::from_be_bytes(image[16..20].try_into().unwrap());
+    assert!(width >= 800, "{width} px wide");
+    let said: Vec<String> = sandbox.ilink.sent(&bot_id)[before..].iter().map(|m| m.text.clone()).collect();
+    let caption = said.iter().find(|t| t.contains("走势如图")).unwrap_or_else(|| panic!("no text reply: {said:?}"));
+    assert!(caption.contains("sandbox:tushare") && caption.contains("tc_"), "{caption}");
+    assert!(sandbox.ilink.sent(&bot_id).iter().all(|m| m.to_user_id == PAYER));
 
     // The gateway process was started with none of our secrets and no other user's: its own key is
     // read from its own .env by hermes, after start.

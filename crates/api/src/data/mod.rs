@@ -1,5 +1,6 @@
 //! The data plane the agent's skill calls: authenticated by user keys, rate limited, metered.
 
+pub(crate) mod chart;
 pub(crate) mod fundamentals;
 mod health;
 pub(crate) mod price;
@@ -22,6 +23,7 @@ use crate::{ApiContext, ApiError, ApiResult};
 pub fn router(ctx: ApiContext) -> Router<ApiContext> {
     let metered = Router::new()
         .route("/price", get(price::get))
+        .route("/chart", get(chart::get))
         .route("/fundamentals", get(fundamentals::get))
         .route("/reports/search", get(reports_search))
         .route("/search", get(search::get))
@@ -57,10 +59,14 @@ pub(crate) struct Answer<T> {
 
 impl<T: Serialize> IntoResponse for Answer<T> {
     fn into_response(self) -> Response {
-        let mut response = Json(self.body).into_response();
-        response.extensions_mut().insert(Metered { cost_pts: self.cost_pts, citation: Some(self.citation) });
-        response
+        meter(Json(self.body).into_response(), self.cost_pts, self.citation)
     }
+}
+
+/// `response` with what the metering gate records for it.
+pub(crate) fn meter(mut response: Response, cost_pts: i32, citation: Citation) -> Response {
+    response.extensions_mut().insert(Metered { cost_pts, citation: Some(citation) });
+    response
 }
 
 /// The key of the row of `table` a value of `code` for `date` was read from, by column name
@@ -119,9 +125,10 @@ fn optional_date(field: &'static str, value: Option<&str>) -> ApiResult<Option<c
     value.map(|v| twilight_core::parse_date(v).map_err(|e| ApiError::invalid(field, e.to_string()))).transpose()
 }
 
-/// `tc_` and a UUIDv7: sortable by time, so a trace is found quickly, and nothing else in it.
+/// `tc_` and a UUIDv7: sortable by time, so a trace is found quickly, and nothing else in it. It
+/// is also the id of the usage row the answer's citation is stored in.
 fn tool_call_id() -> String {
-    format!("tc_{}", crate::time_ordered_id().simple())
+    twilight_accounts::tool_call_id(crate::time_ordered_id())
 }
 
 async fn reports_search() -> ApiError {

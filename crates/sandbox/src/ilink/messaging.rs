@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::media::SentMedia;
 use super::{BotCredentials, ControlError, IlinkSim};
 use crate::common;
 
@@ -39,6 +40,8 @@ pub fn router() -> Router<IlinkSim> {
 /// A message a bot sent, as the simulator received it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SentMessage {
+    /// Its media items (images, files), decrypted.
+    pub media: Vec<SentMedia>,
     pub to_user_id: String,
     /// Echoed from the user's latest inbound message, which is what lets iLink route the reply.
     pub context_token: Option<String>,
@@ -102,12 +105,12 @@ fn encode_cursor(bot_id: &str, seen: usize) -> String {
     BASE64.encode(format!("{bot_id}|{seen}"))
 }
 
-fn failure(ret: i64, errmsg: &str) -> Json<Value> {
+pub(super) fn failure(ret: i64, errmsg: &str) -> Json<Value> {
     Json(json!({"ret": ret, "errcode": ret, "errmsg": errmsg}))
 }
 
 /// The bot named by the bearer token and the parsed body, or the answer refusing the call.
-fn authorize<T: DeserializeOwned>(sim: &IlinkSim, headers: &HeaderMap, body: &Bytes) -> Result<(String, T), Json<Value>> {
+pub(super) fn authorize<T: DeserializeOwned>(sim: &IlinkSim, headers: &HeaderMap, body: &Bytes) -> Result<(String, T), Json<Value>> {
     let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default();
     let bot_id = sim.state().bots.tokens.get(token).cloned().ok_or_else(|| failure(SESSION_EXPIRED, "session timeout"))?;
     let request = serde_json::from_slice(body).map_err(|e| failure(-1, &format!("invalid request body: {e}")))?;
@@ -173,7 +176,12 @@ async fn send_message(State(sim): State<IlinkSim>, headers: HeaderMap, body: Byt
         .filter(|item| item["type"].as_i64() == Some(ITEM_TEXT))
         .filter_map(|item| item["text_item"]["text"].as_str())
         .collect();
+    let media = match sim.state().uploads.resolve(&msg.item_list) {
+        Ok(media) => media,
+        Err(why) => return failure(-1, &why),
+    };
     let sent = SentMessage {
+        media,
         to_user_id: msg.to_user_id,
         context_token: msg.context_token,
         client_id: msg.client_id,

@@ -5,13 +5,15 @@
 //! - pairing: `GET|POST /ilink/bot/get_bot_qrcode?bot_type=3` and the long-polled
 //!   `GET /ilink/bot/get_qrcode_status?qrcode=…[&verify_code=…]` ([`pairing`]);
 //! - messaging: `POST /ilink/bot/{getupdates,sendmessage,getconfig,sendtyping}` with
-//!   `Authorization: Bearer <bot_token>`, answers carrying `ret`/`errcode`/`errmsg` ([`messaging`]).
+//!   `Authorization: Bearer <bot_token>`, answers carrying `ret`/`errcode`/`errmsg` ([`messaging`]);
+//! - media: `POST /ilink/bot/getuploadurl` and the CDN's `POST /c2c/upload`, AES-128-ECB ([`media`]).
 //!
 //! The phone's side — scanning, confirming, the 6-digit code, a user messaging the bot — is driven
 //! by tests through methods here, and by a person or a browser test through the page
 //! `/sandbox/ilink/scan/{qrcode}` and JSON under `/_sandbox/ilink/…` ([`control`]).
 
 mod control;
+mod media;
 mod messaging;
 mod pairing;
 
@@ -23,6 +25,7 @@ use axum::Router;
 use serde::Serialize;
 
 use crate::common::{self, Fault, Switchboard};
+pub use media::SentMedia;
 pub use messaging::{Inbound, SentMessage};
 pub use pairing::{PairingView, Stage};
 
@@ -101,6 +104,7 @@ struct Inner {
 struct SimState {
     pairings: HashMap<String, pairing::Pairing>,
     bots: messaging::Bots,
+    uploads: media::Uploads,
     /// WeChat users whose account is already bound to a bot: confirming answers `binded_redirect`.
     bound_users: HashSet<String>,
 }
@@ -121,8 +125,8 @@ impl IlinkSim {
     /// [`Self::set_fault`]; the scan page under `/sandbox/ilink/scan/{qrcode}` and the control JSON
     /// under `/_sandbox/ilink/`, which never fail.
     pub fn router(&self) -> Router {
-        let api = self.inner.switchboard.instrument(pairing::router().merge(messaging::router()));
-        common::label(api.merge(control::router()), "ilink").with_state(self.clone())
+        let api = pairing::router().merge(messaging::router()).merge(media::api_router()).merge(media::cdn_router());
+        common::label(self.inner.switchboard.instrument(api).merge(control::router()), "ilink").with_state(self.clone())
     }
 
     /// How the `/ilink/bot/` routes misbehave from now on.
