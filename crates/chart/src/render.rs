@@ -11,6 +11,8 @@ use crate::{ChartError, ChartRequest, Span, HEIGHT, WIDTH};
 const COLORS: [RGBColor; 4] = [RGBColor(200, 40, 40), RGBColor(30, 90, 200), RGBColor(20, 140, 70), RGBColor(220, 120, 0)];
 const GREY: RGBColor = RGBColor(110, 110, 110);
 const FOOTER_HEIGHT: u32 = 44;
+/// Points drawn per line at most: about one per two pixels of the plot's width.
+const MAX_POINTS: usize = 480;
 
 /// Everything drawn, in the words and numbers shown.
 #[derive(Debug, Clone)]
@@ -135,19 +137,26 @@ fn draw(figure: &Figure, family: &str, rgb: &mut [u8]) -> DrawResult {
         .light_line_style(RGBColor(238, 238, 238))
         .bold_line_style(RGBColor(210, 210, 210))
         .draw()?;
+    let compared = figure.lines.len() > 1;
     for (i, (label, points)) in figure.lines.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let line = chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(3)))?;
-        if figure.lines.len() > 1 {
-            line.label(label.as_str()).legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], color.stroke_width(3)));
+        // Years of sessions are more points than pixels: every k-th (and the last) draws the same
+        // line without the ragged overdraw of wide strokes on sub-pixel segments.
+        let step = points.len().div_ceil(MAX_POINTS).max(1);
+        let thinned = points.iter().step_by(step).chain(points.last().filter(|_| (points.len() - 1) % step != 0)).copied();
+        let Some(&(day, value)) = points.last() else { continue };
+        let line = chart.draw_series(LineSeries::new(thinned, color.stroke_width(if step > 1 { 2 } else { 3 })))?;
+        if compared {
+            // Several last values would collide at the right edge: each goes into its legend entry.
+            line.label(format!("{label}  {value:+.2}%")).legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], color.stroke_width(3)));
         }
-        if let Some(&(day, value)) = points.last() {
-            chart.draw_series([Circle::new((day, value), 6, color.filled())])?;
+        chart.draw_series([Circle::new((day, value), 6, color.filled())])?;
+        if !compared {
             let text = (family, 22).into_font().color(&color).pos(Pos::new(HPos::Right, VPos::Bottom));
             chart.draw_series([Text::new(format!("{value:.2}"), (day, value), text)])?;
         }
     }
-    if figure.lines.len() > 1 {
+    if compared {
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperLeft)
