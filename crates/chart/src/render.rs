@@ -148,7 +148,8 @@ fn draw(figure: &Figure, family: &str, rgb: &mut [u8]) -> DrawResult {
         let line = chart.draw_series(LineSeries::new(thinned, color.stroke_width(if step > 1 { 2 } else { 3 })))?;
         if compared {
             // Several last values would collide at the right edge: each goes into its legend entry.
-            line.label(format!("{label}  {value:+.2}%")).legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], color.stroke_width(3)));
+            line.label(format!("{label}  {value:+.2}%"))
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], color.stroke_width(3)));
         }
         chart.draw_series([Circle::new((day, value), 6, color.filled())])?;
         if !compared {

@@ -69,6 +69,16 @@ async fn a_chart_is_drawn_from_the_warehouse_and_cited() {
     let cite: Value = serde_json::from_str(headers["x-cite"].to_str().unwrap()).unwrap();
     assert_eq!(cite["table"], "daily_basic");
 
+    // What Yahoo prices: one chart call for the range, then the warehouse.
+    let yahoo = &app.running.sandbox.as_ref().unwrap().market.yahoo;
+    let (status, headers, png) = chart(&app, &key, "code=AAPL&range=3m").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&png));
+    let cite: Value = serde_json::from_str(headers["x-cite"].to_str().unwrap()).unwrap();
+    assert_eq!((cite["source"].as_str(), cite["table"].as_str()), (Some("sandbox:yahoo"), Some("yahoo_daily")), "{cite}");
+    let charted = yahoo.calls();
+    assert_eq!(chart(&app, &key, "code=AAPL&range=1m").await.0, 200);
+    assert_eq!(yahoo.calls(), charted, "a month of a stored quarter needs no call");
+
     // Bad input: 400 naming the field, and nothing drawn or fetched.
     for (query, field) in [
         ("metric=close", "code"),
