@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use serde_json::{json, Value};
 
 use common::{Backend, TestApp};
@@ -129,20 +127,11 @@ async fn a_recent_listing_is_charted_from_its_first_day_with_a_note() {
 async fn the_chart_tool_answers_an_image_and_its_cite() {
     let app = TestApp::start(Backend::Sqlite).await.unwrap();
     let (_, key) = app.user(1000).await;
-    let Some(python) = common::hermes_bin().map(|bin| bin.with_file_name("python")) else { return };
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_client.py");
     let steps = json!([
         {"call": "chart", "arguments": {"code": "600519.SH", "range": "6m", "compare": "000858.SZ"}},
         {"call": "chart", "arguments": {"code": "600519.SH", "range": "10y"}},
     ]);
-    let output = tokio::process::Command::new(python)
-        .arg(script)
-        .args([app.url("/mcp"), key.clone(), steps.to_string()])
-        .env("HERMES_DISABLE_LAZY_INSTALLS", "1")
-        .output()
-        .await
-        .unwrap();
-    let seen: Value = serde_json::from_str(String::from_utf8_lossy(&output.stdout).lines().last().unwrap()).unwrap();
+    let Some(seen) = common::mcp_client(&app, &key, steps).await else { return };
     let drawn = &seen["steps"][0]["calls"][0];
     assert_eq!(drawn["is_error"], false, "{drawn}");
     let image = &drawn["images"][0];

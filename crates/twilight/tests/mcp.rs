@@ -6,30 +6,12 @@
 
 mod common;
 
-use std::path::Path;
-
 use serde_json::{json, Value};
 
 use common::{Backend, TestApp};
 use twilight_sandbox::TushareMode;
 
 on_both_backends!(tools_answer_like_the_http_endpoints_and_are_metered_per_call, refusals_happen_before_mcp_and_in_our_json_shape);
-
-/// Runs the Python MCP client against the app with `key` through `steps` (see mcp_client.py).
-async fn client(app: &TestApp, key: &str, steps: Value) -> Option<Value> {
-    let python = common::hermes_bin()?.with_file_name("python");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_client.py");
-    let output = tokio::process::Command::new(python)
-        .arg(script)
-        .args([app.url("/mcp"), key.to_string(), steps.to_string()])
-        .env("HERMES_DISABLE_LAZY_INSTALLS", "1")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let last = stdout.lines().last().unwrap_or_else(|| panic!("no output; stderr: {}", String::from_utf8_lossy(&output.stderr)));
-    Some(serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}")))
-}
 
 fn calls(step: &Value) -> &Vec<Value> {
     step["calls"].as_array().unwrap()
@@ -51,7 +33,7 @@ async fn tools_answer_like_the_http_endpoints_and_are_metered_per_call(app: Test
         {"call": "search", "arguments": {"query": "600519", "since": "last week"}},
         {"call": "price", "arguments": {"code": "0700.HK"}},
     ]);
-    let Some(seen) = client(&app, &key, steps).await else { return };
+    let Some(seen) = common::mcp_client(&app, &key, steps).await else { return };
     assert!(seen["error"].is_null(), "{seen}");
     assert_eq!(seen["server"]["name"], "twilight-drive");
     let steps = seen["steps"].as_array().unwrap();
@@ -126,7 +108,9 @@ async fn tools_answer_like_the_http_endpoints_and_are_metered_per_call(app: Test
     // A key of 60 a minute: its 61st call in a burst is refused with the wait (the bucket refills
     // one token a second, so a slow machine may fit in a few more first).
     let (limited_user, limited_key) = app.user(60).await;
-    let Some(seen) = client(&app, &limited_key, json!([{"call": "price", "arguments": {"code": "600519.SH"}, "times": 70}])).await else {
+    let Some(seen) =
+        common::mcp_client(&app, &limited_key, json!([{"call": "price", "arguments": {"code": "600519.SH"}, "times": 70}])).await
+    else {
         return;
     };
     let results = calls(&seen["steps"][0]);
@@ -204,7 +188,7 @@ async fn refusals_happen_before_mcp_and_in_our_json_shape(app: TestApp) {
     let response = post(Some(&key), initialize.to_string(), "application/json").await.unwrap();
     assert_eq!(response.status(), 403);
     assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "revoked_key");
-    let Some(seen) = client(&app, &key, json!([{"call": "price", "arguments": {"code": "600519"}}])).await else { return };
+    let Some(seen) = common::mcp_client(&app, &key, json!([{"call": "price", "arguments": {"code": "600519"}}])).await else { return };
     assert_eq!(seen["status"], 403, "{seen}");
 
     let user: uuid::Uuid = user_id.parse().unwrap();
@@ -223,7 +207,7 @@ async fn a_tushare_outage_is_answered_from_tdx_through_the_tool_too() {
     assert_eq!(status, 200, "{body}");
     app.running.sandbox.as_ref().unwrap().market.tushare.set_mode(TushareMode::Down);
     let steps = json!([{"call": "price", "arguments": {"code": "000001.SZ", "trade_date": "20260430"}}]);
-    let Some(seen) = client(&app, &key, steps).await else { return };
+    let Some(seen) = common::mcp_client(&app, &key, steps).await else { return };
     let answer = &calls(&seen["steps"][0])[0]["structured"];
     let cite = &answer["cite"];
     assert_eq!((cite["source"].as_str(), cite["fallback_from"].as_str()), (Some("sandbox:tdx"), Some("tushare")), "{answer}");

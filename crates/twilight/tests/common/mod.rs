@@ -257,6 +257,24 @@ pub fn hermes_bin() -> Option<PathBuf> {
     Some(bin)
 }
 
+/// Runs the Python MCP client (the `mcp` package hermes itself uses, from the hermes venv) against
+/// the app with `key` through `steps` (see mcp_client.py); `None` when hermes is not installed
+/// outside CI.
+pub async fn mcp_client(app: &TestApp, key: &str, steps: Value) -> Option<Value> {
+    let python = hermes_bin()?.with_file_name("python");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_client.py");
+    let output = tokio::process::Command::new(python)
+        .arg(script)
+        .args([app.url("/mcp"), key.to_string(), steps.to_string()])
+        .env("HERMES_DISABLE_LAZY_INSTALLS", "1")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_else(|| panic!("no output; stderr: {}", String::from_utf8_lossy(&output.stderr)));
+    Some(serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}")))
+}
+
 /// Generates one test per backend from an `async fn(TestApp)`.
 #[macro_export]
 macro_rules! on_both_backends {
