@@ -619,18 +619,24 @@ impl Market {
         if let Some(row) = stored.iter().find(|r| warehouse::source_name(&r.source) == "tdx") {
             return Some(Some(row.clone()));
         }
+        let records = self.tdx_bars(code, date - chrono::Days::new(14)).await?;
+        Some(records.iter().find(|r| r.date("trade_date") == Some(date)).cloned())
+    }
+
+    /// While Tushare is down, TDX's daily bars of `code` since `since`, fetched now and kept;
+    /// `None` when TDX cannot say (not configured, unreachable, or a code it does not list).
+    async fn tdx_bars(&self, code: TsCode, since: NaiveDate) -> Option<Arc<Vec<Record>>> {
         let tdx = self.tdx.as_ref()?;
-        let bars = match tdx.pool.daily_bars(tdx_market(code)?, code.symbol(), Some(date - chrono::Days::new(14))).await {
+        let bars = match tdx.pool.daily_bars(tdx_market(code)?, code.symbol(), Some(since)).await {
             Ok(bars) => bars,
             Err(error) => {
                 tracing::warn!(%code, %error, "TDX cannot stand in for Tushare");
                 return None;
             }
         };
-        let records = daily_records(code, &bars, &tdx.source, Utc::now());
-        let row = records.iter().find(|r| r.date("trade_date") == Some(date)).cloned();
-        self.keep(&DAILY, Arc::new(records)).await;
-        Some(row)
+        let records = Arc::new(daily_records(code, &bars, &tdx.source, Utc::now()));
+        self.keep(&DAILY, records.clone()).await;
+        Some(records)
     }
 
     /// Logs each disagreement between sources and keeps it in the warehouse (a failure to keep it

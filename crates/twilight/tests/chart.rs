@@ -148,3 +148,27 @@ async fn the_chart_tool_answers_an_image_and_its_cite() {
     assert_eq!((refused["is_error"].as_bool(), refused["structured"]["error"]["field"].as_str()), (Some(true), Some("range")), "{refused}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_tushare_is_down_tdx_bars_draw_the_chart() {
+    let app = TestApp::start(Backend::Sqlite).await.unwrap();
+    let (_, key) = app.user(1000).await;
+    // The stock list and the calendar are stored by a first answer; then Tushare goes down.
+    assert_eq!(app.get("/price?code=600519.SH", Some(&key)).await.0, 200);
+    let market = &app.running.sandbox.as_ref().unwrap().market;
+    market.tushare.set_mode(twilight_sandbox::TushareMode::Down);
+    let (status, headers, png) = chart(&app, &key, "code=000001.SZ&range=3m").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&png));
+    assert_eq!(png_size(&png), (1080, 720));
+    let cite: Value = serde_json::from_str(headers["x-cite"].to_str().unwrap()).unwrap();
+    assert_eq!((cite["source"].as_str(), cite["table"].as_str()), (Some("sandbox:tdx"), Some("daily")), "{cite}");
+    // Kept: drawn again from the warehouse, with no TDX call.
+    let tdx_calls = market.tdx.data_calls();
+    assert_eq!(chart(&app, &key, "code=000001.SZ&range=1m").await.0, 200);
+    assert_eq!(market.tdx.data_calls(), tdx_calls);
+    // A valuation has no stand-in: refused as the source being down, naming it.
+    let (status, _, body) = chart(&app, &key, "code=000858.SZ&metric=pe_ttm").await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("upstream_unavailable")), "{body}");
+    app.stop().await;
+}

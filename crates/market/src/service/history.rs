@@ -1,7 +1,8 @@
 //! Histories: one metric of one symbol over a range of sessions, oldest first, as charts draw
 //! them. The warehouse answers the sessions it holds; the ones it lacks come from one upstream
 //! range call per (table, code), shared by every concurrent asker and not repeated for
-//! [`NEGATIVE_TTL`] (a suspended stock's missing days stay missing).
+//! [`NEGATIVE_TTL`] (a suspended stock's missing days stay missing); while Tushare is down, daily
+//! bars come from TDX.
 
 use std::collections::BTreeMap;
 
@@ -71,6 +72,11 @@ impl Market {
                     Ok(self.store(spec, fetched).await)
                 })
                 .await;
+            // Tushare is down: TDX's bars stand in for daily rows, as they do for `/price`.
+            let fetched = match fetched {
+                Err(error) if error.is_source_failure() && route::tdx_stands_in(spec) => self.tdx_bars(code, first).await.ok_or(error),
+                fetched => fetched,
+            };
             self.merge_fetched(&mut by_day, fetched, &ledger)?;
         }
         let listed_after_start = stock.list_date.filter(|listed| *listed > from);
