@@ -1,6 +1,7 @@
 //! Time to draw a chart to PNG, on made-up daily histories (no warehouse: only drawing and encoding
 //! are measured): 1 year and 5 years with one comparison code, beside a 1-month single line as the
-//! baseline of the same run. Prints p50, p99 and the PNG sizes. `cargo bench -p twilight-chart`.
+//! baseline of the same run. Prints p50, p99 and the PNG sizes. `cargo bench --workspace --bench render`
+//! (`--workspace`: the same features as every other build, so DuckDB is not built again).
 
 use std::time::{Duration, Instant};
 
