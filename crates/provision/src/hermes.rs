@@ -129,6 +129,21 @@ impl HermesCli {
         tokio::task::spawn_blocking(move || overlay(&src, &dir).map(|()| dir)).await.expect("template copy panicked")
     }
 
+    /// Takes `tools` out of every platform's toolset list (`platform_toolsets:`, flow lists as the
+    /// template writes them) in `name`'s config.yaml; refuses a config whose lists it cannot edit,
+    /// rather than leave a withheld tool enabled.
+    pub async fn withhold_tools(&self, name: &ProfileName, tools: &'static [&'static str]) -> Result<()> {
+        let path = self.profile_dir(name).join("config.yaml");
+        tokio::task::spawn_blocking(move || {
+            let config = std::fs::read_to_string(&path).map_err(Error::io("reading", &path))?;
+            let edited = without_tools(&config, tools)
+                .map_err(|reason| Error::Template { path: path.clone(), reason: format!("cannot withhold {tools:?}: {reason}") })?;
+            std::fs::write(&path, edited).map_err(Error::io("writing", &path))
+        })
+        .await
+        .expect("config edit panicked")
+    }
+
     /// Renders `profile`'s SOUL.md from the installed template's SOUL.md with the bot's name. Rendering
     /// from the template (not the profile's own copy) makes renaming repeatable.
     pub async fn write_soul(&self, profile: &ProfileName, template: &ProfileName, name: &BotName) -> Result<()> {
@@ -238,6 +253,30 @@ fn overlay(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `config` with `tools` removed from the one-line lists under `platform_toolsets:`; the reason
+/// when one of them is still named in that block afterwards (a list written some other way).
+fn without_tools(config: &str, tools: &[&str]) -> std::result::Result<String, String> {
+    let mut in_block = false;
+    let mut edited = Vec::new();
+    for line in config.lines() {
+        if !line.starts_with([' ', '#']) && !line.is_empty() {
+            in_block = line.trim_end() == "platform_toolsets:";
+        }
+        let list = line.split_once(": [").and_then(|(platform, rest)| Some((platform, rest.trim_end().strip_suffix(']')?)));
+        match list {
+            Some((platform, items)) if in_block => {
+                let kept: Vec<&str> = items.split(',').map(str::trim).filter(|item| !tools.contains(item)).collect();
+                edited.push(format!("{platform}: [{}]", kept.join(", ")));
+            }
+            _ if in_block && tools.iter().any(|tool| line.contains(tool)) => {
+                return Err(format!("platform_toolsets names one in a form other than a one-line list: {line:?}"));
+            }
+            _ => edited.push(line.to_string()),
+        }
+    }
+    Ok(edited.join("\n") + "\n")
+}
+
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to).map_err(Error::io("creating", to))?;
     for entry in std::fs::read_dir(from).map_err(Error::io("listing", from))? {
@@ -282,6 +321,17 @@ mod tests {
         assert!(check_template(dir.path()).is_err());
         std::fs::remove_file(dir.path().join("config.yaml")).unwrap();
         assert!(check_template(dir.path()).unwrap_err().to_string().contains("config.yaml"));
+    }
+
+    #[test]
+    fn withheld_tools_leave_every_platform_list() {
+        let config = "# a comment\nplatform_toolsets:\n  weixin: [twilight, skills, session_search]\n  cli: [session_search]\n\nmcp_servers:\n  session_search: kept\n";
+        assert_eq!(
+            without_tools(config, &["session_search"]).unwrap(),
+            "# a comment\nplatform_toolsets:\n  weixin: [twilight, skills]\n  cli: []\n\nmcp_servers:\n  session_search: kept\n"
+        );
+        let block = "platform_toolsets:\n  weixin:\n    - twilight\n    - session_search\n";
+        assert!(without_tools(block, &["session_search"]).unwrap_err().contains("one-line list"));
     }
 
     #[test]

@@ -105,16 +105,7 @@ async fn template_clone_plant_name_and_delete_with_real_hermes() {
 
     let raw = twilight_core::RawToken::generate();
     let token = raw.expose().to_owned();
-    let mut env = DotEnv::load(cli.env_file(&user)).unwrap();
-    for (key, value) in [
-        ("TWILIGHT_API_TOKEN", token.as_str()),
-        ("TWILIGHT_API_BASE", "http://127.0.0.1:8080"),
-        ("DASHSCOPE_API_KEY", "sk-sandbox"),
-        ("DASHSCOPE_BASE_URL", "http://127.0.0.1:9/v1"),
-    ] {
-        env.set(&EnvKey::parse(key).unwrap(), value).unwrap();
-    }
-    env.save().unwrap();
+    plant_env(&cli, &user, &token);
     assert_eq!(mode(&cli.env_file(&user)), 0o600);
     assert_eq!(mode(&template_dir.join(".env")), 0o600);
     assert!(!std::fs::read_to_string(template_dir.join(".env")).unwrap().contains(&token), "the template stays clean");
@@ -140,10 +131,34 @@ async fn template_clone_plant_name_and_delete_with_real_hermes() {
     assert!(seen["skill_content"].as_str().unwrap().contains("mcp__twilight__price"));
     assert_eq!(seen["token"], token.as_str());
 
-    cli.delete_profile(&user).await.unwrap();
+    // Where gateways share one OS user, the template withholds session_search (it can open another
+    // profile's state.db): a profile cloned from it then lacks the tool, as hermes itself resolves it.
+    cli.withhold_tools(&template, &["session_search"]).await.unwrap();
+    let shared = ProfileName::for_user(uuid::Uuid::new_v4());
+    let shared_dir = cli.create_profile(&shared, &template).await.unwrap();
+    plant_env(&cli, &shared, &token);
+    let seen = python(&cli, &shared_dir, INSPECT_PROFILE, &[]);
+    let tools: Vec<&str> = seen["weixin_tools"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(tools, ["clarify", "kanban", "memory", "skills", "todo", "twilight"]);
+
+    for profile in [&user, &user, &shared, &template] {
+        cli.delete_profile(profile).await.unwrap();
+    }
     assert!(!dir.exists());
-    cli.delete_profile(&user).await.unwrap();
-    cli.delete_profile(&template).await.unwrap();
+}
+
+/// What the provisioner plants in a profile's `.env`: our key and base URL, the relay as the LLM.
+fn plant_env(cli: &HermesCli, profile: &ProfileName, token: &str) {
+    let mut env = DotEnv::load(cli.env_file(profile)).unwrap();
+    for (key, value) in [
+        ("TWILIGHT_API_TOKEN", token),
+        ("TWILIGHT_API_BASE", "http://127.0.0.1:8080"),
+        ("DASHSCOPE_API_KEY", "sk-sandbox"),
+        ("DASHSCOPE_BASE_URL", "http://127.0.0.1:9/v1"),
+    ] {
+        env.set(&EnvKey::parse(key).unwrap(), value).unwrap();
+    }
+    env.save().unwrap();
 }
 
 #[tokio::test]

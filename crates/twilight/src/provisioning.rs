@@ -88,14 +88,33 @@ pub async fn provisioner(
     Ok(Provisioner::new(accounts, hermes, secrets, services, ilink, provisioner_config))
 }
 
-/// Creates or updates the profile template every user is cloned from.
+/// hermes tools that read another profile's files when the model asks them to (`session_search`
+/// takes a `profile` argument and opens that profile's `state.db`): harmless where each gateway is an
+/// OS user of its own, a window into other customers' conversations where gateways share one.
+const CROSS_PROFILE_TOOLS: &[&str] = &["session_search"];
+
+/// Creates or updates the profile template every user is cloned from; where the gateways will share
+/// one OS user, without the tools that can read other profiles.
 pub async fn install_template(config: &Config, hermes: &HermesCli) -> anyhow::Result<()> {
     let dir = &config.provisioner.template_dir;
-    hermes
-        .install_template(dir, &ProfileName::template())
-        .await
-        .with_context(|| format!("installing the profile template from {}", dir.display()))?;
+    let template = ProfileName::template();
+    hermes.install_template(dir, &template).await.with_context(|| format!("installing the profile template from {}", dir.display()))?;
+    if gateways_share_a_user(config) {
+        hermes.withhold_tools(&template, CROSS_PROFILE_TOOLS).await.context("withholding cross-profile tools")?;
+        tracing::warn!(tools = ?CROSS_PROFILE_TOOLS, "gateways share one OS user here: new profiles get no tools that read other profiles");
+    }
     Ok(())
+}
+
+/// Whether the gateways run under one OS user: `systemd-user` always, the supervisor when this
+/// process cannot switch users (not root). Only `systemd-system` and a root supervisor give each
+/// gateway a user of its own.
+fn gateways_share_a_user(config: &Config) -> bool {
+    match config.provisioner.service_manager.as_str() {
+        "systemd-system" => false,
+        "supervisor" => !twilight_provision::GatewayUser::supported(),
+        _ => true,
+    }
 }
 
 /// What a system unit's gateway must not see: our data directory (accounts DB, warehouse, other
