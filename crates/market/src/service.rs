@@ -367,7 +367,13 @@ impl Market {
             yahoo_days: Cache::builder().max_capacity(100_000).expire_after(QuoteExpiry).build(),
             day_rows: Cache::builder().max_capacity(2_000_000).expire_after(DayRowExpiry { fallback_for: config.breaker_window }).build(),
             reports: Cache::builder().max_capacity(20_000).time_to_live(REFERENCE_TTL).build(),
-            ranges: Cache::builder().max_capacity(256).time_to_live(NEGATIVE_TTL).build(),
+            // Weighed in rows: five years of one code are ~1,200, so this holds a few hundred ranges
+            // in some tens of MB.
+            ranges: Cache::builder()
+                .weigher(|_, rows: &Arc<Vec<Record>>| u32::try_from(rows.len()).unwrap_or(u32::MAX).max(1))
+                .max_capacity(100_000)
+                .time_to_live(NEGATIVE_TTL)
+                .build(),
             calendar: Cache::builder().time_to_live(REFERENCE_TTL).build(),
             stocks: Cache::builder().expire_after(StockListExpiry { stale_for: config.breaker_window }).build(),
             health: Mutex::new(HashMap::new()),
