@@ -34,7 +34,7 @@ pub fn renew_url(public_url: &str, renewal_code: &str) -> String {
 }
 
 /// What an operator needs to know about one customer at a glance.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct UserOverview {
     pub user: User,
     /// Their bot; its status says whether its gateway should be running.

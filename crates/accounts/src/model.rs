@@ -48,6 +48,18 @@ macro_rules! text_enum {
             }
         }
 
+        // By hand: utoipa's derive does not see a `serde(rename)` whose text comes from a macro.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
         impl TryFrom<String> for $name {
             type Error = UnknownValue;
 
@@ -140,7 +152,7 @@ text_enum! {
 }
 
 /// A paying (or trial) customer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct User {
     pub user_id: Uuid,
     pub email: Option<String>,
@@ -199,7 +211,7 @@ pub struct NewApiKey {
 
 /// An operator credential for `/admin/*`; a separate class from user keys so neither can act as
 /// the other.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AdminToken {
     pub token_hash: String,
     pub label: String,
@@ -301,7 +313,7 @@ pub struct CitationRecord {
 
 /// An order and, once paid, its payment. `user_id` is set at checkout for a renewal, and at
 /// settlement for a first purchase.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Payment {
     pub payment_id: Uuid,
     pub user_id: Option<Uuid>,
@@ -405,7 +417,7 @@ pub struct RefundRecorded {
 }
 
 /// A unit of provisioner work, persisted so it survives restarts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ProvisioningJob {
     pub job_id: Uuid,
     pub user_id: Uuid,
@@ -451,7 +463,7 @@ pub struct JobUpdate {
 }
 
 /// A user's hermes profile on a host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct HermesProfile {
     pub profile_name: String,
     pub user_id: Uuid,
@@ -507,7 +519,7 @@ pub enum JobRun {
 }
 
 /// Requests and upstream cost of one user on one endpoint during one UTC day.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct UsageDay {
     /// `YYYY-MM-DD`, UTC.
     pub day: String,

@@ -5,7 +5,6 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 use twilight_accounts::AccountsError;
 use twilight_billing::{BillingError, PaymentError};
 use twilight_market::MarketError;
@@ -184,11 +183,42 @@ impl ApiError {
     }
 }
 
+/// The JSON every error answers with, over HTTP and as an MCP tool error alike.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for a program (`code`) and for a person (`message`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `invalid_input`, `missing_token`, `rate_limited`, `not_found`, …
+    pub code: &'static str,
+    pub message: String,
+    /// The parameter or body field at fault, when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'static str>,
+    /// For `not_trading_day`: the last trading day before the one asked, `YYYYMMDD`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applies: Option<String>,
+    /// For `rate_limited` and `search_unavailable`: when to try again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+    /// For `subscription_expired`: the user's renewal page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renew_url: Option<String>,
+}
+
+impl ErrorBody {
+    pub(crate) fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
 impl ApiError {
-    /// The JSON every error answers with, `{"error":{"code","message"[,"field"]…}}`, over HTTP and
-    /// as an MCP tool error alike. Internal details are logged here, never shown; upstream and
-    /// client errors are safe to explain.
-    pub(crate) fn body(&self) -> serde_json::Value {
+    /// What this error answers, `{"error":{"code","message"[,"field"]…}}`. Internal details are
+    /// logged here, never shown; upstream and client errors are safe to explain.
+    pub(crate) fn body(&self) -> ErrorBody {
         let status = self.status_code();
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, "internal error");
@@ -199,23 +229,24 @@ impl ApiError {
             }
             self.to_string()
         };
-        let mut body = json!({ "code": self.code(), "message": message });
-        if let Some(field) = self.field() {
-            body["field"] = field.into();
-        }
-        if let ApiError::Market(MarketError::NotTradingDay { previous: Some(previous), .. }) = self {
-            body["applies"] = twilight_core::compact(*previous).into();
-        }
         if let ApiError::RateLimited { .. } = self {
             metrics::counter!("twilight_rate_limited_total").increment(1);
         }
-        if let ApiError::RateLimited { retry_after_secs } | ApiError::Search(SearchError::Unavailable { retry_after_secs, .. }) = self {
-            body["retry_after_secs"] = (*retry_after_secs).into();
-        }
-        if let ApiError::SubscriptionExpired { renew_url } = self {
-            body["renew_url"] = renew_url.as_str().into();
-        }
-        json!({ "error": body })
+        let applies = match self {
+            ApiError::Market(MarketError::NotTradingDay { previous: Some(previous), .. }) => Some(twilight_core::compact(*previous)),
+            _ => None,
+        };
+        let retry_after_secs = match self {
+            ApiError::RateLimited { retry_after_secs } | ApiError::Search(SearchError::Unavailable { retry_after_secs, .. }) => {
+                Some(*retry_after_secs)
+            }
+            _ => None,
+        };
+        let renew_url = match self {
+            ApiError::SubscriptionExpired { renew_url } => Some(renew_url.clone()),
+            _ => None,
+        };
+        ErrorBody { error: ErrorDetail { code: self.code(), message, field: self.field(), applies, retry_after_secs, renew_url } }
     }
 }
 

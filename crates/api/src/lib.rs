@@ -12,6 +12,7 @@ pub mod llm;
 pub mod mcp;
 pub mod observe;
 pub mod onboarding;
+pub mod openapi;
 pub mod payments;
 pub mod qr;
 pub mod usage;
@@ -26,6 +27,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
@@ -35,6 +37,8 @@ use tracing::Span;
 use twilight_accounts::Accounts;
 use twilight_market::Market;
 use twilight_search::Searcher;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use error::{ApiError, ApiResult};
 
@@ -178,7 +182,7 @@ pub fn router(ctx: ApiContext) -> Router {
     // Installed before the first request, so nothing recorded is lost.
     observe::handle();
     let body_limit = ctx.edge.body_limit;
-    let router = Router::new()
+    let (routes, document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(data::router(ctx.clone()))
         .merge(mcp::router(ctx.clone()))
         .merge(llm::router(ctx.clone()))
@@ -186,6 +190,10 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(payments::router())
         .merge(onboarding::router())
         .merge(web::router())
+        .split_for_parts();
+    let document: Arc<str> = document.to_json().expect("the OpenAPI document serialises").into();
+    let router = routes
+        .route("/openapi.json", get(move || openapi::serve(document.clone())))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::Protocol { status: StatusCode::METHOD_NOT_ALLOWED, message: "method not allowed on this endpoint".into() }

@@ -13,7 +13,6 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use base64::prelude::{Engine, BASE64_STANDARD};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, InitializeResult, JsonObject, ListToolsResult,
@@ -27,6 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use twilight_core::cite::SERVED_VERSION;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::UserKey;
 use crate::data::{chart, fundamentals, price, search, Answer};
@@ -171,11 +171,11 @@ impl DataTools {
     async fn call(&self, key: &UserKey, tool: DataTool, arguments: JsonObject) -> CallToolResult {
         // Refused calls are not metered, as over HTTP: only calls that passed the limiter count.
         if let Err(limited) = self.ctx.limits.check(key) {
-            return CallToolResult::structured_error(limited.body());
+            return CallToolResult::structured_error(limited.body().to_value());
         }
         let (result, status, cost, citation) = match tool.run(&self.ctx, arguments).await {
             Ok((result, cost, citation)) => (result, StatusCode::OK, cost, Some(citation)),
-            Err(error) => (CallToolResult::structured_error(error.body()), error.status_code(), 0, None),
+            Err(error) => (CallToolResult::structured_error(error.body().to_value()), error.status_code(), 0, None),
         };
         self.ctx.usage.record_call(key, tool.endpoint(), status.as_u16(), cost, citation);
         result
@@ -215,7 +215,30 @@ impl ServerHandler for DataTools {
     }
 }
 
-pub fn router(ctx: ApiContext) -> Router<ApiContext> {
+/// The MCP tools (`price`, `fundamentals`, `search`, `chart`) over Streamable HTTP, stateless:
+/// one JSON-RPC message per POST (`initialize`, `tools/list`, `tools/call`), answered in JSON. The
+/// request must accept both `application/json` and `text/event-stream`. Served by rmcp's service;
+/// this is its description.
+#[utoipa::path(post, path = "/mcp", tag = "agent", security(("user_key" = [])),
+    request_body(content = Object, description = "A JSON-RPC 2.0 request or notification"),
+    responses(
+        (status = 200, description = "The JSON-RPC answer (a tool's failure is a result with `isError`)", body = Object),
+        (status = 202, description = "A notification, taken"),
+        (status = 400, description = "Not a JSON-RPC message", body = crate::error::ErrorBody),
+        (status = 401, description = "No API key, or one nobody issued", body = crate::error::ErrorBody),
+        (status = 402, description = "The key's subscription has expired", body = crate::error::ErrorBody),
+        (status = 403, description = "The key has been revoked", body = crate::error::ErrorBody),
+        (status = 406, description = "The request does not accept JSON and event streams", body = crate::error::ErrorBody),
+        (status = 413, description = "The body is too large", body = crate::error::ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = crate::error::ErrorBody),
+        (status = 422, description = "A JSON-RPC message the transport cannot take", body = crate::error::ErrorBody),
+        (status = 429, description = "Too many failed keys from this client", body = crate::error::ErrorBody),
+    ),
+)]
+#[allow(dead_code)] // Only described: the route is rmcp's service.
+pub(crate) fn transport() {}
+
+pub fn router(ctx: ApiContext) -> OpenApiRouter<ApiContext> {
     let server = DataTools { ctx: ctx.clone() };
     // Stateless (no session affinity between our instances) and JSON answers (no stream is needed
     // for a request-response tool). No Host allowlist: the endpoint is public behind our proxy and
@@ -227,7 +250,7 @@ pub fn router(ctx: ApiContext) -> Router<ApiContext> {
         .with_max_request_body_bytes(MAX_BODY_BYTES)
         .disable_allowed_hosts();
     let service = StreamableHttpService::new(move || Ok(server.clone()), Arc::new(NeverSessionManager::default()), config);
-    Router::new()
+    OpenApiRouter::new()
         .route_service("/mcp", service)
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(ctx, authenticate))

@@ -48,7 +48,12 @@ pub async fn track(request: Request, next: Next) -> Response {
     response
 }
 
-/// `GET /metrics` — Prometheus text format.
+/// Prometheus metrics: requests, latency, caches, upstreams, rate limits, metering, provisioning,
+/// gateways, payments, scheduler jobs.
+#[utoipa::path(get, path = "/metrics", tag = "admin", security(("admin_token" = [])), responses(
+    (status = 200, description = "The Prometheus text format", content_type = "text/plain", body = String),
+    crate::openapi::AdminErrors,
+))]
 pub async fn render(State(ctx): State<ApiContext>) -> Result<Response, ApiError> {
     let handle = handle();
     let tallies = ctx.accounts.tallies().await?;

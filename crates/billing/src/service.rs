@@ -88,7 +88,7 @@ pub struct PlacedOrder {
 }
 
 /// Where an order stands, as the payer's page shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStage {
     /// Waiting for the payer.
@@ -107,7 +107,7 @@ pub enum OrderStage {
 }
 
 /// An order as its payer may see it: no user id, no token, no processor reference.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     pub order_id: Uuid,
     pub out_trade_no: String,

@@ -10,7 +10,7 @@ pub const SERVED_BY: &str = "twilight-drive-backend";
 pub const SANDBOX_HEADER: &str = "x-twilight-sandbox";
 pub const SERVED_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Cite {
     pub kind: &'static str,
     /// The upstream actually consulted; `sandbox:<name>` when a simulator backed the value.
@@ -30,6 +30,7 @@ pub struct Cite {
     /// What another source holds for the same value (a `/price` close that TDX has too); absent
     /// when no other source has that day.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, example = json!({"tdx": "match"}))]
     pub agreement: Option<Agreement>,
     /// The source that should have answered and was down (`tushare` when TDX's bar stands in).
     #[serde(skip_serializing_if = "Option::is_none")]

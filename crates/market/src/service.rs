@@ -207,7 +207,7 @@ impl Ledger {
 type Breaker = StateMachine<failure_policy::ConsecutiveFailures<backoff::Constant>, ()>;
 
 /// Last outcome per upstream, for the deep health check.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct SourceHealth {
     pub last_success: Option<DateTime<Utc>>,
     pub last_error: Option<DateTime<Utc>>,

@@ -349,7 +349,7 @@ impl Cell {
 }
 
 /// A value an answer states: a number, or text (an industry, a company name).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Fact {
     Number(f64),

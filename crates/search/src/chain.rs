@@ -27,7 +27,7 @@ pub struct SearchConfig {
 }
 
 /// What one provider may spend per day (Beijing time) and what a call costs.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct ProviderSettings {
     /// Calls per day before the provider is passed over; 0 = no limit.
     pub daily_budget: u32,
@@ -99,7 +99,7 @@ struct SlotState {
 }
 
 /// One provider as `/healthz` and `GET /admin/search` show it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ProviderStatus {
     pub name: &'static str,
     /// `ready`, `open` (breaker), `probing`, `exhausted` (quota), `over_budget`, or `not_configured`.

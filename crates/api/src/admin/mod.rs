@@ -11,41 +11,67 @@ pub use provision::provision_user;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::{json, Value};
+use axum::Json;
+use serde::Serialize;
+use twilight_search::ProviderStatus;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::openapi::AdminErrors;
 use crate::{ApiContext, ApiError};
 
-pub fn router(ctx: ApiContext) -> Router<ApiContext> {
-    Router::new()
-        .route("/admin/users", post(users::create).get(users::list))
-        .route("/admin/users/{user_id}", get(users::show))
-        .route("/admin/tokens", get(tokens::list))
-        .route("/admin/tokens/{token_hash}/revoke", post(tokens::revoke))
-        .route("/admin/users/{user_id}/keys/revoke", post(users::revoke_keys))
-        .route("/admin/users/{user_id}/usage", get(users::usage))
-        .route("/admin/orders/{order_id}/refund", post(orders::refund))
-        .route("/admin/citations/{tool_call_id}", get(citations::trace))
-        .route("/admin/provision/{user_id}", post(provision::provision))
-        .route("/admin/search", get(search_providers))
-        .route("/admin/warehouse/snapshot", post(warehouse_snapshot))
-        .route("/metrics", get(crate::observe::render))
+pub fn router(ctx: ApiContext) -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(users::create, users::list))
+        .routes(routes!(users::show))
+        .routes(routes!(tokens::list))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(users::revoke_keys))
+        .routes(routes!(users::usage))
+        .routes(routes!(orders::refund))
+        .routes(routes!(citations::trace))
+        .routes(routes!(provision::provision))
+        .routes(routes!(search_providers))
+        .routes(routes!(warehouse_snapshot))
+        .routes(routes!(crate::observe::render))
         .route_layer(middleware::from_fn_with_state(ctx, require_admin))
 }
 
-/// `GET /admin/search` — each search provider's state and today's calls, answers, cost and
-/// failures against its budget (Beijing day; counted by this process since it started).
-async fn search_providers(State(ctx): State<ApiContext>) -> Json<Value> {
-    Json(json!({ "providers": ctx.search.status() }))
+#[derive(Serialize, ToSchema)]
+pub struct SearchProviders {
+    providers: Vec<ProviderStatus>,
 }
 
-/// `POST /admin/warehouse/snapshot` — a consistent copy of the warehouse taken while it serves
-/// (only this process may open the file), in `snapshots/` beside it: `{path, bytes}`. `twilight
-/// backup` asks for one when `serve` runs, then moves it away.
-async fn warehouse_snapshot(State(ctx): State<ApiContext>) -> Result<Json<Value>, ApiError> {
+/// Each search provider's state and today's calls, answers, cost and failures against its budget
+/// (Beijing day; counted by this process since it started).
+#[utoipa::path(get, path = "/admin/search", tag = "admin", security(("admin_token" = [])), responses(
+    (status = 200, description = "Every provider, in the order they are asked", body = SearchProviders),
+    AdminErrors,
+))]
+async fn search_providers(State(ctx): State<ApiContext>) -> Json<SearchProviders> {
+    Json(SearchProviders { providers: ctx.search.status() })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Snapshot {
+    /// Where the copy is, on the serving host.
+    #[schema(value_type = String)]
+    path: std::path::PathBuf,
+    bytes: u64,
+}
+
+/// A consistent copy of the warehouse taken while it serves (only this process may open the
+/// file), in `snapshots/` beside it. `twilight backup` asks for one when `serve` runs, then moves
+/// it away.
+#[utoipa::path(post, path = "/admin/warehouse/snapshot", tag = "admin", security(("admin_token" = [])), responses(
+    (status = 200, description = "The snapshot taken", body = Snapshot),
+    (status = 500, description = "The copy failed (a full disk); logged", body = crate::error::ErrorBody),
+    AdminErrors,
+))]
+async fn warehouse_snapshot(State(ctx): State<ApiContext>) -> Result<Json<Snapshot>, ApiError> {
     let (path, bytes) = ctx.market.snapshot().await?;
-    Ok(Json(json!({ "path": path, "bytes": bytes })))
+    Ok(Json(Snapshot { path, bytes }))
 }
 
 async fn require_admin(State(ctx): State<ApiContext>, request: Request, next: Next) -> Result<Response, ApiError> {

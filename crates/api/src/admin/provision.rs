@@ -1,19 +1,31 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
-use twilight_accounts::{Accounts, AccountsError, ProvisioningJob};
+use serde::Serialize;
+use twilight_accounts::{Accounts, AccountsError, JobState, ProvisioningJob};
 use twilight_core::RawToken;
 use uuid::Uuid;
 
 use crate::extract::ApiPath;
 use crate::{onboarding, ApiContext, ApiResult};
 
-/// `POST /admin/provision/{user_id}` — starts provisioning the user (or resumes their unfinished
-/// job) and answers the onboarding link to hand them; a link given out earlier stops working.
-pub async fn provision(State(ctx): State<ApiContext>, ApiPath(user_id): ApiPath<Uuid>) -> ApiResult<(StatusCode, Json<Value>)> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ProvisionStarted {
+    job_id: Uuid,
+    state: JobState,
+    /// The link to hand the user; shown this once.
+    onboarding_url: String,
+}
+
+/// Starts provisioning the user (or resumes their unfinished job) and answers the onboarding link
+/// to hand them; a link given out earlier stops working.
+#[utoipa::path(post, path = "/admin/provision/{user_id}", tag = "admin", security(("admin_token" = [])),
+    params(("user_id" = Uuid, Path)),
+    responses((status = 202, description = "Enqueued", body = ProvisionStarted), crate::openapi::AdminErrors),
+)]
+pub async fn provision(State(ctx): State<ApiContext>, ApiPath(user_id): ApiPath<Uuid>) -> ApiResult<(StatusCode, Json<ProvisionStarted>)> {
     let (job, onboarding_url) = provision_user(&*ctx.accounts, user_id).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job.job_id, "state": job.state, "onboarding_url": onboarding_url }))))
+    Ok((StatusCode::ACCEPTED, Json(ProvisionStarted { job_id: job.job_id, state: job.state, onboarding_url })))
 }
 
 /// Starts or resumes provisioning `user_id` behind a fresh onboarding link, returned (its only

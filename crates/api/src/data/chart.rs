@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use twilight_chart::{Chart, ChartRequest};
 use twilight_core::{compact, Cite};
 use twilight_market::Fact;
+use utoipa::IntoParams;
 
 use super::{citation, cited_value, meter, row_key, tool_call_id};
 use crate::extract::ApiQuery;
@@ -14,19 +15,23 @@ use crate::{ApiContext, ApiResult};
 
 /// The inputs of `/chart` and the MCP `chart` tool; as with `/price`, every field is optional to
 /// serde so that our validation names a missing or malformed one.
-#[derive(Deserialize, JsonSchema)]
+#[derive(Deserialize, JsonSchema, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ChartParams {
     /// Stock code, as `price` takes it: `600519.SH`, `000001.SZ`, a bare `600519`; also `AAPL`,
     /// `0700.HK`.
     #[schemars(required, with = "String")]
+    #[param(required = true, value_type = String, example = "600519.SH")]
     code: Option<String>,
     /// What to draw; default `close` (收盘价). Also `pct_chg` (日涨跌幅), `pe_ttm` (市盈率), `pb`
     /// (市净率), `total_mv` (总市值).
     #[schemars(schema_with = "metric_schema")]
+    #[param(schema_with = metric_param)]
     metric: Option<String>,
     /// How far back from the last session; default `1y`.
     #[schemars(schema_with = "range_schema")]
+    #[param(schema_with = range_param)]
     range: Option<String>,
     /// Up to 3 codes to compare with, comma-separated (`000858.SZ,600809.SH`); every line is then
     /// drawn as % change from its first day.
@@ -36,6 +41,14 @@ pub struct ChartParams {
 fn metric_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let names: Vec<_> = twilight_chart::METRICS.iter().map(|m| m.name()).collect();
     schemars::json_schema!({ "type": "string", "enum": names, "default": "close" })
+}
+
+fn metric_param() -> utoipa::openapi::Object {
+    crate::openapi::one_of_names(twilight_chart::METRICS.iter().map(|m| m.name()), "close")
+}
+
+fn range_param() -> utoipa::openapi::Object {
+    crate::openapi::one_of_names(twilight_chart::Span::names(), "1y")
 }
 
 fn range_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -81,8 +94,16 @@ pub(crate) struct Charted {
     pub cite: ChartCite,
 }
 
-/// `GET /chart?code=600519.SH[&metric=close][&range=1y][&compare=000858.SZ,…]` → `image/png`, the
-/// cite in `X-Cite` (JSON) and `X-Chart-Notes`.
+/// A chart of one stock's metric over a range, with up to 3 others to compare: a PNG, its cite in
+/// `X-Cite`.
+#[utoipa::path(get, path = "/chart", tag = "data", params(ChartParams), security(("user_key" = [])), responses(
+    (status = 200, description = "The chart, 1080×720", content_type = "image/png", body = crate::openapi::Png, headers(
+        ("X-Cite" = String, description = "The cite, as JSON"),
+        ("X-Chart-Range" = String, description = "The sessions drawn, `YYYYMMDD..YYYYMMDD`"),
+        ("X-Chart-Notes" = String, description = "Lines that start late or miss sessions, when some do"),
+    )),
+    crate::openapi::DataErrors,
+))]
 pub async fn get(State(ctx): State<ApiContext>, ApiQuery(params): ApiQuery<ChartParams>) -> ApiResult<Response> {
     let (charted, cost_pts, citation) = chart(&ctx, params).await?;
     let cite = serde_json::to_string(&charted.cite.cite).unwrap_or_default();

@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use twilight_core::{compact, Cite, TsCode};
 use twilight_market::Fact;
+use utoipa::{IntoParams, ToSchema};
 
 use serde_json::json;
 
@@ -13,19 +14,22 @@ use crate::{ApiContext, ApiResult};
 
 /// The inputs of `/fundamentals` and the MCP `fundamentals` tool (see [`super::price::PriceParams`]
 /// on why every field is optional to serde).
-#[derive(Deserialize, JsonSchema)]
+#[derive(Deserialize, JsonSchema, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct FundamentalsParams {
     /// Stock code: `600519.SH`, `000001.SZ`, `830799.BJ`; a bare `600519` or `sh600519` is accepted too.
     #[schemars(required, with = "String")]
+    #[param(required = true, value_type = String, example = "600519.SH")]
     code: Option<String>,
     /// Report period end as `YYYYMMDD`: `0331`, `0630`, `0930` or `1231` of a year (e.g. `20251231`).
     /// Leave it out for the latest reported period.
     #[schemars(pattern(r"^(\d{8}|\d{4}-\d{2}-\d{2})$"))]
+    #[param(pattern = r"^(\d{8}|\d{4}-\d{2}-\d{2})$")]
     period: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ClaimBody {
     metric: &'static str,
     /// A number, or text for a line of the company's profile (`industry`, `main_business`).
@@ -35,8 +39,9 @@ pub struct ClaimBody {
     cite: Cite,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct FundamentalsBody {
+    #[schema(value_type = String, example = "600519.SH")]
     code: TsCode,
     name: String,
     as_of: String,
@@ -44,7 +49,12 @@ pub struct FundamentalsBody {
     claims: Vec<ClaimBody>,
 }
 
-/// `GET /fundamentals?code=600519.SH[&period=YYYYMMDD]`
+/// A report period's financial indicators, the latest valuation and the company's profile, each
+/// value cited.
+#[utoipa::path(get, path = "/fundamentals", tag = "data", params(FundamentalsParams), security(("user_key" = [])), responses(
+    (status = 200, description = "The period's claims, each with its cite", body = FundamentalsBody),
+    crate::openapi::DataErrors,
+))]
 pub async fn get(State(ctx): State<ApiContext>, ApiQuery(params): ApiQuery<FundamentalsParams>) -> ApiResult<Answer<FundamentalsBody>> {
     fundamentals(&ctx, params).await
 }

@@ -2,7 +2,7 @@
 
 pub(crate) mod chart;
 pub(crate) mod fundamentals;
-mod health;
+pub(crate) mod health;
 pub(crate) mod price;
 pub(crate) mod search;
 
@@ -11,24 +11,25 @@ use std::collections::BTreeMap;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
 use twilight_accounts::Citation;
 use twilight_core::Cite;
 use twilight_market::Fact;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::{ApiContext, ApiError, ApiResult};
 
-pub fn router(ctx: ApiContext) -> Router<ApiContext> {
-    let metered = Router::new()
-        .route("/price", get(price::get))
-        .route("/chart", get(chart::get))
-        .route("/fundamentals", get(fundamentals::get))
-        .route("/reports/search", get(reports_search))
-        .route("/search", get(search::get))
+pub fn router(ctx: ApiContext) -> OpenApiRouter<ApiContext> {
+    let metered = OpenApiRouter::new()
+        .routes(routes!(price::get))
+        .routes(routes!(chart::get))
+        .routes(routes!(fundamentals::get))
+        .routes(routes!(reports_search))
+        .routes(routes!(search::get))
         .route_layer(middleware::from_fn_with_state(ctx, gate));
-    Router::new().route("/healthz", get(health::healthz)).merge(metered)
+    OpenApiRouter::new().routes(routes!(health::healthz)).merge(metered)
 }
 
 /// Auth → rate limit → handler → one usage row, for every data request that got past the limiter.
@@ -131,6 +132,11 @@ fn tool_call_id() -> String {
     twilight_accounts::tool_call_id(crate::time_ordered_id())
 }
 
+/// Research reports: not served yet.
+#[utoipa::path(get, path = "/reports/search", tag = "data", security(("user_key" = [])), responses(
+    (status = 501, description = "Not available yet", body = crate::error::ErrorBody),
+    crate::openapi::DataErrors,
+))]
 async fn reports_search() -> ApiError {
     ApiError::NotImplemented("research report search is not available yet")
 }

@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use twilight_core::{compact, Cite, Symbol};
 use twilight_market::{Fact, Metric, PriceAnswer};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{citation, cited_value, optional_date, required_code, row_key, tool_call_id, Answer};
 use crate::extract::ApiQuery;
@@ -12,22 +13,30 @@ use crate::{ApiContext, ApiError, ApiResult};
 /// The inputs of `/price` and the MCP `price` tool. Every field is optional to serde so that a
 /// missing or malformed one is reported by our own validation, naming the field; the schema says
 /// what is required. Doc comments are the descriptions the model reads.
-#[derive(Deserialize, JsonSchema)]
+#[derive(Deserialize, JsonSchema, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PriceParams {
     /// Stock code: `600519.SH` (Shanghai), `000001.SZ` (Shenzhen), `830799.BJ` (Beijing); a bare
     /// `600519` or `sh600519` is accepted too. Also US tickers (`AAPL`), Hong Kong (`0700.HK`) and FX
     /// (`USDCNY=X`), priced by Yahoo Finance.
     #[schemars(required, with = "String")]
+    #[param(required = true, value_type = String, example = "600519.SH")]
     code: Option<String>,
     /// Trading day as `YYYYMMDD` (e.g. `20260430`). Leave it out for the latest trading day with data.
     #[schemars(pattern(r"^(\d{8}|\d{4}-\d{2}-\d{2})$"))]
+    #[param(pattern = r"^(\d{8}|\d{4}-\d{2}-\d{2})$")]
     trade_date: Option<String>,
     /// What to read; default `close`. P/E → `pe_ttm` (static `pe` only when asked), P/B → `pb`,
     /// market cap (市值) → `total_mv`, daily change (涨跌幅) → `pct_chg`.
     #[serde(default)]
     #[schemars(schema_with = "metric_schema")]
+    #[param(schema_with = metric_param)]
     metric: Option<String>,
+}
+
+fn metric_param() -> utoipa::openapi::Object {
+    crate::openapi::one_of_names(Metric::names(), "close")
 }
 
 fn metric_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -42,7 +51,7 @@ struct PriceRequest {
     metric: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PriceBody {
     code: String,
     name: String,
@@ -54,7 +63,11 @@ pub struct PriceBody {
     cite: Cite,
 }
 
-/// `GET /price?code=600519.SH[&trade_date=YYYYMMDD][&metric=close]`
+/// One number of one stock on one trading day, with its cite.
+#[utoipa::path(get, path = "/price", tag = "data", params(PriceParams), security(("user_key" = [])), responses(
+    (status = 200, description = "The value, its unit, the day it is of, and its cite", body = PriceBody),
+    crate::openapi::DataErrors,
+))]
 pub async fn get(State(ctx): State<ApiContext>, ApiQuery(params): ApiQuery<PriceParams>) -> ApiResult<Answer<PriceBody>> {
     price(&ctx, params).await
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use twilight_core::Cite;
 use twilight_search::{SearchRequest, CITE_TABLE};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{citation, tool_call_id, Answer};
 use crate::extract::ApiQuery;
@@ -12,28 +13,31 @@ use crate::{ApiContext, ApiError, ApiResult};
 
 /// The inputs of `/search` and the MCP `search` tool; validated by our own code so that errors
 /// name the field. Doc comments are the descriptions the model reads.
-#[derive(Deserialize, JsonSchema)]
+#[derive(Deserialize, JsonSchema, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
     /// What to look for, 1–200 characters, e.g. `600519 业绩公告 2026` or `宁德时代 最新 研报`.
     #[schemars(required, with = "String")]
+    #[param(required = true, value_type = String, min_length = 1, max_length = 200, example = "600519 业绩公告")]
     query: Option<String>,
     /// Only pages published since then: a date `YYYY-MM-DD`, or a span back from today such as
     /// `7d`, `2w`, `1m`, `1y`. Leave it out for any date.
     since: Option<String>,
     /// How many results, 1–20; default 10.
     #[schemars(with = "Option<u8>", range(min = 1, max = 20))]
+    #[param(value_type = Option<u8>, minimum = 1, maximum = 20)]
     max_results: Option<Value>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SearchBody {
     query: String,
     since: Option<String>,
     results: Vec<SearchResult>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SearchResult {
     title: String,
     url: String,
@@ -43,7 +47,11 @@ struct SearchResult {
     cite: Cite,
 }
 
-/// `GET /search?query=…[&since=7d][&max_results=10]`
+/// Web pages for a query, each cited by the provider that answered and the page's URL.
+#[utoipa::path(get, path = "/search", tag = "data", params(SearchParams), security(("user_key" = [])), responses(
+    (status = 200, description = "The pages found, newest providers' answers first", body = SearchBody),
+    crate::openapi::DataErrors,
+))]
 pub async fn get(State(ctx): State<ApiContext>, ApiQuery(params): ApiQuery<SearchParams>) -> ApiResult<Answer<SearchBody>> {
     search(&ctx, params).await
 }

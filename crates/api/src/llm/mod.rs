@@ -25,10 +25,11 @@ use axum::http::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RET
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Extension;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use budget::Budget;
 use stream::{Meter, Metered};
@@ -172,10 +173,10 @@ impl Relay {
     }
 }
 
-pub fn router(ctx: ApiContext) -> Router<ApiContext> {
-    Router::new()
-        .route("/llm/v1/chat/completions", post(completions))
-        .route("/llm/v1/models", get(models))
+pub fn router(ctx: ApiContext) -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(completions))
+        .routes(routes!(models))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .route_layer(middleware::from_fn_with_state(ctx, admit))
 }
@@ -190,7 +191,52 @@ async fn admit(State(ctx): State<ApiContext>, mut request: Request, next: Next) 
     Ok(next.run(request).await)
 }
 
-/// `POST /llm/v1/chat/completions`
+/// An OpenAI chat-completions request, as the relay checks it; every other field goes upstream as
+/// sent.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Only described: the relay reads the body as JSON and passes it on.
+struct ChatRequest {
+    /// One of the models the relay allows (`GET /llm/v1/models`).
+    model: String,
+    /// The conversation; not empty.
+    #[schema(min_items = 1)]
+    messages: Vec<serde_json::Map<String, Value>>,
+    /// Stream the answer as server-sent events (the relay asks for the usage chunk).
+    stream: Option<bool>,
+}
+
+/// What a relayed request may be refused with, besides the upstream's own client errors.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Only described: the variants are answered as `ApiError`s.
+enum RelayErrors {
+    #[response(status = 400, description = "Not a chat-completions request, or a model the relay does not allow (`field` names it)")]
+    BadRequest(crate::error::ErrorBody),
+    #[response(status = 401, description = "No API key, or one nobody issued")]
+    Unauthorized(crate::error::ErrorBody),
+    #[response(status = 402, description = "The key's subscription has expired")]
+    PaymentRequired(crate::error::ErrorBody),
+    #[response(status = 403, description = "The key has been revoked")]
+    Forbidden(crate::error::ErrorBody),
+    #[response(status = 413, description = "The body is too large")]
+    TooLarge(crate::error::ErrorBody),
+    #[response(status = 429, description = "The relay's rate limit or the user's daily token budget", headers(("Retry-After" = u64)))]
+    RateLimited(crate::error::ErrorBody),
+    #[response(status = 502, description = "The upstream failed")]
+    BadGateway(crate::error::ErrorBody),
+    #[response(status = 503, description = "The relay is not configured, or the upstream is down")]
+    Unavailable(crate::error::ErrorBody),
+    #[response(status = 504, description = "The upstream did not answer in time")]
+    Timeout(crate::error::ErrorBody),
+}
+
+/// The LLM relay: the user's bot asks the model through us, with its own key; metered in tokens.
+#[utoipa::path(post, path = "/llm/v1/chat/completions", tag = "agent", security(("user_key" = [])), request_body = ChatRequest, responses(
+    (status = 200, description = "The upstream's answer, as it gave it", content(
+        (Object = "application/json"),
+        (String = "text/event-stream"),
+    )),
+    RelayErrors,
+))]
 async fn completions(
     State(ctx): State<ApiContext>,
     Extension(key): Extension<Arc<UserKey>>,
@@ -214,7 +260,11 @@ async fn completions(
     }
 }
 
-/// `GET /llm/v1/models`
+/// The models the upstream offers, as it lists them.
+#[utoipa::path(get, path = "/llm/v1/models", tag = "agent", security(("user_key" = [])), responses(
+    (status = 200, description = "The upstream's list", body = Object),
+    RelayErrors,
+))]
 async fn models(
     State(ctx): State<ApiContext>,
     Extension(key): Extension<Arc<UserKey>>,

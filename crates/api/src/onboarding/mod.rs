@@ -7,28 +7,31 @@
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use cookie::{Cookie, SameSite};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use twilight_accounts::{JobState, Payment, PaymentState, ProvisioningJob};
 use twilight_core::token::hash_hex;
 use twilight_core::RawToken;
 use twilight_provision::BotName;
 
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::edge::ClientIp;
 use crate::extract::{ApiJson, ApiPath};
+use crate::openapi::PublicErrors;
 use crate::{qr, ApiContext, ApiError, ApiResult};
 
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/onboard/status", get(status_by_cookie))
-        .route("/onboard/{token}/status", get(status))
-        .route("/onboard/{token}/verify-code", post(verify_code))
-        .route("/onboard/{token}/bot-name", post(bot_name))
-        .route("/onboard/{token}/qr/refresh", post(refresh_qr))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(status_by_cookie))
+        .routes(routes!(status))
+        .routes(routes!(verify_code))
+        .routes(routes!(bot_name))
+        .routes(routes!(refresh_qr))
 }
 
 /// The link a token opens (the JSON API lives under it); opened in a browser, it trades the token
@@ -62,7 +65,8 @@ pub(crate) fn cookie_token(headers: &HeaderMap) -> Option<String> {
 }
 
 /// What the user should do or wait for next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Step {
     AwaitingPayment,
     /// The checkout ran out or was closed unpaid.
@@ -176,51 +180,111 @@ pub(crate) async fn welcomed(ctx: &ApiContext, link: &Link, step: Step) -> ApiRe
     Ok(ctx.accounts.profile_for_user(job.user_id).await?.is_some_and(|profile| profile.welcomed_at.is_some()))
 }
 
-/// `GET /onboard/{token}/status` — the step, the QR code to scan (as SVG) while pairing, and
-/// whether a failed attempt is being retried. Never a token, key or internal error.
-async fn status(State(ctx): State<ApiContext>, client: ClientIp, ApiPath(token): ApiPath<String>) -> ApiResult<Json<Value>> {
+/// Where an onboarding link stands. Never a token, key or internal error.
+#[derive(Serialize, ToSchema)]
+pub struct LinkStatus {
+    step: Step,
+    /// The order the link was given for (none for a link an operator handed out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order: Option<LinkOrder>,
+    /// Once paid: the provisioning job's progress (no fields before).
+    #[serde(flatten)]
+    job: LinkJob,
+}
+
+#[derive(Serialize, ToSchema)]
+struct LinkOrder {
+    order_id: uuid::Uuid,
+    out_trade_no: String,
+    /// In the currency's minor unit (fen).
+    amount: i64,
+    currency: String,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, ToSchema, Default)]
+struct LinkJob {
+    /// iLink's pairing state: `wait`, `scaned`, `need_verifycode`, `confirmed`, `expired`, …
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pairing_status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bot_name: Option<String>,
+    /// A failed attempt is being tried again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retrying: Option<bool>,
+    /// The bot has greeted its owner in WeChat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    welcomed: Option<bool>,
+    /// While pairing: the QR code to scan, as an SVG document, and what it encodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    qr_svg: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    qr_content: Option<String>,
+}
+
+/// The link's step, the QR code to scan (as SVG) while pairing, and whether a failed attempt is
+/// being retried.
+#[utoipa::path(get, path = "/onboard/{token}/status", tag = "onboarding", params(("token" = String, Path, description = "The onboarding link's token")), responses(
+    (status = 200, description = "Where the link stands", body = LinkStatus),
+    PublicErrors,
+))]
+async fn status(State(ctx): State<ApiContext>, client: ClientIp, ApiPath(token): ApiPath<String>) -> ApiResult<Json<LinkStatus>> {
     status_of(&ctx, client, &token).await
 }
 
-/// `GET /onboard/status` — the same for the onboarding page, whose token is in its cookie.
-async fn status_by_cookie(State(ctx): State<ApiContext>, client: ClientIp, headers: HeaderMap) -> ApiResult<Json<Value>> {
+/// The same for the onboarding page, whose token is in its cookie.
+#[utoipa::path(get, path = "/onboard/status", tag = "onboarding", params(("twilight_onboard" = Option<String>, Cookie, description = "Set when the link was opened")), responses(
+    (status = 200, description = "Where the link stands", body = LinkStatus),
+    PublicErrors,
+))]
+async fn status_by_cookie(State(ctx): State<ApiContext>, client: ClientIp, headers: HeaderMap) -> ApiResult<Json<LinkStatus>> {
     let token = cookie_token(&headers).ok_or_else(|| ApiError::NotFound("no onboarding link was opened in this browser".into()))?;
     status_of(&ctx, client, &token).await
 }
 
-async fn status_of(ctx: &ApiContext, client: ClientIp, token: &str) -> ApiResult<Json<Value>> {
+async fn status_of(ctx: &ApiContext, client: ClientIp, token: &str) -> ApiResult<Json<LinkStatus>> {
     let link = link(ctx, client, token).await?;
     let step = step(&link);
-    let mut answer = json!({ "step": step.name() });
-    if let Some(payment) = &link.payment {
-        answer["order"] = json!({
-            "order_id": payment.payment_id,
-            "out_trade_no": payment.out_trade_no,
-            "amount": payment.amount_cents,
-            "currency": payment.currency,
-            "expires_at": payment.expires_at,
-        });
-    }
-    if let Some(job) = &link.job {
-        answer["pairing_status"] = json!(job.pairing_status);
-        answer["bot_name"] = json!(job.bot_name);
-        answer["retrying"] = json!(job.attempts > 0 && step != Step::Failed);
-        answer["welcomed"] = welcomed(ctx, &link, step).await?.into();
-        if let (Step::Scan | Step::VerifyCode, Some(content)) = (step, &job.pairing_qr) {
-            answer["qr_svg"] = qr::svg(content)?.into();
-            answer["qr_content"] = content.clone().into();
+    let order = link.payment.as_ref().map(|payment| LinkOrder {
+        order_id: payment.payment_id,
+        out_trade_no: payment.out_trade_no.clone(),
+        amount: payment.amount_cents,
+        currency: payment.currency.clone(),
+        expires_at: payment.expires_at,
+    });
+    let job = match &link.job {
+        None => LinkJob::default(),
+        Some(job) => {
+            let pairing_qr = match step {
+                Step::Scan | Step::VerifyCode => job.pairing_qr.clone(),
+                _ => None,
+            };
+            LinkJob {
+                pairing_status: job.pairing_status.clone(),
+                bot_name: job.bot_name.clone(),
+                retrying: Some(job.attempts > 0 && step != Step::Failed),
+                welcomed: Some(welcomed(ctx, &link, step).await?),
+                qr_svg: pairing_qr.as_deref().map(qr::svg).transpose()?,
+                qr_content: pairing_qr,
+            }
         }
-    }
-    Ok(Json(answer))
+    };
+    Ok(Json(LinkStatus { step, order, job }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct VerifyCode {
+    /// The 6 digits WeChat shows.
+    #[schema(pattern = "^[0-9]{6}$")]
     code: String,
 }
 
-/// `POST /onboard/{token}/verify-code {"code":"123456"}` — passes the code on to the pairing.
+/// Passes the verify code WeChat shows on to the pairing.
+#[utoipa::path(post, path = "/onboard/{token}/verify-code", tag = "onboarding", params(("token" = String, Path)), request_body = VerifyCode, responses(
+    (status = 202, description = "Passed on; the status says what came of it"),
+    PublicErrors,
+))]
 async fn verify_code(
     State(ctx): State<ApiContext>,
     client: ClientIp,
@@ -245,14 +309,19 @@ pub(crate) async fn submit_verify_code(ctx: &ApiContext, client: ClientIp, token
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Name {
+    /// The bot's name, e.g. `张老师`.
     name: String,
 }
 
-/// `POST /onboard/{token}/bot-name {"name":"张老师"}` — names the bot once it is paired (and
-/// renames it later: the persona is rewritten from the template).
+/// Names the bot once it is paired (and renames it later: the persona is rewritten from the
+/// template).
+#[utoipa::path(post, path = "/onboard/{token}/bot-name", tag = "onboarding", params(("token" = String, Path)), request_body = Name, responses(
+    (status = 202, description = "Taken; the bot starts under this name"),
+    PublicErrors,
+))]
 async fn bot_name(
     State(ctx): State<ApiContext>,
     client: ClientIp,
@@ -273,7 +342,11 @@ pub(crate) async fn submit_bot_name(ctx: &ApiContext, client: ClientIp, token: &
     Ok(())
 }
 
-/// `POST /onboard/{token}/qr/refresh` — asks for a fresh QR code after the last one ran out.
+/// Asks for a fresh QR code after the last one ran out.
+#[utoipa::path(post, path = "/onboard/{token}/qr/refresh", tag = "onboarding", params(("token" = String, Path)), responses(
+    (status = 202, description = "A new QR code is on its way; the status shows it"),
+    PublicErrors,
+))]
 async fn refresh_qr(State(ctx): State<ApiContext>, client: ClientIp, ApiPath(token): ApiPath<String>) -> ApiResult<StatusCode> {
     request_new_qr(&ctx, client, &token).await?;
     Ok(StatusCode::ACCEPTED)

@@ -5,11 +5,13 @@
 mod checkout;
 mod webhook;
 
+pub use webhook::NotifyFailure;
+
 use std::sync::Arc;
 
-use axum::routing::{get, post};
-use axum::Router;
 use twilight_billing::Billing;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::{ApiContext, ApiError};
 
@@ -23,12 +25,12 @@ pub const NOTIFY_PATH: &str = "/payments/wechat/notify";
 /// The same webhook under the path of the original spec.
 pub const SPEC_NOTIFY_PATH: &str = "/admin/payments/webhook";
 
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/checkout", post(checkout::create))
-        .route("/orders/{order_id}", get(checkout::order))
-        .route(NOTIFY_PATH, post(webhook::notify))
-        .route(SPEC_NOTIFY_PATH, post(webhook::notify))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(checkout::create))
+        .routes(routes!(checkout::order))
+        .routes(routes!(webhook::notify))
+        .routes(routes!(webhook::notify_at_spec_path))
 }
 
 impl ApiContext {

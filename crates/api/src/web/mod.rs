@@ -13,12 +13,14 @@ use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::Form;
 use base64::Engine;
 use chrono::Utc;
 use serde::Deserialize;
 use twilight_accounts::{Plan, User, UserStatus};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::edge::ClientIp;
 use crate::extract::ApiPath;
@@ -26,18 +28,53 @@ use crate::onboarding::{self, Step};
 use crate::{qr, ApiContext, ApiError};
 pub use texts::Texts;
 
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/", get(landing))
-        .route("/buy", post(buy))
-        .route("/renew/{code}", get(renew_page).post(renew))
-        .route(onboarding::PAGE, get(onboard_page).post(onboard_form))
-        .route("/onboard/{token}", get(open_link))
-        .route("/static/site.css", get(|| asset("text/css; charset=utf-8", include_str!("../../static/site.css"))))
-        .route("/static/onboard.js", get(|| asset("text/javascript; charset=utf-8", include_str!("../../static/onboard.js"))))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(landing))
+        .routes(routes!(buy))
+        .routes(routes!(renew_page, renew))
+        .routes(routes!(onboard_page, onboard_form))
+        .routes(routes!(open_link))
+        .routes(routes!(site_css))
+        .routes(routes!(onboard_js))
 }
 
-async fn asset(content_type: &'static str, body: &'static str) -> Response {
+/// What a page answers: the page itself, or a page saying what went wrong; a form that worked
+/// goes on to the next page.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Only described: the handlers answer rendered pages.
+enum PageAnswers {
+    #[response(status = 200, description = "The page", content_type = "text/html")]
+    Page(String),
+    #[response(status = 303, description = "Done; on to the onboarding page (the link's token in an HttpOnly cookie)", headers(("Location" = String), ("Set-Cookie" = String)))]
+    Next,
+    #[response(status = 400, description = "A form field is missing or wrong; the page says which", content_type = "text/html")]
+    BadRequest(String),
+    #[response(status = 404, description = "No such link", content_type = "text/html")]
+    NotFound(String),
+    #[response(status = 410, description = "The onboarding link has done its job", content_type = "text/html")]
+    Gone(String),
+    #[response(status = 422, description = "The plan is shown but not sold yet", content_type = "text/html")]
+    NotSold(String),
+    #[response(status = 429, description = "Too many orders or unknown links from this client", content_type = "text/html", headers(("Retry-After" = u64)))]
+    TooMany(String),
+    #[response(status = 503, description = "Payments are unavailable", content_type = "text/html")]
+    Unavailable(String),
+}
+
+/// The landing page's stylesheet.
+#[utoipa::path(get, path = "/static/site.css", tag = "pages", responses((status = 200, description = "The stylesheet", content_type = "text/css", body = String)))]
+async fn site_css() -> Response {
+    asset("text/css; charset=utf-8", include_str!("../../static/site.css"))
+}
+
+/// The onboarding page's script: it reloads the page when the step changes.
+#[utoipa::path(get, path = "/static/onboard.js", tag = "pages", responses((status = 200, description = "The script", content_type = "text/javascript", body = String)))]
+async fn onboard_js() -> Response {
+    asset("text/javascript; charset=utf-8", include_str!("../../static/onboard.js"))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
 }
 
@@ -93,8 +130,10 @@ impl fmt::Display for Lang {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
+    /// `zh` (default) or `en`; else the browser's `Accept-Language`.
     lang: Option<String>,
 }
 
@@ -151,21 +190,25 @@ fn too_many(frame: Frame, retry_after_secs: u64) -> Response {
     page
 }
 
-/// `GET /` — what the product is and the two plans.
+/// What the product is and the two plans.
+#[utoipa::path(get, path = "/", tag = "pages", params(PageQuery), responses(PageAnswers))]
 async fn landing(State(ctx): State<ApiContext>, query: Result<Query<PageQuery>, QueryRejection>, headers: HeaderMap) -> Response {
     let query = query.map(|q| q.0).unwrap_or_default();
     let Frame { t, lang, lang_switch, sandbox } = Frame::new(&ctx, Lang::negotiate(query.lang.as_deref(), &headers), "/");
     render(&Landing { t, lang, lang_switch, sandbox })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct BuyForm {
+    #[schema(value_type = Plan)]
     plan: String,
+    /// `zh` or `en`.
     lang: Option<String>,
 }
 
-/// `POST /buy` (the Pro card's form) — places the order and sends the buyer to its onboarding
-/// page, which shows the QR code to pay. Mistakes answer a page saying what went wrong.
+/// The Pro card's form: places the order and sends the buyer to its onboarding page, which shows
+/// the QR code to pay. Mistakes answer a page saying what went wrong.
+#[utoipa::path(post, path = "/buy", tag = "pages", request_body(content = BuyForm, content_type = "application/x-www-form-urlencoded"), responses(PageAnswers))]
 async fn buy(State(ctx): State<ApiContext>, client: ClientIp, headers: HeaderMap, form: Result<Form<BuyForm>, FormRejection>) -> Response {
     let lang_field = form.as_ref().ok().and_then(|f| f.lang.clone());
     let frame = Frame::new(&ctx, Lang::negotiate(lang_field.as_deref(), &headers), "/");
@@ -233,8 +276,9 @@ async fn renewing(ctx: &ApiContext, client: ClientIp, code: &str) -> Result<Opti
     Ok(user)
 }
 
-/// `GET /renew/{code}` — the link a bot shows its owner (in a reminder, or when their subscription
-/// has run out): the plan, until when it runs, and a button to pay another month.
+/// The link a bot shows its owner (in a reminder, or when their subscription has run out): the
+/// plan, until when it runs, and a button to pay another month.
+#[utoipa::path(get, path = "/renew/{code}", tag = "pages", params(("code" = String, Path, description = "The user's renewal code"), PageQuery), responses(PageAnswers))]
 async fn renew_page(
     State(ctx): State<ApiContext>,
     client: ClientIp,
@@ -254,12 +298,15 @@ async fn renew_page(
     render(&RenewPage { t, lang, lang_switch, sandbox, code, plan: user.plan.to_string(), paid_until, expired })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct RenewForm {
+    /// `zh` or `en`.
     lang: Option<String>,
 }
 
-/// `POST /renew/{code}` — places the renewal order for the user's plan and goes on to pay it.
+/// Places the renewal order for the user's plan and goes on to pay it.
+#[utoipa::path(post, path = "/renew/{code}", tag = "pages", params(("code" = String, Path, description = "The user's renewal code")),
+    request_body(content = RenewForm, content_type = "application/x-www-form-urlencoded"), responses(PageAnswers))]
 async fn renew(
     State(ctx): State<ApiContext>,
     client: ClientIp,
@@ -309,10 +356,11 @@ struct ContinuePage {
     next: String,
 }
 
-/// `GET /onboard/{token}` — an onboarding link (from the checkout API, or bookmarked): its token
-/// moves into the cookie and the browser goes on to the token-free page. It goes on by a refresh
+/// An onboarding link (from the checkout API, or bookmarked): its token moves into the cookie and
+/// the browser goes on to the token-free page. It goes on by a refresh
 /// of this page rather than a redirect: a navigation started on our own page carries a
 /// SameSite=Strict cookie even when the link was followed from another site.
+#[utoipa::path(get, path = "/onboard/{token}", tag = "pages", params(("token" = String, Path, description = "The onboarding link's token"), PageQuery), responses(PageAnswers))]
 async fn open_link(
     State(ctx): State<ApiContext>,
     client: ClientIp,
@@ -369,8 +417,9 @@ struct OnboardPage {
     error: Option<&'static str>,
 }
 
-/// `GET /onboard` — the order's page from payment to a running bot, for the link opened last in
-/// this browser (its cookie).
+/// The order's page from payment to a running bot, for the link opened last in this browser (its
+/// cookie).
+#[utoipa::path(get, path = "/onboard", tag = "pages", params(PageQuery), responses(PageAnswers))]
 async fn onboard_page(
     State(ctx): State<ApiContext>,
     client: ClientIp,
@@ -455,16 +504,21 @@ fn remaining(left: chrono::TimeDelta) -> String {
     format!("{}:{:02}", seconds / 60, seconds % 60)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct OnboardForm {
+    /// `verify_code`, `bot_name` or `refresh_qr`.
     action: String,
+    /// For `verify_code`: the 6 digits WeChat shows.
     code: Option<String>,
+    /// For `bot_name`: the bot's name.
     name: Option<String>,
+    /// `zh` or `en`.
     lang: Option<String>,
 }
 
-/// `POST /onboard` — the page's forms (verify code, bot name, new QR code), doing what the JSON
-/// endpoints do, then back to the page; a mistake shows the page again saying what to fix.
+/// The page's forms (verify code, bot name, new QR code), doing what the JSON endpoints do, then
+/// back to the page; a mistake shows the page again saying what to fix.
+#[utoipa::path(post, path = "/onboard", tag = "pages", request_body(content = OnboardForm, content_type = "application/x-www-form-urlencoded"), responses(PageAnswers))]
 async fn onboard_form(
     State(ctx): State<ApiContext>,
     client: ClientIp,
