@@ -181,11 +181,18 @@ pub trait Accounts: Send + Sync + 'static {
     /// The job an onboarding link (by its token's hash) follows.
     async fn job_by_onboarding_token(&self, token_hash: &str) -> Result<Option<ProvisioningJob>>;
 
-    /// Leases the most overdue runnable job to `worker` until `lease_until`: one not finished, due
-    /// by `now`, and not leased to anyone (or whose lease ran out, e.g. its worker crashed), whose
-    /// user has no other job leased — so a refund's `deprovision` waits for a step in flight to end.
-    /// Two workers never hold the same job (Postgres: `FOR UPDATE SKIP LOCKED`; SQLite: one writer).
-    async fn claim_job(&self, worker: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<ProvisioningJob>>;
+    /// Leases the most overdue runnable job to `worker` on `host` until `lease_until`: one not
+    /// finished, due by `now`, and not leased to anyone (or whose lease ran out, e.g. its worker
+    /// crashed), whose user has no other job leased — so a refund's `deprovision` waits for a step
+    /// in flight to end. Two workers never hold the same job (Postgres: `FOR UPDATE SKIP LOCKED`;
+    /// SQLite: one writer).
+    ///
+    /// Hosts: a job belongs to the host recorded on it, else to the host of its user's bot; those
+    /// are worked there only. A job of a user without a bot (a new user) goes to the live host
+    /// (recorded within [`GatewayCensus::SILENT_AFTER`]) with the most free gateway slots — its
+    /// slots less its bots and the new users it is setting up — or, while no host is live, to
+    /// whoever asks; the claim records the host on the job.
+    async fn claim_job(&self, worker: &str, host: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<ProvisioningJob>>;
 
     /// Records the progress of a job `worker` holds and extends its lease to `lease_until`, or
     /// releases it when `None`. `false`, with nothing written, when `worker` no longer holds it or
@@ -221,10 +228,10 @@ pub trait Accounts: Send + Sync + 'static {
 
     async fn profile_for_user(&self, user_id: Uuid) -> Result<Option<HermesProfile>>;
 
-    /// Replaces the host's census of its gateways.
+    /// Records the host: its census of its gateways and its slots (the hosts table).
     async fn record_gateway_census(&self, census: &GatewayCensus) -> Result<()>;
 
-    /// Every host's latest census, by host.
+    /// Every host's latest record, by host.
     async fn gateway_census(&self) -> Result<Vec<GatewayCensus>>;
 
     /// How many provisioning jobs are in each state and orders in each status, for `/metrics`.

@@ -430,6 +430,8 @@ pub struct ProvisioningJob {
     pub attempts: i32,
     pub last_error: Option<String>,
     pub next_attempt_at: DateTime<Utc>,
+    /// The host it is worked on, from its first claim (see [`crate::Accounts::claim_job`]).
+    pub host: Option<String>,
     /// The provisioner working on it, until `locked_until`.
     pub locked_by: Option<String>,
     pub locked_until: Option<DateTime<Utc>>,
@@ -486,7 +488,7 @@ pub struct Tallies {
     pub payments: Vec<(PaymentState, i64)>,
 }
 
-/// What a host's provisioner last saw of its gateways.
+/// A host that runs users' gateways, as its provisioner last recorded it (every minute).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct GatewayCensus {
     pub host: String,
@@ -494,7 +496,15 @@ pub struct GatewayCensus {
     pub expected: i32,
     /// Gateways running when it looked.
     pub running: i32,
+    /// How many gateways the host can hold (its memory for gateways over what one takes).
+    pub gateway_slots: i32,
     pub observed_at: DateTime<Utc>,
+}
+
+impl GatewayCensus {
+    /// A host not heard from for this long is taken for down: it gets no new users, and
+    /// `/healthz` calls its census stale (its provisioner records one every minute).
+    pub const SILENT_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(3);
 }
 
 /// A recurring job of the scheduler: who holds it now, and how its runs ended.

@@ -40,8 +40,14 @@ const PAYMENT_COLUMNS: &str = "payment_id, user_id, out_trade_no, plan, amount_c
 
 /// The SQL condition "this job is not finished", from [`JobState::FINAL`].
 fn unfinished_job() -> String {
+    unfinished_job_of("")
+}
+
+/// [`unfinished_job`] for the job table named `alias` in a query that holds several.
+fn unfinished_job_of(alias: &str) -> String {
     let finished = JobState::FINAL.map(|state| format!("'{state}'")).join(", ");
-    format!("state NOT IN ({finished})")
+    let column = if alias.is_empty() { "state".to_string() } else { format!("{alias}.state") };
+    format!("{column} NOT IN ({finished})")
 }
 
 /// Enqueues a `created` job due now (`$1` id, `$2` user, `$3` kind, `$4` payment, `$5` now, `$6`
@@ -60,7 +66,7 @@ fn enqueue_job() -> String {
 }
 
 const JOB_COLUMNS: &str = "job_id, user_id, kind, payment_id, state, attempts, last_error, \
-    next_attempt_at, locked_by, locked_until, pairing_qr, pairing_status, verify_code, bot_name, \
+    next_attempt_at, host, locked_by, locked_until, pairing_qr, pairing_status, verify_code, bot_name, \
     created_at, updated_at";
 const PROFILE_COLUMNS: &str = "profile_name, user_id, host, weixin_bot_id, status, created_at, welcomed_at";
 
@@ -981,25 +987,51 @@ impl Accounts for SqlAccounts {
         self.job_where("onboarding_token_hash = $1", token_hash.to_owned()).await
     }
 
-    async fn claim_job(&self, worker: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<ProvisioningJob>> {
+    async fn claim_job(&self, worker: &str, host: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<ProvisioningJob>> {
         let skip_locked = match self.pool {
             Pool::Postgres(_) => "FOR UPDATE SKIP LOCKED",
             Pool::Sqlite(_) => "",
         };
-        let unfinished = unfinished_job();
+        let (unfinished, unfinished_setup) = (unfinished_job(), unfinished_job_of("setup"));
+        // Where the job must run: the host on it, else its user's bot's (a bot deprovisioned is
+        // nowhere any more).
+        let owner = "COALESCE(job.host, (SELECT bot.host FROM hermes_profiles AS bot \
+             WHERE bot.user_id = job.user_id AND bot.status <> 'deprovisioned'))";
+        // A host's load: its bots that run or are being set up, and the new users it is setting up
+        // whose bot has no row yet.
+        let load = format!(
+            "((SELECT count(*) FROM hermes_profiles AS bot WHERE bot.host = live.host \
+                 AND bot.status IN ('provisioning', 'active')) \
+             + (SELECT count(*) FROM provisioning_jobs AS setup WHERE setup.host = live.host \
+                 AND setup.kind = 'provision' AND {unfinished_setup} \
+                 AND NOT EXISTS (SELECT 1 FROM hermes_profiles AS bot WHERE bot.user_id = setup.user_id)))"
+        );
+        let roomiest = format!(
+            "(SELECT live.host FROM hosts AS live WHERE live.observed_at >= $5 \
+             ORDER BY live.gateway_slots - {load} DESC, live.host LIMIT 1)"
+        );
         let sql = format!(
-            "UPDATE provisioning_jobs SET locked_by = $1, locked_until = $3, updated_at = $2 \
+            "UPDATE provisioning_jobs SET locked_by = $1, locked_until = $3, updated_at = $2, host = $4 \
              WHERE job_id = (SELECT job_id FROM provisioning_jobs AS job \
              WHERE {unfinished} AND next_attempt_at <= $2 \
              AND (locked_until IS NULL OR locked_until < $2) \
              AND NOT EXISTS (SELECT 1 FROM provisioning_jobs AS other WHERE other.user_id = job.user_id \
                  AND other.job_id <> job.job_id AND other.locked_by IS NOT NULL AND other.locked_until >= $2) \
+             AND ({owner} = $4 OR ({owner} IS NULL AND COALESCE({roomiest}, $4) = $4)) \
              ORDER BY next_attempt_at LIMIT 1 {skip_locked}) \
              RETURNING {JOB_COLUMNS}"
         );
         let (now, lease_until) = (now.trunc_subsecs(6), lease_until.trunc_subsecs(6));
+        let live_since = now - GatewayCensus::SILENT_AFTER;
         Ok(on_pool!(self, |pool| {
-            sqlx::query_as::<_, ProvisioningJob>(&sql).bind(worker).bind(now).bind(lease_until).fetch_optional(pool).await
+            sqlx::query_as::<_, ProvisioningJob>(&sql)
+                .bind(worker)
+                .bind(now)
+                .bind(lease_until)
+                .bind(host)
+                .bind(live_since)
+                .fetch_optional(pool)
+                .await
         })?)
     }
 
@@ -1133,13 +1165,14 @@ impl Accounts for SqlAccounts {
     async fn record_gateway_census(&self, census: &GatewayCensus) -> Result<()> {
         on_pool!(self, |pool| {
             sqlx::query(
-                "INSERT INTO gateway_census (host, expected, running, observed_at) VALUES ($1, $2, $3, $4) \
+                "INSERT INTO hosts (host, expected, running, gateway_slots, observed_at) VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (host) DO UPDATE SET expected = excluded.expected, running = excluded.running, \
-                 observed_at = excluded.observed_at",
+                 gateway_slots = excluded.gateway_slots, observed_at = excluded.observed_at",
             )
             .bind(&census.host)
             .bind(census.expected)
             .bind(census.running)
+            .bind(census.gateway_slots)
             .bind(census.observed_at.trunc_subsecs(6))
             .execute(pool)
             .await
@@ -1150,7 +1183,7 @@ impl Accounts for SqlAccounts {
 
     async fn gateway_census(&self) -> Result<Vec<GatewayCensus>> {
         Ok(on_pool!(self, |pool| {
-            sqlx::query_as::<_, GatewayCensus>("SELECT host, expected, running, observed_at FROM gateway_census ORDER BY host")
+            sqlx::query_as::<_, GatewayCensus>("SELECT host, expected, running, gateway_slots, observed_at FROM hosts ORDER BY host")
                 .fetch_all(pool)
                 .await
         })?)

@@ -9,8 +9,9 @@ use sqlx::error::ErrorKind;
 use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use twilight_accounts::testing::{dump, fresh_postgres, fresh_sqlite};
 use twilight_accounts::{
-    Accounts, AccountsError, Citation, HermesProfile, JobKind, JobRun, JobState, JobUpdate, NewApiKey, NewOrder, NewUser, Payment,
-    PaymentState, Plan, ProfileStatus, RefundNotice, ScheduledJob, SettleOutcome, Settlement, UsageDay, UsageRecord, User, UserStatus,
+    Accounts, AccountsError, Citation, GatewayCensus, HermesProfile, JobKind, JobRun, JobState, JobUpdate, NewApiKey, NewOrder, NewUser,
+    Payment, PaymentState, Plan, ProfileStatus, RefundNotice, ScheduledJob, SettleOutcome, Settlement, UsageDay, UsageRecord, User,
+    UserStatus,
 };
 use twilight_core::token::hash_hex;
 use uuid::Uuid;
@@ -84,6 +85,7 @@ contract! {
         expiry_and_retirement_happen_once,
         jobs_are_leased_to_one_worker_at_a_time,
         a_users_jobs_never_run_at_once,
+        new_users_go_to_the_live_host_with_the_most_room,
         concurrent_claims_never_share_a_job,
         onboarding_mailbox_and_profiles_round_trip,
         tallies_count_jobs_and_orders_by_state,
@@ -607,7 +609,7 @@ async fn partial_refunds_end_nothing_until_the_whole_payment_is_refunded(store: 
 /// Marks the user's provision job finished and their profile `status`, as a provisioner would.
 async fn provisioned(store: &dyn Accounts, job_id: Uuid, status: ProfileStatus) -> Uuid {
     let soon = Utc::now() + TimeDelta::seconds(1);
-    let held = store.claim_job("w", soon, soon + TimeDelta::seconds(5)).await.unwrap().expect("the job is due");
+    let held = store.claim_job("w", "host-a", soon, soon + TimeDelta::seconds(5)).await.unwrap().expect("the job is due");
     assert_eq!(held.job_id, job_id);
     assert!(store.update_job(job_id, "w", &progress(JobState::Active, 0, soon), None).await.unwrap());
     store.upsert_profile(&profile_row(held.user_id, status)).await.unwrap();
@@ -751,10 +753,10 @@ async fn jobs_are_leased_to_one_worker_at_a_time(store: &dyn Accounts) {
     let now = Utc::now();
     let lease = now + TimeDelta::seconds(30);
 
-    let claimed = store.claim_job("worker-a", now, lease).await.unwrap().expect("a due job");
+    let claimed = store.claim_job("worker-a", "host-a", now, lease).await.unwrap().expect("a due job");
     assert_eq!(claimed.job_id, job_id);
     assert_eq!(claimed.locked_by.as_deref(), Some("worker-a"));
-    assert_eq!(store.claim_job("worker-b", now, lease).await.unwrap(), None, "leased to a");
+    assert_eq!(store.claim_job("worker-b", "host-a", now, lease).await.unwrap(), None, "leased to a");
     // Only the holder records progress.
     assert!(!store.update_job(job_id, "worker-b", &progress(JobState::ProfileCreated, 0, now), Some(lease)).await.unwrap());
     assert!(store.update_job(job_id, "worker-a", &progress(JobState::ProfileCreated, 0, now), Some(lease)).await.unwrap());
@@ -762,7 +764,7 @@ async fn jobs_are_leased_to_one_worker_at_a_time(store: &dyn Accounts) {
 
     // A crashed worker's lease runs out and another takes over where it stopped.
     let later = lease + TimeDelta::seconds(1);
-    let taken = store.claim_job("worker-b", later, later + TimeDelta::seconds(30)).await.unwrap().unwrap();
+    let taken = store.claim_job("worker-b", "host-a", later, later + TimeDelta::seconds(30)).await.unwrap().unwrap();
     assert_eq!((taken.job_id, taken.state, taken.locked_by.as_deref()), (job_id, JobState::ProfileCreated, Some("worker-b")));
     assert!(!store.update_job(job_id, "worker-a", &progress(JobState::Paired, 0, now), None).await.unwrap());
 
@@ -773,35 +775,74 @@ async fn jobs_are_leased_to_one_worker_at_a_time(store: &dyn Accounts) {
     assert!(store.update_job(job_id, "worker-b", &failed, None).await.unwrap());
     let stored = store.job(job_id).await.unwrap().unwrap();
     assert_eq!((stored.attempts, stored.last_error.as_deref(), stored.locked_by), (1, Some("hermes timed out"), None));
-    assert_eq!(store.claim_job("worker-a", later, later + TimeDelta::seconds(30)).await.unwrap(), None);
-    assert!(store.claim_job("worker-a", retry_at, retry_at + TimeDelta::seconds(30)).await.unwrap().is_some());
+    assert_eq!(store.claim_job("worker-a", "host-a", later, later + TimeDelta::seconds(30)).await.unwrap(), None);
+    assert!(store.claim_job("worker-a", "host-a", retry_at, retry_at + TimeDelta::seconds(30)).await.unwrap().is_some());
 
     // Finished jobs are never claimed again.
     assert!(store.update_job(job_id, "worker-a", &progress(JobState::Active, 0, retry_at), None).await.unwrap());
     assert!(store.job(job_id).await.unwrap().unwrap().is_finished());
     let far = retry_at + TimeDelta::days(1);
-    assert_eq!(store.claim_job("worker-a", far, far + TimeDelta::seconds(30)).await.unwrap(), None);
+    assert_eq!(store.claim_job("worker-a", "host-a", far, far + TimeDelta::seconds(30)).await.unwrap(), None);
+}
+
+async fn new_users_go_to_the_live_host_with_the_most_room(store: &dyn Accounts) {
+    // After the jobs made below become due.
+    let now = Utc::now() + TimeDelta::seconds(1);
+    let lease = now + TimeDelta::seconds(30);
+    let host =
+        |host: &str, gateway_slots, observed_at| GatewayCensus { host: host.into(), expected: 0, running: 0, gateway_slots, observed_at };
+    store.record_gateway_census(&host("big", 3, now)).await.unwrap();
+    store.record_gateway_census(&host("small", 2, now)).await.unwrap();
+    // The roomiest of all has not been heard from for ten minutes: it is taken for down.
+    store.record_gateway_census(&host("silent", 100, now - TimeDelta::minutes(10))).await.unwrap();
+    let stored: Vec<_> = store.gateway_census().await.unwrap().into_iter().map(|h| (h.host, h.gateway_slots)).collect();
+    assert_eq!(stored, [("big".to_string(), 3), ("silent".into(), 100), ("small".into(), 2)]);
+
+    // Four new users, each claimed by the host with the most free slots (ties by name): big 3 of 3
+    // free, then big 2 = small 2, then small 2 > big 1, then big 1 = small 1.
+    let mut claimed = Vec::new();
+    for (n, (roomiest, other)) in [("big", "small"), ("big", "small"), ("small", "big"), ("big", "small")].into_iter().enumerate() {
+        let job_id = paid_job(store, &format!("TD-host-{n}")).await;
+        assert_eq!(store.claim_job("w-silent", "silent", now, lease).await.unwrap(), None, "a silent host gets nobody");
+        assert_eq!(store.claim_job(&format!("w-{other}"), other, now, lease).await.unwrap(), None, "user {n} is not {other}'s");
+        let job = store.claim_job(&format!("w-{roomiest}"), roomiest, now, lease).await.unwrap().expect("the roomiest host's");
+        assert_eq!((job.job_id, job.host.as_deref()), (job_id, Some(roomiest)));
+        claimed.push(job);
+    }
+
+    // A job stays with the host it was first claimed on, room or not.
+    let on_small = &claimed[2];
+    assert!(store.update_job(on_small.job_id, "w-small", &progress(JobState::ProfileCreated, 0, now), None).await.unwrap());
+    assert_eq!(store.claim_job("w-big", "big", now, lease).await.unwrap(), None);
+    assert_eq!(store.claim_job("w-small", "small", now, lease).await.unwrap().map(|job| job.job_id), Some(on_small.job_id));
+
+    // So do the jobs of a user whose bot runs on a host (here a full one: big has 0 free).
+    let job_id = paid_job(store, "TD-host-bot").await;
+    let user_id = store.job(job_id).await.unwrap().unwrap().user_id;
+    store.upsert_profile(&HermesProfile { host: "big".into(), ..profile_row(user_id, ProfileStatus::Active) }).await.unwrap();
+    assert_eq!(store.claim_job("w-small", "small", now, lease).await.unwrap(), None);
+    assert_eq!(store.claim_job("w-big", "big", now, lease).await.unwrap().map(|job| job.job_id), Some(job_id));
 }
 
 async fn a_users_jobs_never_run_at_once(store: &dyn Accounts) {
     let job_id = paid_job(store, "TD-serial-1").await;
     let now = Utc::now() + TimeDelta::seconds(1);
     let lease = now + TimeDelta::seconds(30);
-    let provision = store.claim_job("worker-a", now, lease).await.unwrap().unwrap();
+    let provision = store.claim_job("worker-a", "host-a", now, lease).await.unwrap().unwrap();
     assert_eq!(provision.job_id, job_id);
 
     // A refund arrives while worker-a is mid-step: its job is cancelled, but the deprovisioning
     // waits until worker-a lets go, so it cannot run before the step in flight has ended.
     let refund = store.refund_payment(&refund_of("TD-serial-1", "R-serial", 19_800, Utc::now())).await.unwrap();
     let deprovision = refund.job.unwrap();
-    assert_eq!(store.claim_job("worker-b", now, lease).await.unwrap(), None);
+    assert_eq!(store.claim_job("worker-b", "host-a", now, lease).await.unwrap(), None);
     // worker-a's next write is refused (the job was finished under it); it lets go.
     assert!(!store.update_job(job_id, "worker-a", &progress(JobState::ProfileCreated, 0, now), Some(lease)).await.unwrap());
     assert_eq!(store.job(job_id).await.unwrap().unwrap().state, JobState::Cancelled);
     store.release_job(job_id, "worker-b").await.unwrap();
-    assert_eq!(store.claim_job("worker-b", now, lease).await.unwrap(), None, "only the holder releases");
+    assert_eq!(store.claim_job("worker-b", "host-a", now, lease).await.unwrap(), None, "only the holder releases");
     store.release_job(job_id, "worker-a").await.unwrap();
-    assert_eq!(store.claim_job("worker-b", now, lease).await.unwrap().map(|job| job.job_id), Some(deprovision.job_id));
+    assert_eq!(store.claim_job("worker-b", "host-a", now, lease).await.unwrap().map(|job| job.job_id), Some(deprovision.job_id));
 }
 
 async fn concurrent_claims_never_share_a_job(store: &dyn Accounts) {
@@ -811,7 +852,7 @@ async fn concurrent_claims_never_share_a_job(store: &dyn Accounts) {
     let now = Utc::now() + TimeDelta::seconds(1);
     let lease = now + TimeDelta::seconds(30);
     let workers: Vec<String> = (0..12).map(|n| format!("worker-{n}")).collect();
-    let claims = futures::future::join_all(workers.iter().map(|w| store.claim_job(w, now, lease))).await;
+    let claims = futures::future::join_all(workers.iter().map(|w| store.claim_job(w, "host-a", now, lease))).await;
     let mut claimed: Vec<Uuid> = claims.into_iter().filter_map(|c| c.unwrap()).map(|job| job.job_id).collect();
     assert_eq!(claimed.len(), 6, "six jobs, twelve workers");
     claimed.sort();
@@ -845,11 +886,16 @@ async fn onboarding_mailbox_and_profiles_round_trip(store: &dyn Accounts) {
     // Waking makes a parked job due now; a finished one stays asleep.
     let later = Utc::now() + TimeDelta::hours(1);
     let parked = JobUpdate { state: JobState::Paired, attempts: 0, last_error: None, next_attempt_at: later };
-    let held = store.claim_job("w", Utc::now() + TimeDelta::seconds(1), Utc::now() + TimeDelta::seconds(5)).await.unwrap().unwrap();
+    let held =
+        store.claim_job("w", "host-a", Utc::now() + TimeDelta::seconds(1), Utc::now() + TimeDelta::seconds(5)).await.unwrap().unwrap();
     assert!(store.update_job(held.job_id, "w", &parked, None).await.unwrap());
-    assert_eq!(store.claim_job("w", Utc::now() + TimeDelta::seconds(1), Utc::now() + TimeDelta::seconds(5)).await.unwrap(), None);
+    assert_eq!(store.claim_job("w", "host-a", Utc::now() + TimeDelta::seconds(1), Utc::now() + TimeDelta::seconds(5)).await.unwrap(), None);
     assert!(store.wake_job(job_id).await.unwrap());
-    assert!(store.claim_job("w", Utc::now() + TimeDelta::seconds(1), Utc::now() + TimeDelta::seconds(5)).await.unwrap().is_some());
+    assert!(store
+        .claim_job("w", "host-a", Utc::now() + TimeDelta::seconds(1), Utc::now() + TimeDelta::seconds(5))
+        .await
+        .unwrap()
+        .is_some());
     assert!(!store.wake_job(Uuid::new_v4()).await.unwrap());
 
     // The admin's manual path: a job with its own onboarding link, for an existing user only.

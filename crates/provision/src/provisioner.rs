@@ -54,8 +54,10 @@ pub const WEIXIN_TOKEN: &str = "WEIXIN_TOKEN";
 pub struct ProvisionerConfig {
     /// Names this provisioner in job leases; unique per process.
     pub worker_id: String,
-    /// Recorded as the profile's host.
+    /// Recorded as the profile's host; jobs are claimed for it (see `Accounts::claim_job`).
     pub host: String,
+    /// How many gateways the host can hold, recorded with its census.
+    pub gateway_slots: i32,
     /// The data plane the user's agent calls (`TWILIGHT_API_BASE`); its LLM relay is under `/llm/v1`.
     pub api_base: String,
     /// The template profile users are cloned from.
@@ -196,7 +198,7 @@ impl Provisioner {
 
     async fn claim(&self) -> Result<Option<ProvisioningJob>> {
         let now = Utc::now();
-        Ok(self.accounts.claim_job(&self.config.worker_id, now, self.lease_from(now)).await?)
+        Ok(self.accounts.claim_job(&self.config.worker_id, &self.config.host, now, self.lease_from(now)).await?)
     }
 
     /// Works a claimed job; `permit` (a worker of [`Provisioner::run`]'s pool) is given back when
@@ -444,7 +446,13 @@ impl Provisioner {
             }
         }
         let expected = i32::try_from(profiles.len()).unwrap_or(i32::MAX);
-        let census = GatewayCensus { host: self.config.host.clone(), expected, running, observed_at: Utc::now() };
+        let census = GatewayCensus {
+            host: self.config.host.clone(),
+            expected,
+            running,
+            gateway_slots: self.config.gateway_slots,
+            observed_at: Utc::now(),
+        };
         self.accounts.record_gateway_census(&census).await?;
         Ok(census)
     }

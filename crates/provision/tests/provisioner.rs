@@ -142,7 +142,7 @@ impl Harness {
     async fn rewind(&self, job_id: Uuid, state: JobState) {
         // Past the harness's `park`, so a job waiting for the user is due too.
         let later = Utc::now() + chrono::Duration::hours(2);
-        let held = self.accounts.claim_job("rewinder", later, later + chrono::Duration::seconds(5)).await.unwrap();
+        let held = self.accounts.claim_job("rewinder", "test-host", later, later + chrono::Duration::seconds(5)).await.unwrap();
         assert_eq!(held.map(|job| job.job_id), Some(job_id));
         let update = JobUpdate { state, attempts: 0, last_error: None, next_attempt_at: Utc::now() };
         assert!(self.accounts.update_job(job_id, "rewinder", &update, None).await.unwrap());
@@ -171,6 +171,7 @@ fn provisioner_config(h: &Harness, worker: &str) -> ProvisionerConfig {
     ProvisionerConfig {
         worker_id: worker.into(),
         host: "test-host".into(),
+        gateway_slots: 8,
         api_base: "http://127.0.0.1:9/".into(),
         template: ProfileName::template(),
         lease: Duration::from_secs(30),

@@ -323,6 +323,10 @@ pub struct ProvisionerSection {
     pub concurrency: usize,
     /// QR codes shown (each ~5 minutes at iLink) before a pairing rests until the user asks again.
     pub qr_rounds: u32,
+    /// How many users' gateways this host can hold. New users go to the live host with the most
+    /// room (slots less its bots). Default: the host's memory less 1 GiB for everything else, over
+    /// what one gateway takes (README, "Capacity").
+    pub gateway_slots: Option<i32>,
 }
 
 /// The LLM relay (`serve`'s `/llm/v1`): the upstream the users' bots reach through it. The profiles
@@ -447,6 +451,7 @@ impl Default for Config {
                 idle_poll_ms: 1000,
                 concurrency: 4,
                 qr_rounds: 3,
+                gateway_slots: None,
             },
             llm: LlmSection {
                 base_url: DEFAULT_LLM_BASE_URL.into(),

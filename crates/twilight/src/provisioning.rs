@@ -71,6 +71,7 @@ pub async fn provisioner(
     let provisioner_config = ProvisionerConfig {
         worker_id: format!("{}-{}-{:08x}", hostname(), std::process::id(), rand::random::<u32>()),
         host: hostname(),
+        gateway_slots: section.gateway_slots.unwrap_or_else(default_gateway_slots).max(0),
         api_base: section.api_base.clone().unwrap_or(api_base),
         template: ProfileName::template(),
         lease: Duration::from_secs(120),
@@ -122,6 +123,20 @@ fn gateways_share_a_user(config: &Config) -> bool {
 fn gateway_hidden_paths(config: &Config) -> anyhow::Result<Vec<PathBuf>> {
     let absolute = |path: &Path| std::path::absolute(path).with_context(|| format!("resolving {}", path.display()));
     Ok(vec![absolute(&config.data_dir)?, absolute(&config.warehouse_path())?, config.secrets_dir()?, PathBuf::from(CONFIG_DIR)])
+}
+
+/// What one gateway takes, in MiB: its private memory after a conversation, rounded up (README,
+/// "Capacity": `cargo bench --workspace --profile dev --bench gateways`).
+const GATEWAY_MIB: u64 = 160;
+/// Memory kept for everything on the host but the gateways (serve, the OS).
+const RESERVED_MIB: u64 = 1024;
+
+/// This host's memory less [`RESERVED_MIB`], over [`GATEWAY_MIB`]; 0 where it cannot be read.
+fn default_gateway_slots() -> i32 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let total_kib: u64 =
+        meminfo.lines().find_map(|line| line.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse().ok()).unwrap_or(0);
+    i32::try_from((total_kib / 1024).saturating_sub(RESERVED_MIB) / GATEWAY_MIB).unwrap_or(i32::MAX)
 }
 
 pub(crate) fn hostname() -> String {

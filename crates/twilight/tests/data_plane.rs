@@ -441,6 +441,7 @@ async fn admins_list_and_inspect_users_and_revoke_admin_tokens(app: TestApp) {
         host: "gw-1".into(),
         expected: 2,
         running,
+        gateway_slots: 10,
         observed_at: chrono::Utc::now() - chrono::Duration::minutes(minutes_ago),
     };
     for (running, minutes_ago, ok) in [(1, 0, false), (2, 0, true), (2, 10, false)] {

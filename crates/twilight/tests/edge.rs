@@ -263,7 +263,9 @@ async fn an_onboarding_link_moves_into_a_cookie_and_retires_once_the_bot_runs() 
     let accounts = &app.running.accounts;
     let deadline = Instant::now() + Duration::from_secs(20);
     let job = loop {
-        if let Some(job) = accounts.claim_job("edge-test", Utc::now(), Utc::now() + chrono::Duration::minutes(1)).await.unwrap() {
+        if let Some(job) =
+            accounts.claim_job("edge-test", "edge-host", Utc::now(), Utc::now() + chrono::Duration::minutes(1)).await.unwrap()
+        {
             break job;
         }
         assert!(Instant::now() < deadline, "the payment made no job");

@@ -92,8 +92,10 @@ struct HostGateways {
     host: String,
     expected: i32,
     running: i32,
+    /// How many gateways the host can hold; new users go to the live host with the most room.
+    gateway_slots: i32,
     observed_at: DateTime<Utc>,
-    /// Its provisioner stopped counting.
+    /// Its provisioner stopped counting (and the host gets no new users).
     stale: bool,
 }
 
@@ -212,9 +214,6 @@ async fn scheduled_jobs(ctx: &ApiContext) -> JobsCheck {
     }
 }
 
-/// A census older than this means its provisioner stopped counting (it counts every minute).
-const CENSUS_STALE_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(3);
-
 async fn gateways(ctx: &ApiContext) -> GatewaysCheck {
     match ctx.accounts.gateway_census().await {
         Ok(census) => {
@@ -222,10 +221,11 @@ async fn gateways(ctx: &ApiContext) -> GatewaysCheck {
             let hosts: Vec<HostGateways> = census
                 .into_iter()
                 .map(|host| HostGateways {
-                    stale: now - host.observed_at > CENSUS_STALE_AFTER,
+                    stale: now - host.observed_at > twilight_accounts::GatewayCensus::SILENT_AFTER,
                     host: host.host,
                     expected: host.expected,
                     running: host.running,
+                    gateway_slots: host.gateway_slots,
                     observed_at: host.observed_at,
                 })
                 .collect();
