@@ -68,6 +68,24 @@ impl GatewayUser {
         &self.0
     }
 
+    /// Deletes the OS users of the users' profiles under `profiles` (a HERMES_HOME's `profiles/`):
+    /// for homes that end without deprovisioning (tests, benchmarks), so runs on one machine do not
+    /// pile up `tw-` users. Forced: a killed gateway stays a zombie of the process that ran it until
+    /// that process exits, which plain userdel counts as the user still running something.
+    pub fn remove_all_under(profiles: &Path) {
+        if !Self::supported() {
+            return;
+        }
+        let names = std::fs::read_dir(profiles).into_iter().flatten().flatten().filter_map(|entry| entry.file_name().into_string().ok());
+        for name in names.filter(|name| name.starts_with("user-")) {
+            let Ok(profile) = ProfileName::parse(&name) else { continue };
+            let user = GatewayUser::for_profile(&profile);
+            if matches!(user.lookup(), Ok(Some(_))) {
+                let _ = std::process::Command::new("userdel").args(["--force", user.as_str()]).status();
+            }
+        }
+    }
+
     /// Whether this process can create gateway users and run gateways as them: it runs as root.
     pub fn supported() -> bool {
         nix::unistd::geteuid().is_root()

@@ -181,20 +181,7 @@ impl ProvisioningHome {
 
 impl Drop for ProvisioningHome {
     fn drop(&mut self) {
-        if !twilight_provision::GatewayUser::supported() {
-            return;
-        }
-        let profiles = std::fs::read_dir(self.path().join("hermes/profiles")).into_iter().flatten().flatten();
-        for name in profiles.filter_map(|entry| entry.file_name().into_string().ok()).filter(|name| name.starts_with("user-")) {
-            let Ok(profile) = twilight_provision::ProfileName::parse(&name) else { continue };
-            let user = twilight_provision::GatewayUser::for_profile(&profile);
-            if !matches!(user.lookup(), Ok(Some(_))) {
-                continue;
-            }
-            // The killed gateway stays a zombie of this test process until it exits, which plain
-            // userdel counts as the user still running something.
-            let _ = std::process::Command::new("userdel").args(["--force", user.as_str()]).status();
-        }
+        twilight_provision::GatewayUser::remove_all_under(&self.path().join("hermes/profiles"));
     }
 }
 
