@@ -125,8 +125,8 @@ fn gateway_hidden_paths(config: &Config) -> anyhow::Result<Vec<PathBuf>> {
     Ok(vec![absolute(&config.data_dir)?, absolute(&config.warehouse_path())?, config.secrets_dir()?, PathBuf::from(CONFIG_DIR)])
 }
 
-/// What one gateway takes, in MiB: its private memory after a conversation, rounded up (README,
-/// "Capacity": `cargo bench --workspace --profile dev --bench gateways`).
+/// What one gateway is budgeted, in MiB: its private memory after a conversation (140, README,
+/// "Capacity": `cargo bench --workspace --profile dev --bench gateways`) and room for longer ones.
 const GATEWAY_MIB: u64 = 160;
 /// Memory kept for everything on the host but the gateways (serve, the OS).
 const RESERVED_MIB: u64 = 1024;
