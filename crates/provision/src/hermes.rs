@@ -171,15 +171,21 @@ impl HermesCli {
     /// of ours. The profile's secrets reach it through its `.env`, which hermes loads itself.
     pub fn gateway_command(&self, profile: &ProfileName) -> Command {
         let mut command = Command::new(&self.bin);
-        command.env_clear();
-        for key in GATEWAY_INHERITED_ENV {
-            if let Some(value) = std::env::var_os(key) {
-                command.env(key, value);
-            }
-        }
-        command.envs(self.gateway_env(profile));
-        command.args(["--profile", profile.as_str(), "gateway", "run"]).current_dir(self.profile_dir(profile));
+        command.env_clear().envs(self.gateway_environment(profile));
+        command.args(Self::gateway_args(profile)).current_dir(self.profile_dir(profile));
         command
+    }
+
+    /// `hermes`' arguments for a profile's foreground gateway.
+    pub fn gateway_args(profile: &ProfileName) -> [&str; 4] {
+        ["--profile", profile.as_str(), "gateway", "run"]
+    }
+
+    /// A gateway's whole environment as the supervisor starts it: [`HermesCli::gateway_env`] plus LANG,
+    /// LC_ALL and TZ if we have them.
+    pub fn gateway_environment(&self, profile: &ProfileName) -> Vec<(&'static str, OsString)> {
+        let inherited = GATEWAY_INHERITED_ENV.into_iter().filter_map(|key| Some((key, std::env::var_os(key)?)));
+        inherited.chain(self.gateway_env(profile)).collect()
     }
 
     /// A gateway's environment, whoever starts it (the supervisor, a unit's `Environment=` lines): the hermes

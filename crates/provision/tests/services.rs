@@ -105,6 +105,13 @@ async fn stop_escalates_to_sigkill_for_a_gateway_ignoring_sigterm() {
 }
 
 /// `/proc/<pid>/status`'s value for `key` (e.g. `Uid`, `Groups`).
+/// One line of `/proc/<pid>/smaps_rollup`, in KiB.
+fn memory_kib(pid: u32, key: &str) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+    let line = rollup.lines().find_map(|l| l.strip_prefix(&format!("{key}:"))).unwrap();
+    line.trim().trim_end_matches(" kB").parse().unwrap()
+}
+
 fn proc_status(pid: u32, key: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status.lines().find_map(|l| l.strip_prefix(&format!("{key}:"))).unwrap().trim().to_owned()
@@ -120,7 +127,16 @@ fn cat_as(uid: u32, gid: u32, path: &Path) -> std::process::Output {
 }
 
 #[tokio::test]
-async fn the_real_hermes_gateway_is_supervised_restarted_and_stopped() {
+async fn the_real_hermes_gateway_forked_from_the_zygote_is_supervised_restarted_and_stopped() {
+    the_real_hermes_gateway_is_supervised_restarted_and_stopped(ChildSupervisor::new, true).await;
+}
+
+#[tokio::test]
+async fn the_real_hermes_gateway_started_on_its_own_is_supervised_restarted_and_stopped() {
+    the_real_hermes_gateway_is_supervised_restarted_and_stopped(ChildSupervisor::without_preload, false).await;
+}
+
+async fn the_real_hermes_gateway_is_supervised_restarted_and_stopped(supervisor: fn(HermesCli) -> ChildSupervisor, preloaded: bool) {
     let Some(bin) = common::hermes_bin() else { return };
     // Set before any gateway starts; nothing else in this binary reads it.
     std::env::set_var(CANARY, "hunter2-backend-only");
@@ -131,7 +147,7 @@ async fn the_real_hermes_gateway_is_supervised_restarted_and_stopped() {
     let p = profile();
     let dir = cli.create_profile(&p, &template).await.unwrap();
 
-    let supervisor = ChildSupervisor::new(cli.clone()).with_backoff(fast_backoff()).with_grace(Duration::from_secs(20));
+    let supervisor = supervisor(cli.clone()).with_backoff(fast_backoff()).with_grace(Duration::from_secs(20));
     supervisor.install(&p).await.unwrap();
     supervisor.start(&p).await.unwrap();
     // With no messaging platform configured hermes still runs (cron scheduler only) and writes its pid file.
@@ -157,6 +173,19 @@ async fn the_real_hermes_gateway_is_supervised_restarted_and_stopped() {
         assert!(allowed.contains(&key), "the backend's {key} reached the gateway");
     }
     assert!(!environ.iter().any(|v| v.contains(CANARY) || v.contains("hunter2") || v.starts_with("CARGO")), "{environ:?}");
+    let cmdline = std::fs::read(format!("/proc/{first}/cmdline")).unwrap();
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).filter(|a| !a.is_empty()).collect();
+    assert_eq!(args[args.len() - 4..], [b"--profile", p.as_str().as_bytes(), b"gateway", b"run"], "ps shows which gateway it is");
+    let parent: u32 = proc_status(first, "PPid").parse().unwrap();
+    if preloaded {
+        assert_ne!(parent, std::process::id(), "the zygote forked it");
+        let zygote_environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{parent}/environ")).unwrap()).into_owned();
+        assert!(!zygote_environ.contains(CANARY) && !zygote_environ.contains("CARGO"), "{zygote_environ}");
+        let (rss, private) = (memory_kib(first, "Rss"), memory_kib(first, "Private_Clean") + memory_kib(first, "Private_Dirty"));
+        assert!(rss - private >= 40 * 1024, "the gateway shares the zygote's libraries: {rss} KiB resident, {private} KiB its own");
+    } else {
+        assert_eq!(parent, std::process::id(), "a child of ours");
+    }
 
     let user = GatewayUser::for_profile(&p);
     if common::is_root() {
@@ -190,11 +219,30 @@ async fn the_real_hermes_gateway_is_supervised_restarted_and_stopped() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(alive(second), "hermes kept running after taking over the stale pid file");
 
+    let mut last = second;
+    if preloaded {
+        // The zygote's death takes its gateways along (they would otherwise run on, unsupervised); the next
+        // start brings up a new zygote.
+        let zygote: u32 = proc_status(second, "PPid").parse().unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(zygote as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+        eventually("the gateway died with its zygote", || async { !alive(second) }).await;
+        eventually("a new zygote forked a new gateway", || async {
+            let pid = supervisor.status(&p).await.unwrap().pid;
+            pid.is_some_and(|pid| pid != second && alive(pid) && proc_status(pid, "PPid").parse::<u32>().unwrap() != zygote)
+        })
+        .await;
+        last = supervisor.status(&p).await.unwrap().pid.unwrap();
+        eventually("the new gateway wrote its pid file", || async {
+            std::fs::read_to_string(&gateway_pid).is_ok_and(|s| s.contains(&format!("\"pid\": {last}")))
+        })
+        .await;
+    }
+
     supervisor.stop(&p).await.unwrap();
     let status = supervisor.status(&p).await.unwrap();
     assert_eq!(status.pid, None);
     assert_ne!(status.last_exit.as_deref(), Some("signal: 9 (SIGKILL)"), "hermes honoured SIGTERM within the grace period");
-    assert!(!alive(second));
+    assert!(!alive(last));
     supervisor.uninstall(&p).await.unwrap();
     assert_eq!(user.lookup().unwrap(), None, "uninstall deleted the gateway's user");
     supervisor.uninstall(&p).await.unwrap();

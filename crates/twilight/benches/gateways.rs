@@ -5,10 +5,15 @@
 //! reads every gateway's memory from `/proc/<pid>/smaps_rollup` (its children included): USS
 //! (private pages: what the process alone costs), PSS (its share of pages it shares) and RSS.
 //!
+//! It does so twice, each time on a fresh app: with the gateways forked from the preloaded zygote
+//! (the default; the zygote's own USS, paid once per host, is counted in the totals) and with each
+//! gateway starting its own interpreter (`provisioner.preload_gateways = false`), the baseline.
+//!
 //! `cargo bench --workspace --profile dev --bench gateways` (the gateways are Python: our build
 //! profile does not change them, and a release build would compile DuckDB once more).
-//! `BENCH_USERS=1,5,10` sets the steps. With `BENCH_MULTIPLEX=1`, each step then also serves the
-//! same bots from one hermes process with `gateway.multiplex_profiles` and reads its memory.
+//! `BENCH_USERS=1,5,10` sets the steps; `BENCH_MODES=preloaded,own` the runs. With
+//! `BENCH_MULTIPLEX=1`, each step then also serves the same bots from one hermes process with
+//! `gateway.multiplex_profiles` and reads its memory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -69,6 +74,16 @@ fn tree_memory(all: &BTreeMap<u32, (u32, String)>, pid: u32) -> Memory {
         }
     }
     tree
+}
+
+/// The gateway zygotes running: pid → their own memory (not their children's, the gateways).
+fn zygotes() -> BTreeMap<u32, Memory> {
+    let all = processes();
+    let forked_gateways = gateways().into_values().map(|(pid, _)| all[&pid].0);
+    forked_gateways
+        .filter(|ppid| all.get(ppid).is_some_and(|(_, cmdline)| cmdline.contains(" -c ")))
+        .map(|pid| (pid, memory_of(pid)))
+        .collect()
 }
 
 /// Each running per-user gateway: its profile, its pid and the memory of its process tree.
@@ -231,6 +246,19 @@ fn main() {
         .split(',')
         .map(|n| n.trim().parse().expect("BENCH_USERS is a list of numbers"))
         .collect();
+    let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "preloaded,own".into());
+    for mode in modes.split(',') {
+        let preload = match mode.trim() {
+            "preloaded" => true,
+            "own" => false,
+            other => panic!("BENCH_MODES lists preloaded and own, not {other:?}"),
+        };
+        run(&steps, preload);
+    }
+}
+
+/// Onboards users up to each of `steps` on a fresh app and prints a row per step.
+fn run(steps: &[usize], preload: bool) {
     let mut config = Config::load(None).unwrap();
     let hermes = config.hermes_bin();
     assert!(hermes.is_file(), "no hermes at {} (scripts/install-hermes)", hermes.display());
@@ -246,6 +274,7 @@ fn main() {
     config.scheduler.in_process = false;
     config.scheduler.warehouse_fills = false;
     config.provisioner.in_process = true;
+    config.provisioner.preload_gateways = preload;
     config.provisioner.idle_poll_ms = 100;
     config.provisioner.hermes_home = Some(home.path().join("hermes"));
     config.provisioner.template_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template");
@@ -255,13 +284,14 @@ fn main() {
         let running = app::start(&config).await.unwrap();
         let admin_token = std::fs::read_to_string(&running.admin_token_file).unwrap().trim().to_string();
         let bench = Bench { running, http: reqwest::Client::new(), admin_token };
-        println!("hermes {}; one gateway per user, run by the in-process provisioner", hermes.display());
-        println!("| users | gateways | USS total | USS per gateway (min–max) | marginal USS per added user | PSS total | RSS per gateway | serve RSS |");
-        println!("|---|---|---|---|---|---|---|---|");
+        let how = if preload { "forked from the preloaded zygote" } else { "each starting its own interpreter" };
+        println!("\nhermes {}; one gateway per user, {how}, run by the in-process provisioner", hermes.display());
+        println!("| users | gateways | USS total | USS per gateway (min–max) | zygote USS | marginal USS per added user | PSS total | RSS per gateway | serve RSS |");
+        println!("|---|---|---|---|---|---|---|---|---|");
         // Each bot's id and owner; the users and total USS of the step before.
         let mut bots: Vec<(String, String)> = Vec::new();
         let mut previous: Option<(usize, u64)> = None;
-        for &users in &steps {
+        for &users in steps {
             let started = Instant::now();
             while bots.len() < users {
                 bots.push(bench.onboard(bots.len() + 1).await);
@@ -270,20 +300,26 @@ fn main() {
             tokio::time::sleep(Duration::from_secs(5)).await;
             let found = gateways();
             assert_eq!(found.len(), users, "gateways running: {:?}", found.keys());
+            let zygotes = zygotes();
+            assert_eq!(zygotes.len(), usize::from(preload), "zygotes running: {zygotes:?}");
             let mut total = Memory::default();
             found.values().for_each(|(_, memory)| total += *memory);
+            let per_gateway = total.uss;
+            let zygote_uss: u64 = zygotes.values().map(|memory| memory.uss).sum();
+            zygotes.values().for_each(|memory| total += *memory);
             let (least, most) = found.values().fold((u64::MAX, 0), |(lo, hi), (_, m)| (lo.min(m.uss), hi.max(m.uss)));
             let marginal = match previous {
                 Some((before, uss)) => format!("{:.0} MiB", mib(total.uss.saturating_sub(uss)) / (users - before) as f64),
                 None => format!("{:.0} MiB", mib(total.uss) / users as f64),
             };
             println!(
-                "| {users} | {} | {:.0} MiB | {:.0} MiB ({:.0}–{:.0}) | {marginal} | {:.0} MiB | {:.0} MiB | {:.0} MiB |",
+                "| {users} | {} | {:.0} MiB | {:.0} MiB ({:.0}–{:.0}) | {:.0} MiB | {marginal} | {:.0} MiB | {:.0} MiB | {:.0} MiB |",
                 found.len(),
                 mib(total.uss),
-                mib(total.uss) / users as f64,
+                mib(per_gateway) / users as f64,
                 mib(least),
                 mib(most),
+                mib(zygote_uss),
                 mib(total.pss),
                 mib(total.rss) / users as f64,
                 mib(memory_of(std::process::id()).rss),

@@ -309,6 +309,9 @@ pub struct ProvisionerSection {
     pub secrets_dir: Option<PathBuf>,
     /// How gateways run: `supervisor` (child processes of the provisioner) or `systemd-user` / `systemd-system`.
     pub service_manager: String,
+    /// With `supervisor`: fork the gateways from one process that has already imported hermes'
+    /// libraries, so they share that memory (README, "Capacity"); `false` starts each on its own.
+    pub preload_gateways: bool,
     /// The most memory one gateway may use (systemd's `MemoryMax=`: `512M`, `1G`, `10%`, `infinity`);
     /// applies to systemd units, not to the supervisor's children.
     pub gateway_memory_max: String,
@@ -443,6 +446,7 @@ impl Default for Config {
                 secret_store: "file".into(),
                 secrets_dir: None,
                 service_manager: "supervisor".into(),
+                preload_gateways: true,
                 gateway_memory_max: "512M".into(),
                 api_base: None,
                 ilink_base_url: twilight_ilink::DEFAULT_BASE_URL.into(),

@@ -14,7 +14,7 @@ use twilight_provision::{
 };
 
 use crate::app::Sandbox;
-use crate::cfg::Config;
+use crate::cfg::{Config, ProvisionerSection};
 
 /// Where production keeps the configuration and the key files it names.
 const CONFIG_DIR: &str = "/etc/twilight";
@@ -41,7 +41,8 @@ pub async fn provisioner(
         other => bail!("provisioner.secret_store {other:?}: expected file, pass or systemd-creds"),
     };
     let services: Arc<dyn ServiceManager> = match section.service_manager.as_str() {
-        "supervisor" => Arc::new(ChildSupervisor::new(hermes.clone())),
+        "supervisor" if section.preload_gateways => Arc::new(ChildSupervisor::new(hermes.clone())),
+        "supervisor" => Arc::new(ChildSupervisor::without_preload(hermes.clone())),
         "systemd-user" => Arc::new(
             SystemdManager::new(hermes.clone(), SystemdScope::User, secrets.delivery())
                 .with_memory_max(&section.gateway_memory_max)
@@ -71,7 +72,7 @@ pub async fn provisioner(
     let provisioner_config = ProvisionerConfig {
         worker_id: format!("{}-{}-{:08x}", hostname(), std::process::id(), rand::random::<u32>()),
         host: hostname(),
-        gateway_slots: section.gateway_slots.unwrap_or_else(default_gateway_slots).max(0),
+        gateway_slots: section.gateway_slots.unwrap_or_else(|| default_gateway_slots(section)).max(0),
         api_base: section.api_base.clone().unwrap_or(api_base),
         template: ProfileName::template(),
         lease: Duration::from_secs(120),
@@ -125,18 +126,26 @@ fn gateway_hidden_paths(config: &Config) -> anyhow::Result<Vec<PathBuf>> {
     Ok(vec![absolute(&config.data_dir)?, absolute(&config.warehouse_path())?, config.secrets_dir()?, PathBuf::from(CONFIG_DIR)])
 }
 
-/// What one gateway is budgeted, in MiB: its private memory after a conversation (140, README,
-/// "Capacity": `cargo bench --workspace --profile dev --bench gateways`) and room for longer ones.
+/// What one gateway is budgeted, in MiB: its private memory after a conversation (README, "Capacity":
+/// `cargo bench --workspace --profile dev --bench gateways`) and room for longer ones. Starting its
+/// own interpreter, 140 measured …
 const GATEWAY_MIB: u64 = 160;
-/// Memory kept for everything on the host but the gateways (serve, the OS).
+/// … forked from the supervisor's preloaded zygote, 99.
+const FORKED_GATEWAY_MIB: u64 = 120;
+/// Memory kept for everything on the host but the gateways (serve, the OS, the zygote).
 const RESERVED_MIB: u64 = 1024;
 
-/// This host's memory less [`RESERVED_MIB`], over [`GATEWAY_MIB`]; 0 where it cannot be read.
-fn default_gateway_slots() -> i32 {
+/// This host's memory less [`RESERVED_MIB`], over what one of its gateways is budgeted; 0 where it
+/// cannot be read.
+fn default_gateway_slots(section: &ProvisionerSection) -> i32 {
+    let per_gateway = match section.service_manager == "supervisor" && section.preload_gateways {
+        true => FORKED_GATEWAY_MIB,
+        false => GATEWAY_MIB,
+    };
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let total_kib: u64 =
         meminfo.lines().find_map(|line| line.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse().ok()).unwrap_or(0);
-    i32::try_from((total_kib / 1024).saturating_sub(RESERVED_MIB) / GATEWAY_MIB).unwrap_or(i32::MAX)
+    i32::try_from((total_kib / 1024).saturating_sub(RESERVED_MIB) / per_gateway).unwrap_or(i32::MAX)
 }
 
 pub(crate) fn hostname() -> String {

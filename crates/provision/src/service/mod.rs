@@ -8,6 +8,7 @@
 mod identity;
 mod supervisor;
 mod systemd;
+mod zygote;
 
 use async_trait::async_trait;
 

@@ -5,6 +5,9 @@
 //! Run as root, each gateway runs as its profile's own OS user ([`super::GatewayUser`]; uid and gid, no
 //! supplementary groups) with an environment of its own ([`HermesCli::gateway_command`]). Run as anyone
 //! else, the gateways share our uid: a normal user cannot switch to another.
+//!
+//! hermes' gateways are forked from a preloaded [`Zygote`] unless told otherwise
+//! ([`ChildSupervisor::without_preload`]): the same process, environment and user, in about half the memory.
 
 use std::collections::HashMap;
 use std::process::{ExitStatus, Stdio};
@@ -15,10 +18,12 @@ use async_trait::async_trait;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::identity::{Account, Isolation};
+use super::zygote::{Forked, Zygote};
 use super::{ServiceManager, ServiceStatus};
 use crate::error::{Error, Result};
 use crate::hermes::HermesCli;
@@ -46,12 +51,41 @@ impl Default for Backoff {
 
 /// Supervises one gateway child per started profile. Dropping it kills the children.
 pub struct ChildSupervisor {
-    launcher: Launcher,
+    launch: Launch,
     /// Per-gateway OS users; `None` when not root, or for launchers other than hermes'.
     isolation: Option<Isolation>,
     backoff: Backoff,
     grace: Duration,
     profiles: Mutex<HashMap<ProfileName, Entry>>,
+}
+
+/// How a gateway process comes to be.
+#[derive(Clone)]
+enum Launch {
+    Command(Launcher),
+    Zygote(Arc<Zygote>),
+}
+
+/// A running gateway, whichever way it was launched.
+enum Gateway {
+    Child(Child),
+    Forked(Forked),
+}
+
+impl Gateway {
+    fn id(&self) -> Option<u32> {
+        match self {
+            Gateway::Child(child) => child.id(),
+            Gateway::Forked(forked) => Some(forked.id()),
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            Gateway::Child(child) => child.wait().await,
+            Gateway::Forked(forked) => forked.wait().await,
+        }
+    }
 }
 
 struct Entry {
@@ -65,24 +99,27 @@ struct Running {
 }
 
 impl ChildSupervisor {
-    /// Runs `hermes --profile NAME gateway run` ([`HermesCli::gateway_command`]); as root, as the profile's
-    /// own user, which `install` and `start` create and hand the profile to, and `uninstall` deletes.
+    /// Runs `hermes --profile NAME gateway run` forked from a [`Zygote`]; as root, as the profile's own
+    /// user, which `install` and `start` create and hand the profile to, and `uninstall` deletes.
     pub fn new(hermes: HermesCli) -> ChildSupervisor {
         let isolation = Isolation::detect(&hermes);
-        let mut supervisor = ChildSupervisor::with_launcher(Arc::new(move |profile: &ProfileName| hermes.gateway_command(profile)));
-        supervisor.isolation = isolation;
-        supervisor
+        ChildSupervisor::launching(Launch::Zygote(Arc::new(Zygote::new(hermes))), isolation)
+    }
+
+    /// As [`ChildSupervisor::new`], but each gateway starts its own interpreter
+    /// ([`HermesCli::gateway_command`]): the way to rule the zygote out.
+    pub fn without_preload(hermes: HermesCli) -> ChildSupervisor {
+        let isolation = Isolation::detect(&hermes);
+        ChildSupervisor::launching(Launch::Command(Arc::new(move |profile: &ProfileName| hermes.gateway_command(profile))), isolation)
     }
 
     /// Runs whatever `launcher` builds (tests; other runtimes), as we run.
     pub fn with_launcher(launcher: Launcher) -> ChildSupervisor {
-        ChildSupervisor {
-            launcher,
-            isolation: None,
-            backoff: Backoff::default(),
-            grace: Duration::from_secs(15),
-            profiles: Mutex::default(),
-        }
+        ChildSupervisor::launching(Launch::Command(launcher), None)
+    }
+
+    fn launching(launch: Launch, isolation: Option<Isolation>) -> ChildSupervisor {
+        ChildSupervisor { launch, isolation, backoff: Backoff::default(), grace: Duration::from_secs(15), profiles: Mutex::default() }
     }
 
     pub fn with_backoff(mut self, backoff: Backoff) -> ChildSupervisor {
@@ -139,22 +176,30 @@ impl ServiceManager for ChildSupervisor {
         // Again, even for a running gateway: the provisioner may have written into the profile (as root)
         // since `install`, and the gateway rereads its files when it restarts.
         let account = self.prepare(profile).await?;
-        let mut profiles = self.profiles();
-        let entry = profiles.get_mut(profile).ok_or_else(|| Error::NotInstalled(profile.to_string()))?;
-        if entry.running.as_ref().is_some_and(|r| !r.task.is_finished()) {
-            return Ok(());
-        }
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(supervise(
-            profile.clone(),
-            self.launcher.clone(),
-            account,
-            self.backoff,
-            self.grace,
-            entry.state.clone(),
-            cancel.clone(),
-        ));
-        entry.running = Some(Running { cancel, task });
+        let first_launch = {
+            let mut profiles = self.profiles();
+            let entry = profiles.get_mut(profile).ok_or_else(|| Error::NotInstalled(profile.to_string()))?;
+            if entry.running.as_ref().is_some_and(|r| !r.task.is_finished()) {
+                return Ok(());
+            }
+            let cancel = CancellationToken::new();
+            let (launched, first_launch) = oneshot::channel();
+            let supervision = Supervision {
+                profile: profile.clone(),
+                launch: self.launch.clone(),
+                account,
+                backoff: self.backoff,
+                grace: self.grace,
+                state: entry.state.clone(),
+                cancel: cancel.clone(),
+            };
+            let task = tokio::spawn(supervise(supervision, launched));
+            entry.running = Some(Running { cancel, task });
+            first_launch
+        };
+        // Returns once the gateway has a pid (or its first launch failed, which `status` tells): a fork
+        // from the zygote waits for the zygote's preload when it is the first.
+        let _ = first_launch.await;
         Ok(())
     }
 
@@ -187,35 +232,36 @@ fn lock(state: &Mutex<ServiceStatus>) -> MutexGuard<'_, ServiceStatus> {
     state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Keeps one gateway running until `cancel` fires.
-async fn supervise(
+/// Everything one gateway's supervision task needs.
+struct Supervision {
     profile: ProfileName,
-    launcher: Launcher,
+    launch: Launch,
     account: Option<Account>,
     backoff: Backoff,
     grace: Duration,
     state: Arc<Mutex<ServiceStatus>>,
     cancel: CancellationToken,
-) {
+}
+
+/// Keeps one gateway running until `cancel` fires; `launched` hears when the first launch is over.
+async fn supervise(supervision: Supervision, launched: oneshot::Sender<()>) {
+    let Supervision { profile, launch, account, backoff, grace, state, cancel } = supervision;
+    let mut launched = Some(launched);
     let mut delay = backoff.initial;
     loop {
         let started = Instant::now();
-        let mut command = launcher(&profile);
-        // Its own process group, so whatever the gateway spawned goes with it. hermes keeps its own logs
-        // under the profile's logs/.
-        command.process_group(0).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
-        if let Some(account) = account {
-            // Setting the uid as root also drops every supplementary group (std calls setgroups(0, NULL)).
-            command.uid(account.uid).gid(account.gid);
+        let gateway = launch_gateway(&launch, &profile, account).await;
+        match &gateway {
+            Err(e) => lock(&state).last_exit = Some(format!("could not start: {e}")),
+            Ok(child) => lock(&state).pid = child.id(),
         }
-        match command.spawn() {
-            Err(e) => {
-                tracing::error!(%profile, error = %e, "gateway could not start");
-                lock(&state).last_exit = Some(format!("could not start: {e}"));
-            }
+        if let Some(launched) = launched.take() {
+            let _ = launched.send(());
+        }
+        match gateway {
+            Err(e) => tracing::error!(%profile, error = %e, "gateway could not start"),
             Ok(mut child) => {
                 let pid = child.id();
-                lock(&state).pid = pid;
                 tracing::info!(%profile, pid, "gateway started");
                 let ended = tokio::select! {
                     status = child.wait() => status,
@@ -250,17 +296,33 @@ async fn supervise(
     }
 }
 
-/// SIGTERM, then SIGKILL to the whole group if it has not exited after `grace`.
-async fn terminate(child: &mut Child, grace: Duration) -> std::io::Result<ExitStatus> {
-    if let Some(pid) = child.id() {
+/// Starts one gateway in a process group of its own (so whatever it spawned goes with it), with nothing
+/// on its stdio (hermes keeps its own logs under the profile's logs/).
+async fn launch_gateway(launch: &Launch, profile: &ProfileName, account: Option<Account>) -> std::io::Result<Gateway> {
+    match launch {
+        Launch::Zygote(zygote) => zygote.spawn(profile, account).await.map(Gateway::Forked),
+        Launch::Command(launcher) => {
+            let mut command = launcher(profile);
+            command.process_group(0).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
+            if let Some(account) = account {
+                // Setting the uid as root also drops every supplementary group (std calls setgroups(0, NULL)).
+                command.uid(account.uid).gid(account.gid);
+            }
+            command.spawn().map(Gateway::Child)
+        }
+    }
+}
+
+/// SIGTERM, then SIGKILL to the whole group (the gateway leads it) if it has not exited after `grace`.
+async fn terminate(gateway: &mut Gateway, grace: Duration) -> std::io::Result<ExitStatus> {
+    if let Some(pid) = gateway.id() {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     }
-    match tokio::time::timeout(grace, child.wait()).await {
+    match tokio::time::timeout(grace, gateway.wait()).await {
         Ok(status) => status,
         Err(_) => {
-            kill_group(child.id());
-            child.kill().await?;
-            child.wait().await
+            kill_group(gateway.id());
+            gateway.wait().await
         }
     }
 }
