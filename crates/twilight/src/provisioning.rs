@@ -128,10 +128,10 @@ fn gateway_hidden_paths(config: &Config) -> anyhow::Result<Vec<PathBuf>> {
 
 /// What one gateway is budgeted, in MiB: its private memory after a conversation (README, "Capacity":
 /// `cargo bench --workspace --profile dev --bench gateways`) and room for longer ones. Starting its
-/// own interpreter, 140 measured …
-const GATEWAY_MIB: u64 = 160;
-/// … forked from the supervisor's preloaded zygote, 99.
-const FORKED_GATEWAY_MIB: u64 = 120;
+/// own interpreter, 126 measured …
+const GATEWAY_MIB: u64 = 145;
+/// … forked from the supervisor's preloaded zygote, 74.
+const FORKED_GATEWAY_MIB: u64 = 90;
 /// Memory kept for everything on the host but the gateways (serve, the OS, the zygote).
 const RESERVED_MIB: u64 = 1024;
 

@@ -26,8 +26,16 @@ HERMES = "hermes-agent"
 HERMES_EXTRAS = ("mcp",)
 # The WeChat adapter's packages, installed by name rather than through hermes' `messaging` extra.
 ADAPTER_PACKAGES = ("aiohttp", "qrcode", "brotlicffi")
-# Standard-library packages a gateway imports that none of the libraries above does.
-STDLIB = ("sqlite3", "email.mime.text", "http.cookies", "concurrent.futures", "difflib", "gzip", "html.parser", "tarfile")
+# Modules a gateway imports only once it runs, which importing the libraries above does not: the
+# standard library's, and the libraries' own lazy imports (openai loads its API resources on first use).
+# Traced in a gateway of hermes-agent 0.19.0 after a conversation; one missing here costs memory, not
+# correctness.
+LAZY_IMPORTS = (
+    "sqlite3", "email.mime.text", "email.mime.multipart", "http.cookies", "http.server", "concurrent.futures.thread",
+    "difflib", "gzip", "html.parser", "tarfile", "imaplib", "smtplib", "webbrowser", "faulthandler", "pkgutil",
+    "unittest.mock", "openai.resources", "aiohttp.web", "anyio._backends._asyncio", "anyio.streams.tls",
+    "websockets.asyncio.client", "encodings.utf_8_sig",
+)
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
@@ -63,7 +71,7 @@ def libraries():
         except importlib.metadata.PackageNotFoundError:
             continue  # an optional or platform-specific requirement that is not installed
         order += [m for m in modules_of.get(dist, []) if not m.startswith("_") and m not in own]
-    return order + list(STDLIB)
+    return order + list(LAZY_IMPORTS)
 
 
 def normal(dist):
@@ -123,8 +131,7 @@ def become_profile(request, zygote_pid, own_fds):
     signal.set_wakeup_fd(-1)
     for fd in own_fds:
         os.close(fd)
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the one disposition the zygote changed
     os.setsid()  # its own session and process group, which a stop signals whole
     if request.get("uid") is not None:
         os.setgroups([])
