@@ -163,11 +163,22 @@ async fn the_real_hermes_gateway_is_supervised_restarted_and_stopped(supervisor:
         format!("HOME={}", dir.display()),
         format!("HERMES_KANBAN_HOME={}", dir.display()),
         "HERMES_DISABLE_LAZY_INSTALLS=1".to_owned(),
+        "MALLOC_ARENA_MAX=2".to_owned(),
     ] {
         assert!(environ.contains(&expected), "{expected} missing from {environ:?}");
     }
-    let allowed =
-        ["HERMES_HOME", "HOME", "HERMES_KANBAN_HOME", "HERMES_DISABLE_LAZY_INSTALLS", "VIRTUAL_ENV", "PATH", "LANG", "LC_ALL", "TZ"];
+    let allowed = [
+        "HERMES_HOME",
+        "HOME",
+        "HERMES_KANBAN_HOME",
+        "HERMES_DISABLE_LAZY_INSTALLS",
+        "VIRTUAL_ENV",
+        "PATH",
+        "MALLOC_ARENA_MAX",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+    ];
     for variable in &environ {
         let key = variable.split('=').next().unwrap();
         assert!(allowed.contains(&key), "the backend's {key} reached the gateway");

@@ -128,8 +128,8 @@ fn gateway_hidden_paths(config: &Config) -> anyhow::Result<Vec<PathBuf>> {
 
 /// What one gateway is budgeted, in MiB: its private memory after a conversation (README, "Capacity":
 /// `cargo bench --workspace --profile dev --bench gateways`) and room for longer ones. Starting its
-/// own interpreter, 126 measured …
-const GATEWAY_MIB: u64 = 145;
+/// own interpreter, 122 measured …
+const GATEWAY_MIB: u64 = 140;
 /// … forked from the supervisor's preloaded zygote, 74.
 const FORKED_GATEWAY_MIB: u64 = 90;
 /// Memory kept for everything on the host but the gateways (serve, the OS, the zygote).

@@ -437,6 +437,7 @@ mod tests {
             "Environment=\"HERMES_DISABLE_LAZY_INSTALLS=1\"",
             "Environment=\"VIRTUAL_ENV=/opt/venv\"",
             "Environment=\"PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin\"",
+            "Environment=\"MALLOC_ARENA_MAX=2\"",
             "EnvironmentFile=-/var/lib/twilight/hermes/profiles/user-abc/.env",
             "Restart=on-failure",
             "RestartForceExitStatus=75",

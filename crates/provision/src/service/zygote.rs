@@ -149,10 +149,8 @@ impl Zygote {
                 command.env(key, value);
             }
         }
+        // MALLOC_ARENA_MAX among them: glibc reads it once, here, and the forks inherit its effect.
         command.env("HOME", "/nonexistent").env(RESERVE_VARIABLE, " ".repeat(RESERVE)).current_dir("/");
-        // glibc reads it once, here; the forks inherit its effect (5 MiB less each, README "Capacity"):
-        // their threads mostly wait on I/O under the GIL, so two arenas are no bottleneck.
-        command.env("MALLOC_ARENA_MAX", "2");
         command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
         let mut process = command.spawn()?;
         let stdin = process.stdin.take().expect("piped");
